@@ -1,0 +1,1 @@
+//! Jetstream room: the reader actor and its pure logic.

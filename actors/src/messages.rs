@@ -1,0 +1,152 @@
+//! The messages that cross rooms. Rooms never import each other; they hold `Recipient`s of
+//! these messages, handed to them by the supervisor (DESIGN.md §7).
+//!
+//! Flow: reader --PushBatch--> [verifier pool] --PushBatch--> writer --BatchCommitted--> reader.
+//! A batch carries a [`Credit`] (a permit of the reader's in-flight window) that is released
+//! only once the batch is committed and the reader has seen the commit, so the window bounds
+//! everything between the socket and Redis.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::Message;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::model::{DeadLetter, Event};
+
+/// One permit of the reader's in-flight window. Dropping it frees the slot.
+#[derive(Debug)]
+pub struct Credit(pub OwnedSemaphorePermit);
+
+/// One element of a batch, in wire order.
+#[derive(Debug)]
+pub enum Item {
+    Event(Event),
+    Dead(DeadLetter),
+}
+
+/// A numbered group of consecutive frames from one session.
+#[derive(Debug)]
+pub struct Batch {
+    /// Strictly increasing over the reader's lifetime (across sessions and restarts).
+    pub seq: u64,
+    /// The session (dial) that produced it.
+    pub session: u64,
+    /// Host the frames came from (`source` field of every job).
+    pub source: Arc<str>,
+    pub items: Vec<Item>,
+    /// The cursor to store once this batch is committed: the `time_us` of the newest frame
+    /// in it (including frames we skipped on purpose). `None` if no frame told a time.
+    pub cursor: Option<u64>,
+    /// When the first frame of the batch arrived, for receive→commit latency.
+    pub received_at: Instant,
+    pub credit: Credit,
+}
+
+/// Hand a batch to the next stage. The handler must only enqueue (bounded by credits).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PushBatch(pub Batch);
+
+/// Redis acknowledged the commit of a batch.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct BatchCommitted {
+    pub seq: u64,
+    pub session: u64,
+    /// The cursor now stored in Redis (if the batch carried one).
+    pub cursor: Option<u64>,
+    /// Entries written / skipped as already committed.
+    pub written: usize,
+    pub skipped: usize,
+    pub received_at: Instant,
+    /// Released when the reader handles this message.
+    pub credit: Credit,
+}
+
+/// Read the cursor stored in Redis (retries until Redis answers).
+#[derive(Message)]
+#[rtype(result = "Option<u64>")]
+pub struct LoadCursor;
+
+/// Tear the session down and dial again, from `from_cursor` or the committed cursor.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "u64")]
+pub struct Restart {
+    pub from_cursor: Option<u64>,
+}
+
+/// Close the socket and stop reading until `Resume`.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Pause;
+
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Resume;
+
+/// Stop reading, commit what is in flight, then answer. Used for SIGTERM and `replay`.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+/// The reader's state machine, as shown in status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReaderState {
+    Starting,
+    Connecting,
+    Streaming,
+    Backoff,
+    Paused,
+    /// Replay reached its `until` cursor, or a drain finished.
+    Finished,
+}
+
+/// The reader's view, returned by `GetReaderStatus`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReaderStatus {
+    pub state: ReaderState,
+    pub endpoint: String,
+    pub session_id: u64,
+    pub committed_cursor: Option<u64>,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    pub events_received: u64,
+    pub dead_letters: u64,
+    pub batches_committed: u64,
+    pub sessions_started: u64,
+}
+
+#[derive(Message)]
+#[rtype(result = "ReaderStatus")]
+pub struct GetReaderStatus;
+
+/// The writer's view, returned by `GetWriterStatus`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WriterStatus {
+    pub queued_batches: usize,
+    pub commits: u64,
+    pub entries_written: u64,
+    pub entries_skipped: u64,
+    pub consecutive_commit_failures: u32,
+    pub last_error: Option<String>,
+    pub stored_cursor: Option<u64>,
+}
+
+#[derive(Message)]
+#[rtype(result = "WriterStatus")]
+pub struct GetWriterStatus;
+
+/// Everything the supervisor knows, returned by `GetStatus`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub reader: ReaderStatus,
+    pub writer: WriterStatus,
+    pub uptime_secs: u64,
+    pub reader_restarts: u64,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Status, actix::MailboxError>")]
+pub struct GetStatus;

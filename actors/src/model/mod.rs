@@ -1,0 +1,10 @@
+//! The shared vocabulary: events as decoded from Jetstream, the stream entries we write, and
+//! cursor arithmetic. Ground floor: imports nothing from the rest of the crate.
+
+pub mod cursor;
+pub mod event;
+pub mod job;
+
+pub use cursor::Cursor;
+pub use event::{AccountEvent, CommitEvent, DeadLetter, Event, IdentityEvent, Operation};
+pub use job::{StreamEntry, StreamKind, SCHEMA_VERSION};

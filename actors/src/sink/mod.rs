@@ -1,0 +1,1 @@
+//! Sink room: the Redis writer.

@@ -1,0 +1,1 @@
+//! Syntax checks (filled by the verifier work).

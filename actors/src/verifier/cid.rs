@@ -1,0 +1,1 @@
+//! CID recompute (filled by the verifier work).

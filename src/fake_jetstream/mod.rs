@@ -1,0 +1,1 @@
+//! Fake Jetstream server.

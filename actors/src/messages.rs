@@ -64,11 +64,6 @@ pub struct BatchCommitted {
     pub credit: Credit,
 }
 
-/// Read the cursor stored in Redis (retries until Redis answers).
-#[derive(Message)]
-#[rtype(result = "Option<u64>")]
-pub struct LoadCursor;
-
 /// Tear the session down and dial again, from `from_cursor` or the committed cursor.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "u64")]
@@ -116,6 +111,8 @@ pub struct ReaderStatus {
     pub dead_letters: u64,
     pub batches_committed: u64,
     pub sessions_started: u64,
+    /// Ceiling of the last reconnect delay (the delay itself is drawn below it).
+    pub backoff_ceiling_ms: u64,
 }
 
 #[derive(Message)]

@@ -1,1 +1,128 @@
-//! Supervisor.
+//! The supervisor: the only module that knows the whole topology (DESIGN.md §7). It loads the
+//! stored cursor, starts the writer and the reader, wires them with `Recipient`s, keeps the
+//! reader under `actix::Supervisor` (restarted with its state when it stops) and is the one
+//! address the admin surfaces talk to (`Restart`, `Pause`, `Resume`, `Drain`, `GetStatus`).
+
+use std::time::Instant;
+
+use actix::prelude::*;
+use tracing::info;
+
+use crate::jetstream::reader::StartCursor;
+use crate::jetstream::{JetstreamReader, ReaderConfig};
+use crate::messages::{Drain, GetReaderStatus, GetStatus, GetWriterStatus, Pause, Restart, Resume, Status};
+use crate::sink::writer::load_cursor;
+use crate::sink::{RedisWriter, WriterConfig};
+
+/// Where the first dial starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartChoice {
+    /// The cursor stored in Redis; if none, `fallback` (config `initial_cursor` or `--cursor`);
+    /// if none, live tail.
+    Resume { fallback: Option<u64> },
+    /// Exactly this cursor, whatever is stored (`replay --from`).
+    From(u64),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("stored cursor: {0}")]
+    BadStoredCursor(String),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+pub struct Supervisor {
+    reader: Addr<JetstreamReader>,
+    writer: Addr<RedisWriter>,
+    started_at: Instant,
+    restarts: u64,
+}
+
+impl Supervisor {
+    /// Loads the cursor (waiting for Redis), then starts and wires writer and reader. Must run
+    /// inside an actix `System`.
+    pub async fn launch(reader: ReaderConfig, writer: WriterConfig, start: StartChoice) -> Result<Addr<Supervisor>, LaunchError> {
+        let start = match start {
+            StartChoice::From(c) => StartCursor::Exact(c),
+            StartChoice::Resume { fallback } => match load_cursor(&writer).await.map_err(LaunchError::BadStoredCursor)? {
+                Some(c) => StartCursor::Committed(c),
+                None => fallback.map_or(StartCursor::Live, StartCursor::Exact),
+            },
+        };
+        info!(?start, "starting pipeline");
+        let writer_ctx = Context::<RedisWriter>::new();
+        let writer_addr = writer_ctx.address();
+        let push = writer_addr.clone().recipient();
+        let reader_addr = actix::Supervisor::start(move |_| JetstreamReader::new(reader, push, start));
+        let writer_actor = RedisWriter::new(writer, reader_addr.clone().recipient())?;
+        let writer_addr = writer_ctx.run(writer_actor);
+        Ok(Supervisor { reader: reader_addr, writer: writer_addr, started_at: Instant::now(), restarts: 0 }.start())
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Restart> for Supervisor {
+    type Result = ResponseFuture<u64>;
+
+    fn handle(&mut self, msg: Restart, _ctx: &mut Self::Context) -> Self::Result {
+        self.restarts += 1;
+        metrics::counter!("jetstream_ingestor_admin_restarts_total").increment(1);
+        let reader = self.reader.clone();
+        Box::pin(async move { reader.send(msg).await.unwrap_or(0) })
+    }
+}
+
+impl Handler<Pause> for Supervisor {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, msg: Pause, _ctx: &mut Self::Context) -> Self::Result {
+        let reader = self.reader.clone();
+        Box::pin(async move {
+            let _ = reader.send(msg).await;
+        })
+    }
+}
+
+impl Handler<Resume> for Supervisor {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, msg: Resume, _ctx: &mut Self::Context) -> Self::Result {
+        let reader = self.reader.clone();
+        Box::pin(async move {
+            let _ = reader.send(msg).await;
+        })
+    }
+}
+
+impl Handler<Drain> for Supervisor {
+    type Result = ResponseFuture<()>;
+
+    /// Stop reading and answer once every batch read so far is committed.
+    fn handle(&mut self, msg: Drain, _ctx: &mut Self::Context) -> Self::Result {
+        let reader = self.reader.clone();
+        Box::pin(async move {
+            let _ = reader.send(msg).await;
+        })
+    }
+}
+
+impl Handler<GetStatus> for Supervisor {
+    type Result = ResponseFuture<Result<Status, MailboxError>>;
+
+    fn handle(&mut self, _: GetStatus, _ctx: &mut Self::Context) -> Self::Result {
+        let reader = self.reader.clone();
+        let writer = self.writer.clone();
+        let uptime_secs = self.started_at.elapsed().as_secs();
+        let reader_restarts = self.restarts;
+        Box::pin(async move {
+            Ok(Status {
+                reader: reader.send(GetReaderStatus).await?,
+                writer: writer.send(GetWriterStatus).await?,
+                uptime_secs,
+                reader_restarts,
+            })
+        })
+    }
+}

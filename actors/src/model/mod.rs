@@ -2,6 +2,7 @@
 //! cursor arithmetic. Ground floor: imports nothing from the rest of the crate.
 
 pub mod cursor;
+pub mod duration;
 pub mod event;
 pub mod job;
 

@@ -1,1 +1,9 @@
-//! Sink room: the Redis writer.
+//! Sink room: the Redis writer (`writer.rs`) and its pure logic: the atomic commit script and
+//! its arguments (`commit.rs`), config.
+
+pub mod commit;
+pub mod config;
+pub mod writer;
+
+pub use config::WriterConfig;
+pub use writer::RedisWriter;

@@ -1,4 +1,11 @@
-//! The edge of jetstream-ingestor: settings, CLI, telemetry, wiring, and the fake Jetstream
-//! server used by the demo and the tests.
+//! The edge of jetstream-ingestor: settings (the only reader of files and environment), CLI,
+//! telemetry, app wiring and shutdown, the demo, and the fake Jetstream server used by the
+//! demo and the tests.
 
+pub mod app;
+pub mod cli;
+pub mod demo;
 pub mod fake_jetstream;
+pub mod local_redis;
+pub mod settings;
+pub mod telemetry;

@@ -1,1 +1,285 @@
-//! Fake Jetstream server.
+//! Fake Jetstream: a server that speaks the Jetstream v1 `/subscribe` WebSocket protocol,
+//! for the ingestor's integration tests (in-process), the `fake-jetstream` CLI subcommand
+//! (users testing their consumers offline) and the demo.
+//!
+//! It serves either a file of JSON lines (verbatim, in file order: malformed lines included,
+//! so consumers can be tested against them) or generated live events, with the real
+//! protocol's query parameters (`wantedCollections`, `wantedDids`, `cursor`, `compress`,
+//! `requireHello`, `maxMessageSizeBytes`), `options_update` messages, zstd frames with the
+//! Jetstream dictionary, ping/pong and backpressure. The server runs on its own thread with
+//! its own tokio runtime, so it works from any test (actix or not) and any thread.
+//!
+//! Layout: `server` (accept loop, HTTP checks, connection records), `session` (one
+//! subscriber), `filter` (query and `options_update`), `feed` (file lines and per-connection
+//! position), `live` (generate mode's ring buffer and producer), `generate` and `ids` (the
+//! events themselves), `http` (request heads and error responses).
+//!
+//! Failure: [`FakeJetstream::start`] fails with an `io::Error` when the config is invalid,
+//! the address cannot be bound, or the source file or dictionary cannot be read. After that,
+//! a failing connection ends only itself (see [`ConnectionEnd`]); the server stops only on
+//! [`FakeJetstream::shutdown`] or drop.
+
+mod feed;
+mod filter;
+mod generate;
+mod http;
+mod ids;
+mod live;
+mod server;
+mod session;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+pub use generate::generate_corpus;
+
+/// How to run a fake Jetstream.
+#[derive(Debug, Clone)]
+pub struct FakeJetstreamConfig {
+    /// Address to listen on; `127.0.0.1:0` picks a free port (read it back with
+    /// [`FakeJetstream::addr`]).
+    pub listen: SocketAddr,
+    /// Where events come from.
+    pub source: Source,
+    /// Pacing of every connection in events per second; `None` sends as fast as the client
+    /// reads.
+    pub rate: Option<u32>,
+    /// After this many events on a connection, the server sends a Close frame (1000) and
+    /// closes it: exercises the consumer's reconnect and cursor resume.
+    pub close_every: Option<u64>,
+    /// File mode: close (1000) after the last line instead of idling with the socket open.
+    pub close_at_end: bool,
+    /// The Jetstream zstd dictionary; without it, `compress=true` subscribers get text frames
+    /// (logged), which real Jetstream would not do.
+    pub zstd_dictionary: Option<PathBuf>,
+}
+
+impl FakeJetstreamConfig {
+    /// A config on `127.0.0.1:0` with no pacing, no forced closes and no dictionary.
+    pub fn new(source: Source) -> FakeJetstreamConfig {
+        FakeJetstreamConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            source,
+            rate: None,
+            close_every: None,
+            close_at_end: false,
+            zstd_dictionary: None,
+        }
+    }
+}
+
+/// Where a fake Jetstream's events come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A file of Jetstream JSON lines, loaded once at start and served verbatim in file order
+    /// (from the first line with `time_us >= cursor` when a cursor is given). Lines that are
+    /// not events are served too, and travel with the event before them (for the cursor and
+    /// the filters); lines that are not UTF-8 go out as binary frames; empty lines are skipped.
+    File(PathBuf),
+    /// The same, from memory: each string is one line (or several, separated by `\n`).
+    Lines(Vec<String>),
+    /// Live generated events at `rate` per second, deterministic for `seed` apart from their
+    /// times (the wall clock). The last five minutes (at most 600,000 events) can be replayed
+    /// with a cursor; without one, a subscriber starts at the next event.
+    Generate { rate: u32, seed: u64 },
+}
+
+/// How a subscription ended (or that it has not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionEnd {
+    /// Still running.
+    Open,
+    /// Refused before the upgrade, e.g. 400 for a bad cursor.
+    Rejected { status: u16, message: String },
+    /// The WebSocket handshake failed.
+    HandshakeFailed(String),
+    /// The subscriber closed (with this close code, if it sent one) or went away.
+    ClientClosed { code: Option<u16> },
+    /// The server closed it after `close_every` events.
+    CloseEvery,
+    /// The server closed it after the last line (`close_at_end`).
+    EndOfFile,
+    /// The server shut down.
+    Shutdown,
+    /// A socket or protocol error.
+    Error(String),
+}
+
+/// One `/subscribe` request the server received (including those it refused with a 400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRecord {
+    /// The request target: path and query, as sent.
+    pub uri: String,
+    /// The `cursor` parameter.
+    pub cursor: Option<u64>,
+    /// The `wantedCollections` parameters, as sent (later `options_update`s not included).
+    pub wanted_collections: Vec<String>,
+    /// The `wantedDids` parameters, as sent.
+    pub wanted_dids: Vec<String>,
+    /// Whether zstd was asked for (`compress=true` or `Socket-Encoding: zstd`).
+    pub compress: bool,
+    pub require_hello: bool,
+    /// Valid `options_update` messages applied.
+    pub options_updates: u64,
+    /// Events sent on this connection.
+    pub events_sent: u64,
+    pub end: ConnectionEnd,
+}
+
+/// A running fake Jetstream. Dropping it shuts it down.
+pub struct FakeJetstream {
+    addr: SocketAddr,
+    shared: Arc<server::Shared>,
+    stop: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeJetstream {
+    /// Loads the source, binds the address and starts serving on a thread of its own with
+    /// its own tokio runtime. Returns once the socket is listening.
+    pub fn start(cfg: FakeJetstreamConfig) -> io::Result<FakeJetstream> {
+        if cfg.rate == Some(0) {
+            return Err(invalid("rate must be at least 1 event/s"));
+        }
+        if cfg.close_every == Some(0) {
+            return Err(invalid("close_every must be at least 1"));
+        }
+        let (source, generator) = match &cfg.source {
+            Source::File(path) => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
+                })?;
+                (
+                    feed::SourceData::File(Arc::new(feed::lines_from_bytes(&bytes))),
+                    None,
+                )
+            }
+            Source::Lines(lines) => (
+                feed::SourceData::File(Arc::new(feed::lines_from_strings(lines))),
+                None,
+            ),
+            Source::Generate { rate: 0, .. } => {
+                return Err(invalid("generate rate must be at least 1 event/s"));
+            }
+            Source::Generate { rate, seed } => (
+                feed::SourceData::Live(Arc::new(live::LiveHub::new())),
+                Some((*rate, *seed)),
+            ),
+        };
+        let dictionary = match &cfg.zstd_dictionary {
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
+                })?;
+                Some(zstd::dict::EncoderDictionary::try_copy(&bytes, 3)?)
+            }
+            None => None,
+        };
+        let shared = Arc::new(server::Shared::default());
+        let ctx = Arc::new(server::ServerCtx {
+            source,
+            generator,
+            rate: cfg.rate,
+            close_every: cfg.close_every,
+            close_at_end: cfg.close_at_end,
+            dictionary,
+            shared: Arc::clone(&shared),
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("fake-jetstream")
+            .build()?;
+        let std_listener = std::net::TcpListener::bind(cfg.listen)?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let listener = {
+            let _in_runtime = runtime.enter();
+            tokio::net::TcpListener::from_std(std_listener)?
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name(format!("fake-jetstream-{}", addr.port()))
+            .spawn(move || {
+                runtime.block_on(server::run(listener, ctx, stop_rx));
+                runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            })?;
+        info!(%addr, "fake jetstream listening");
+        Ok(FakeJetstream {
+            addr,
+            shared,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The subscribe URL, `ws://HOST:PORT/subscribe`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/subscribe", self.addr)
+    }
+
+    /// Every `/subscribe` request received so far, in arrival order.
+    pub fn connections(&self) -> Vec<ConnectionRecord> {
+        self.shared.snapshot()
+    }
+
+    /// Events sent so far, over all connections.
+    pub fn events_sent(&self) -> u64 {
+        self.shared.events_sent.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting, closes every session (Close 1001) and joins the server thread.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        self.stop.send_replace(true);
+        if thread.join().is_err() {
+            error!(addr = %self.addr, "fake jetstream thread panicked");
+        }
+    }
+}
+
+impl Drop for FakeJetstream {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn invalid(message: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message.to_owned())
+}
+
+/// Runs a fake Jetstream until ctrl-c, then shuts it down (for the CLI). Blocking.
+pub fn serve_until_ctrl_c(cfg: FakeJetstreamConfig) -> io::Result<()> {
+    let server = FakeJetstream::start(cfg)?;
+    info!(url = %server.url(), "fake jetstream serving; ctrl-c to stop");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let signal = runtime.block_on(tokio::signal::ctrl_c());
+    if let Err(err) = &signal {
+        warn!(%err, "cannot wait for ctrl-c");
+    }
+    info!(
+        events_sent = server.events_sent(),
+        "fake jetstream stopping"
+    );
+    server.shutdown();
+    signal
+}

@@ -76,7 +76,12 @@ pub(crate) fn shown(s: &str) -> String {
 /// methods atproto blesses: `did:plc` (24 chars of base32 lower) and `did:web` (a hostname,
 /// optionally with a `%3A`-encoded port; no paths).
 pub fn check_did(s: &str) -> Result<(), CheckError> {
-    let bad = |why: &str| Err(CheckError::new(CheckError::BAD_DID, format!("{}: {why}", shown(s))));
+    let bad = |why: &str| {
+        Err(CheckError::new(
+            CheckError::BAD_DID,
+            format!("{}: {why}", shown(s)),
+        ))
+    };
     if s.len() > MAX_DID_LEN {
         return bad("longer than 2048 chars");
     }
@@ -109,10 +114,8 @@ pub fn check_did(s: &str) -> Result<(), CheckError> {
         return bad("ends with ':'");
     }
     match method {
-        "plc" => {
-            if ident.len() != 24 || !ident.bytes().all(is_base32_lower) {
-                return bad("did:plc identifier must be 24 chars of [a-z2-7]");
-            }
+        "plc" if ident.len() != 24 || !ident.bytes().all(is_base32_lower) => {
+            return bad("did:plc identifier must be 24 chars of [a-z2-7]");
         }
         "web" => {
             let (host, port) = match ident.split_once("%3A") {
@@ -123,7 +126,8 @@ pub fn check_did(s: &str) -> Result<(), CheckError> {
                 return bad(&format!("did:web host: {why}"));
             }
             if let Some(port) = port {
-                let ok = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+                let ok =
+                    !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
                 if !ok {
                     return bad("did:web port must be digits after %3A (no paths)");
                 }
@@ -152,7 +156,11 @@ fn check_hostname(host: &str) -> Result<(), &'static str> {
     if labels < 2 {
         return Err("needs at least two labels");
     }
-    if host.rsplit('.').next().is_some_and(|tld| tld.starts_with(|c: char| c.is_ascii_digit())) {
+    if host
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.starts_with(|c: char| c.is_ascii_digit()))
+    {
         return Err("top-level label starts with a digit");
     }
     Ok(())
@@ -163,7 +171,10 @@ fn check_domain_label(label: &str) -> Result<(), &'static str> {
     if label.is_empty() || label.len() > 63 {
         return Err("label must be 1-63 chars");
     }
-    if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
         return Err("label has a character outside [A-Za-z0-9-]");
     }
     if label.starts_with('-') || label.ends_with('-') {
@@ -181,7 +192,12 @@ fn is_base32_lower(b: u8) -> bool {
 /// ≤ 317 chars in all. Case is accepted as sent (the authority is case-insensitive by spec,
 /// but the network sends it lowercase).
 pub fn check_nsid(s: &str) -> Result<(), CheckError> {
-    let bad = |why: &str| Err(CheckError::new(CheckError::BAD_NSID, format!("{}: {why}", shown(s))));
+    let bad = |why: &str| {
+        Err(CheckError::new(
+            CheckError::BAD_NSID,
+            format!("{}: {why}", shown(s)),
+        ))
+    };
     if s.len() > MAX_NSID_LEN {
         return bad("longer than 317 chars");
     }
@@ -218,7 +234,12 @@ pub fn check_nsid(s: &str) -> Result<(), CheckError> {
 
 /// Record key syntax: 1–512 chars of `[A-Za-z0-9._:~-]`, and not `.` or `..`.
 pub fn check_record_key(s: &str) -> Result<(), CheckError> {
-    let bad = |why: &str| Err(CheckError::new(CheckError::BAD_RKEY, format!("{}: {why}", shown(s))));
+    let bad = |why: &str| {
+        Err(CheckError::new(
+            CheckError::BAD_RKEY,
+            format!("{}: {why}", shown(s)),
+        ))
+    };
     if s.is_empty() || s.len() > MAX_RKEY_LEN {
         return bad("must be 1-512 chars");
     }
@@ -292,7 +313,12 @@ pub fn check_rev_skew(rev: &str, time_us: u64, max_skew: Duration) -> Result<(),
 
 /// CID string syntax as Jetstream sends it: CIDv1, multibase base32 lower (`b…`).
 pub fn check_cid_string(s: &str) -> Result<(), CheckError> {
-    let bad = |why: String| Err(CheckError::new(CheckError::BAD_CID, format!("{}: {why}", shown(s))));
+    let bad = |why: String| {
+        Err(CheckError::new(
+            CheckError::BAD_CID,
+            format!("{}: {why}", shown(s)),
+        ))
+    };
     if s.len() > MAX_CID_LEN {
         return bad(format!("longer than {MAX_CID_LEN} chars"));
     }
@@ -371,7 +397,11 @@ mod tests {
         let long = format!("did:example:{}", "a".repeat(MAX_DID_LEN));
         assert_eq!(reason(check_did(&long)), "bad_did");
         let err = check_did(&long).unwrap_err();
-        assert!(err.message.len() < 200, "message is capped: {}", err.message.len());
+        assert!(
+            err.message.len() < 200,
+            "message is capped: {}",
+            err.message.len()
+        );
     }
 
     #[test]
@@ -411,7 +441,13 @@ mod tests {
         ] {
             assert_eq!(reason(check_nsid(bad)), "bad_nsid", "{bad}");
         }
-        let max = format!("{}.{}.{}.{}.name", "a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(62));
+        let max = format!(
+            "{}.{}.{}.{}.name",
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(62)
+        );
         assert_eq!(max.len(), 259);
         assert_eq!(reason(check_nsid(&max)), "bad_nsid", "authority over 253");
     }
@@ -430,7 +466,12 @@ mod tests {
 
     #[test]
     fn tids() {
-        for ok in ["3mptbypluud2a", "2222222222222", "jzzzzzzzzzzzz", "3jzfcijpj2z2a"] {
+        for ok in [
+            "3mptbypluud2a",
+            "2222222222222",
+            "jzzzzzzzzzzzz",
+            "3jzfcijpj2z2a",
+        ] {
             assert_eq!(reason(check_tid(ok)), "ok", "{ok}");
         }
         for bad in [
@@ -467,15 +508,24 @@ mod tests {
         let five_min = Duration::from_secs(300);
         assert_eq!(reason(check_rev_skew(rev, rev_us, five_min)), "ok");
         // rev in the past: fine however old
-        assert_eq!(reason(check_rev_skew(rev, rev_us + 10_000_000_000, five_min)), "ok");
+        assert_eq!(
+            reason(check_rev_skew(rev, rev_us + 10_000_000_000, five_min)),
+            "ok"
+        );
         // exactly at the limit: fine; one µs beyond: rejected
-        assert_eq!(reason(check_rev_skew(rev, rev_us - 300_000_000, five_min)), "ok");
+        assert_eq!(
+            reason(check_rev_skew(rev, rev_us - 300_000_000, five_min)),
+            "ok"
+        );
         assert_eq!(
             reason(check_rev_skew(rev, rev_us - 300_000_001, five_min)),
             "rev_in_future"
         );
         assert_eq!(reason(check_rev_skew("nope", rev_us, five_min)), "bad_rev");
-        assert_eq!(reason(check_rev_skew(rev, 0, Duration::ZERO)), "rev_in_future");
+        assert_eq!(
+            reason(check_rev_skew(rev, 0, Duration::ZERO)),
+            "rev_in_future"
+        );
     }
 
     #[test]
@@ -491,13 +541,16 @@ mod tests {
             "b",
             "QmdfTbBqBPQ7VNxZEYEj14VmRuZBkqFbiwReogJgS1zR1n", // v0, base58
             "BAFYREIGUCE4JH7KCBMOF3PMCVASIFQTW24B6ISAKJ5VE5GA2B4Z4ALPC4I", // base32 upper
-            "zb2rhe5P4gXftAwvA4eXQ5HJwsER2owDyS9sKaQRRVQPn93bA",          // base58btc
-            "bafyreiguce4jh7kcbmof3pmcvasifqtw24b6isakj5ve5ga2b4z4alpc4",  // truncated
+            "zb2rhe5P4gXftAwvA4eXQ5HJwsER2owDyS9sKaQRRVQPn93bA", // base58btc
+            "bafyreiguce4jh7kcbmof3pmcvasifqtw24b6isakj5ve5ga2b4z4alpc4", // truncated
             "bafyrei!",
         ] {
             assert_eq!(reason(check_cid_string(bad)), "bad_cid", "{bad}");
         }
-        assert_eq!(reason(check_cid_string(&format!("b{}", "a".repeat(300)))), "bad_cid");
+        assert_eq!(
+            reason(check_cid_string(&format!("b{}", "a".repeat(300)))),
+            "bad_cid"
+        );
     }
 
     #[test]

@@ -1,4 +1,20 @@
 //! Verifier room: syntax checks and CID recompute for commit events (DESIGN.md §3).
+//!
+//! Pure logic only so far (no actix): `checks` (DID, NSID, rkey, TID, CID syntax, `rev`
+//! skew, the shared `CheckError`), `record` (size, depth, numbers, `$type`), `cid` (DAG-CBOR
+//! recompute), `filter` (collection allow/deny), `config` (typed settings) and `verify`
+//! (all of them on one `CommitEvent`). The actor shell (`pool.rs`) wraps `verify_commit`.
 
 pub mod checks;
 pub mod cid;
+pub mod config;
+pub mod filter;
+pub mod record;
+pub mod verify;
+
+pub use checks::CheckError;
+pub use cid::{CidCheck, CidError, check_record_cid, record_cid};
+pub use config::{VerifierConfig, VerifierConfigError};
+pub use filter::{CollectionFilter, FilterError};
+pub use record::{RecordLimits, check_record};
+pub use verify::verify_commit;

@@ -1,0 +1,177 @@
+//! Command line: parses arguments and dispatches. Everything long-running goes through
+//! `app::run`; this file only turns arguments into settings, modes and exit codes.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{self, Mode};
+use crate::settings::Settings;
+use crate::{demo, fake_jetstream, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(name = "jetstream-ingestor", version, about = "Bluesky Jetstream firehose -> jobs in Redis Streams, exactly once")]
+pub struct Cli {
+    /// Config file (TOML); defaults + environment are used without it.
+    #[arg(long, global = true, env = "JETSTREAM_INGESTOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Subscribe and ingest until SIGTERM/SIGINT.
+    Run {
+        /// Start here when Redis holds no cursor yet (overrides jetstream.initial_cursor).
+        #[arg(long)]
+        cursor: Option<u64>,
+    },
+    /// Ingest [from, until] through the same pipeline, then exit 0.
+    Replay {
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        until: u64,
+    },
+    /// Validate the configuration and print the effective settings.
+    CheckConfig,
+    /// Serve a Jetstream-compatible WebSocket from a file or a generated stream.
+    FakeJetstream(FakeArgs),
+    /// Write a deterministic corpus of realistic events (JSON lines) for tests and benches.
+    GenerateCorpus {
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// time_us of the first event (default: now minus one hour).
+        #[arg(long)]
+        start_us: Option<u64>,
+    },
+    /// A first look: fake Jetstream + Redis + the real pipeline for a few seconds.
+    Demo {
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct FakeArgs {
+    #[arg(long, default_value = "127.0.0.1:6008")]
+    pub listen: std::net::SocketAddr,
+    /// Serve this JSON-lines file (one event per line, sent verbatim).
+    #[arg(long, conflicts_with = "generate")]
+    pub file: Option<PathBuf>,
+    /// Generate realistic live events at this many per second.
+    #[arg(long)]
+    pub generate: Option<u32>,
+    /// File mode: pace at this many events per second (default: as fast as the client reads).
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Close every connection after this many events (tests reconnects).
+    #[arg(long)]
+    pub close_every: Option<u64>,
+    /// File mode: close after the last line instead of idling.
+    #[arg(long)]
+    pub close_at_end: bool,
+    /// Jetstream zstd dictionary, enables `compress=true`.
+    #[arg(long)]
+    pub zstd_dictionary: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Settings> {
+    Settings::from_process(cli.config.as_deref()).context("configuration rejected")
+}
+
+/// Runs the command; the returned code is the process exit code.
+pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match &cli.command {
+        Command::Run { cursor } => {
+            let settings = load(&cli)?;
+            telemetry::init_logging(&settings.log);
+            run_pipeline(settings, Mode::Run { cursor: *cursor })
+        }
+        Command::Replay { from, until } => {
+            if until < from {
+                anyhow::bail!("--until ({until}) is before --from ({from})");
+            }
+            let settings = load(&cli)?;
+            telemetry::init_logging(&settings.log);
+            run_pipeline(settings, Mode::Replay { from: *from, until: *until })
+        }
+        Command::CheckConfig => {
+            let settings = load(&cli)?;
+            let text = toml_of(&settings)?;
+            println!("# configuration is valid; effective settings:\n{text}");
+            Ok(0)
+        }
+        Command::FakeJetstream(a) => {
+            telemetry::init_logging(&Default::default());
+            let source = match (&a.file, a.generate) {
+                (Some(f), None) => fake_jetstream::Source::File(f.clone()),
+                (None, Some(rate)) => fake_jetstream::Source::Generate { rate, seed: a.seed },
+                _ => anyhow::bail!("give exactly one of --file F.jsonl or --generate RATE"),
+            };
+            let cfg = fake_jetstream::FakeJetstreamConfig {
+                listen: a.listen,
+                source,
+                rate: a.rate,
+                close_every: a.close_every,
+                close_at_end: a.close_at_end,
+                zstd_dictionary: a.zstd_dictionary.clone(),
+            };
+            fake_jetstream::serve_until_ctrl_c(cfg).context("fake jetstream failed")?;
+            Ok(0)
+        }
+        Command::GenerateCorpus { count, out, seed, start_us } => {
+            let start = start_us.unwrap_or_else(|| actors::model::Cursor::now().rewound(std::time::Duration::from_secs(3600)).0);
+            let lines = fake_jetstream::generate_corpus(*count, *seed, start);
+            let mut text = lines.join("\n");
+            text.push('\n');
+            std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?;
+            eprintln!("wrote {} events to {}", lines.len(), out.display());
+            Ok(0)
+        }
+        Command::Demo { seconds } => demo::run(*seconds),
+    }
+}
+
+fn toml_of(settings: &Settings) -> anyhow::Result<String> {
+    let value = serde_json::to_value(settings)?;
+    Ok(serde_json::to_string_pretty(&value)?)
+}
+
+/// Runs the pipeline in an actix System until SIGTERM/SIGINT (or the replay's end).
+pub fn run_pipeline(settings: Settings, mode: Mode) -> anyhow::Result<i32> {
+    let system = actix::System::new();
+    let outcome = system.block_on(app::run(settings, mode, shutdown_signal()))?;
+    Ok(if outcome.drained { 0 } else { 1 })
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

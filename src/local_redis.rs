@@ -1,0 +1,160 @@
+//! A private `redis-server` on a free loopback port, for the demo and the tests: never the
+//! shared one on 6379. Killed on drop; its data directory is a temp dir removed with it.
+//!
+//! Failure: if `redis-server` is not installed, `start` says so with the install command.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalRedisError {
+    #[error("redis-server is not installed (Debian/Ubuntu: `sudo apt-get install -y redis-server`; macOS: `brew install redis`), or set REDIS_URL")]
+    NotInstalled,
+    #[error("cannot start redis-server: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("redis-server on port {port} did not accept connections within {waited:?}; its log: {log}")]
+    NotReady { port: u16, waited: Duration, log: String },
+}
+
+/// Options of a private server.
+#[derive(Debug, Clone, Default)]
+pub struct LocalRedisOptions {
+    /// Persist with AOF (`appendfsync always`), so a kill -9 + restart keeps every ack'd write.
+    pub appendonly: bool,
+    /// `maxmemory` in bytes (with `noeviction`), to provoke OOM refusals.
+    pub maxmemory: Option<u64>,
+}
+
+pub struct LocalRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    opts: LocalRedisOptions,
+    child: Option<Child>,
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl LocalRedis {
+    /// Starts a server on a free port (a few tries, in case another process takes the port
+    /// between our probe and redis-server's bind).
+    pub fn start(opts: LocalRedisOptions) -> Result<LocalRedis, LocalRedisError> {
+        let mut last = None;
+        for _ in 0..5 {
+            let dir = tempfile::Builder::new().prefix("jsi-redis-").tempdir()?;
+            let mut r = LocalRedis { port: free_port()?, dir, opts: opts.clone(), child: None };
+            match r.spawn() {
+                Ok(()) => return Ok(r),
+                Err(e @ LocalRedisError::NotInstalled) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(LocalRedisError::NotInstalled))
+    }
+
+    fn spawn(&mut self) -> Result<(), LocalRedisError> {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.log_path())
+            .arg("--save")
+            .arg("")
+            .arg("--daemonize")
+            .arg("no");
+        if self.opts.appendonly {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        if let Some(m) = self.opts.maxmemory {
+            cmd.args(["--maxmemory", &m.to_string(), "--maxmemory-policy", "noeviction"]);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LocalRedisError::NotInstalled),
+            Err(e) => return Err(e.into()),
+        };
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(10))
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), LocalRedisError> {
+        let started = Instant::now();
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        while started.elapsed() < limit {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() && self.ping() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        Err(LocalRedisError::NotReady { port: self.port, waited: started.elapsed(), log })
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else { return false };
+        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_millis(500)) else { return false };
+        redis::cmd("PING").query::<String>(&mut con).is_ok()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's process id while it runs (for SIGSTOP/SIGCONT in fault tests).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, like a crash: unsynced data is lost unless AOF is on.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port and directory (AOF data comes back if enabled).
+    pub fn restart(&mut self) -> Result<(), LocalRedisError> {
+        self.kill9();
+        self.spawn()
+    }
+
+    /// A blocking connection for assertions.
+    pub fn connection(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(5))
+    }
+}
+
+impl Drop for LocalRedis {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -77,7 +77,10 @@ pub async fn run(mut settings: Settings, mode: Mode, shutdown: impl Future<Outpu
                     }
                 }
                 if let Ok(Ok(status)) = supervisor.send(GetStatus).await {
-                    let finished = status.reader.state == ReaderState::Finished && status.writer.queued_batches == 0;
+                    let until_reached = matches!(mode, Mode::Replay { until, .. }
+                        if status.reader.committed_cursor.is_some_and(|c| c >= until));
+                    let finished = until_reached
+                        || (status.reader.state == ReaderState::Finished && status.writer.queued_batches == 0);
                     progress.update(&status);
                     last_status = Some(status);
                     if finished {

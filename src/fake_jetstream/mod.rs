@@ -11,8 +11,8 @@
 //!
 //! Layout: `server` (accept loop, HTTP checks, connection records), `session` (one
 //! subscriber), `filter` (query and `options_update`), `feed` (file lines and per-connection
-//! position), `live` (generate mode's ring buffer and producer), `generate` and `ids` (the
-//! events themselves), `http` (request heads and error responses).
+//! position), `live` (generate mode's ring buffer and producer), `generate`, `posts` and `ids`
+//! (the events themselves), `http` (request heads and error responses).
 //!
 //! Failure: [`FakeJetstream::start`] fails with an `io::Error` when the config is invalid,
 //! the address cannot be bound, or the source file or dictionary cannot be read. After that,
@@ -25,6 +25,7 @@ mod generate;
 mod http;
 mod ids;
 mod live;
+mod posts;
 mod server;
 mod session;
 

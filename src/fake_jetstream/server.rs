@@ -99,7 +99,7 @@ pub(crate) struct ConnState {
 }
 
 impl ConnState {
-    fn set_end(&self, end: ConnectionEnd) {
+    pub fn set_end(&self, end: ConnectionEnd) {
         *self.end.lock().unwrap_or_else(PoisonError::into_inner) = end;
     }
 

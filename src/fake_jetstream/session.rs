@@ -68,10 +68,13 @@ where
     match outcome {
         // The subscriber closed or vanished: let tungstenite finish the close handshake.
         Err(end) => {
+            conn.set_end(end.clone());
             let _ = tokio::time::timeout(CLOSE_GRACE, drain(&mut stream)).await;
             end
         }
         Ok(SendEnd::Close(code, reason, end)) => {
+            // Recorded before the frame leaves, so whoever sees the Close sees the record.
+            conn.set_end(end.clone());
             let frame = CloseFrame {
                 code,
                 reason: reason.into(),

@@ -1,16 +1,24 @@
 //! Verifier room: syntax checks and CID recompute for commit events (DESIGN.md §3).
 //!
-//! Pure logic only so far (no actix): `checks` (DID, NSID, rkey, TID, CID syntax, `rev`
-//! skew, the shared `CheckError`), `record` (size, depth, numbers, `$type`), `cid` (DAG-CBOR
-//! recompute), `filter` (collection allow/deny), `config` (typed settings) and `verify`
-//! (all of them on one `CommitEvent`). The actor shell (`pool.rs`) wraps `verify_commit`.
+//! Pure logic only so far (no actix):
+//! - `checks`: DID, NSID, rkey, TID and CID syntax, `rev` skew, the shared `CheckError`;
+//! - `record`: size, depth, numbers and `$type` of a record;
+//! - `dagcbor`: JSON → canonical DAG-CBOR; `cid`: the CID recompute and its verdict;
+//! - `filter`: collection allow/deny; `config`: typed settings;
+//! - `verify`: all of them on one `CommitEvent`.
+//!
+//! The actor shell (`pool.rs`, later) wraps `verify_commit`.
 
 pub mod checks;
 pub mod cid;
 pub mod config;
+pub mod dagcbor;
 pub mod filter;
 pub mod record;
 pub mod verify;
+
+#[cfg(test)]
+mod fixtures;
 
 pub use checks::CheckError;
 pub use cid::{CidCheck, CidError, check_record_cid, record_cid};

@@ -61,9 +61,10 @@ pub fn verify_commit(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     use serde_json::value::RawValue;
+
+    use crate::verifier::fixtures::fixture_files;
 
     const LIKE: &str = r#"{"did":"did:plc:wq4aajammjtxdomz3e23667t","time_us":1783175888085434,"kind":"commit","commit":{"rev":"3mptbypluud2a","operation":"create","collection":"app.bsky.feed.like","rkey":"3mptbyplj5d2a","record":{"$type":"app.bsky.feed.like","createdAt":"2026-07-04T14:38:08.999Z","subject":{"cid":"bafyreiftot7eltsc3f6g4qktykmbv6jcmdmhcx5osscan6jpdxkpqcmcza","uri":"at://did:plc:r2zybk6op3ymzpz6jhqpkoy5/app.bsky.feed.post/3mpsjbtci2c2o"}},"cid":"bafyreiguce4jh7kcbmof3pmcvasifqtw24b6isakj5ve5ga2b4z4alpc4i"}}"#;
 
@@ -117,15 +118,10 @@ mod tests {
 
     #[test]
     fn every_fixture_commit_verifies() {
-        let root =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/jetstream");
         let mut seen = 0;
-        for file in [
-            "v1-production-corpus/expected_v1.jsonl",
-            "v1-golden-sample/golden_v1.jsonl",
-        ] {
-            let Ok(text) = std::fs::read_to_string(root.join(file)) else {
-                eprintln!("fixture {file} absent: skipping");
+        for path in fixture_files() {
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                eprintln!("fixture {} absent: skipping", path.display());
                 continue;
             };
             for ev in text

@@ -1,0 +1,208 @@
+//! Shared test harness: private Redis, fake Jetstream, settings tuned for tests, an
+//! in-process pipeline runner, the ingestor binary as a child process, and a
+//! source-vs-stream checker. Real peers only: no mocks.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jetstream_ingestor::app::{self, Mode, Outcome};
+use jetstream_ingestor::fake_jetstream::{FakeJetstream, FakeJetstreamConfig, Source};
+use jetstream_ingestor::local_redis::{LocalRedis, LocalRedisOptions};
+use jetstream_ingestor::settings::Settings;
+
+pub fn shared_fixtures() -> Option<std::path::PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/jetstream");
+    p.is_dir().then_some(p)
+}
+
+/// A private redis-server; fails the test (with the install command) if Redis is missing.
+pub fn redis(appendonly: bool) -> LocalRedis {
+    LocalRedis::start(LocalRedisOptions { appendonly, maxmemory: None }).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn fake(lines: Vec<String>, close_every: Option<u64>) -> FakeJetstream {
+    let mut cfg = FakeJetstreamConfig::new(Source::Lines(lines));
+    cfg.listen = ([127, 0, 0, 1], 0).into();
+    cfg.close_every = close_every;
+    FakeJetstream::start(cfg).expect("fake jetstream starts")
+}
+
+/// Settings for tests: small batches (many commits), fast backoff.
+pub fn settings(endpoint: &str, redis_url: &str) -> Settings {
+    let mut s = Settings::default();
+    s.jetstream.endpoints = vec![endpoint.to_owned()];
+    s.jetstream.batch_max_events = 64;
+    s.jetstream.max_in_flight_batches = 4;
+    s.jetstream.backoff_min = Duration::from_millis(20);
+    s.jetstream.backoff_max = Duration::from_millis(200);
+    s.jetstream.connect_timeout = Duration::from_secs(2);
+    s.redis.url = redis_url.to_owned();
+    s.redis.retry_min = Duration::from_millis(20);
+    s.redis.retry_max = Duration::from_millis(300);
+    s.redis.response_timeout = Duration::from_secs(2);
+    s.redis.connect_timeout = Duration::from_secs(1);
+    s.validate().expect("test settings are valid");
+    s
+}
+
+/// Runs the pipeline in-process (own actix System) until `stop` resolves or the replay ends.
+pub fn run_in_process(settings: Settings, mode: Mode, stop: impl std::future::Future<Output = ()> + 'static) -> Outcome {
+    actix::System::new().block_on(app::run(settings, mode, stop)).expect("pipeline runs")
+}
+
+/// Polls `f` every 20 ms until it is true; panics with `what` after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub async fn wait_until_async(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every entry of a stream, in order, as field maps.
+pub fn read_stream(con: &mut redis::Connection, key: &str) -> Vec<HashMap<String, String>> {
+    let mut out = Vec::new();
+    let mut start = "-".to_owned();
+    loop {
+        let page: Vec<(String, Vec<(String, String)>)> =
+            redis::cmd("XRANGE").arg(key).arg(&start).arg("+").arg("COUNT").arg(5000).query(con).expect("XRANGE");
+        let n = page.len();
+        for (id, fields) in page {
+            start = format!("({id}");
+            out.push(fields.into_iter().collect());
+        }
+        if n < 5000 {
+            return out;
+        }
+    }
+}
+
+pub fn stored_cursor(con: &mut redis::Connection, prefix: &str) -> Option<u64> {
+    let v: Option<String> = redis::cmd("GET").arg(format!("{prefix}cursor")).query(con).expect("GET cursor");
+    v.map(|s| s.parse().expect("cursor is a number"))
+}
+
+/// The identity of a source line as the job stream should show it, or None if the line is
+/// not a valid event (it must then be dead-lettered).
+pub fn source_identity(line: &str) -> Option<(String, u64)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let did = v.get("did")?.as_str()?;
+    let t = v.get("time_us")?.as_u64()?;
+    match v.get("kind")?.as_str()? {
+        "commit" => {
+            let c = v.get("commit")?;
+            let op = c.get("operation")?.as_str()?;
+            Some((format!("{did}|{}|{}|{}|{op}", c.get("collection")?.as_str()?, c.get("rkey")?.as_str()?, c.get("rev")?.as_str()?), t))
+        }
+        "identity" | "account" => {
+            let kind = v.get("kind")?.as_str()?;
+            let seq = v.get(kind)?.get("seq")?.as_i64()?;
+            Some((format!("{did}|{kind}|{seq}"), t))
+        }
+        _ => None,
+    }
+}
+
+/// The identity of a job entry, in the same shape as `source_identity`.
+pub fn entry_identity(e: &HashMap<String, String>) -> String {
+    match e.get("kind").map(String::as_str) {
+        Some(k @ ("identity" | "account")) => format!("{}|{k}|{}", e["did"], e["seq"]),
+        _ => format!("{}|{}", e["idem"], e["operation"]),
+    }
+}
+
+/// Compares the job streams with the source: (missing, duplicated) identities.
+pub fn compare(con: &mut redis::Connection, prefix: &str, source: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for stream in ["records", "identity"] {
+        for e in read_stream(con, &format!("{prefix}{stream}")) {
+            *counts.entry(entry_identity(&e)).or_default() += 1;
+        }
+    }
+    let mut missing = Vec::new();
+    for line in source {
+        if let Some((id, _)) = source_identity(line) {
+            if !counts.contains_key(&id) {
+                missing.push(id);
+            }
+        }
+    }
+    let dups = counts.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k).collect();
+    (missing, dups)
+}
+
+/// The ingestor binary as a child process, configured through the environment.
+pub struct Ingestor {
+    pub child: Child,
+}
+
+impl Ingestor {
+    pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Ingestor {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jetstream-ingestor"));
+        cmd.args(args).env("RUST_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Ingestor { child: cmd.spawn().expect("ingestor binary starts") }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn sigterm(&self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM delivered");
+    }
+
+    /// Waits for exit up to `limit`; None if still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Ingestor {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Environment for the ingestor binary pointing at `endpoint` and `redis_url`.
+pub fn ingestor_env(endpoint: &str, redis_url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("JETSTREAM_INGESTOR__JETSTREAM__ENDPOINTS", endpoint.to_owned()),
+        ("JETSTREAM_INGESTOR__JETSTREAM__BATCH_MAX_EVENTS", "128".to_owned()),
+        ("JETSTREAM_INGESTOR__JETSTREAM__BACKOFF_MIN", "20ms".to_owned()),
+        ("JETSTREAM_INGESTOR__JETSTREAM__BACKOFF_MAX", "200ms".to_owned()),
+        ("JETSTREAM_INGESTOR__REDIS__URL", redis_url.to_owned()),
+        ("JETSTREAM_INGESTOR__REDIS__RETRY_MIN", "20ms".to_owned()),
+        ("JETSTREAM_INGESTOR__REDIS__RETRY_MAX", "300ms".to_owned()),
+    ]
+}
+
+pub fn corpus(n: usize, seed: u64) -> Vec<String> {
+    jetstream_ingestor::fake_jetstream::generate_corpus(n, seed, 1_700_000_000_000_000)
+}
+
+pub fn time_of(line: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(line).ok()?.get("time_us")?.as_u64()
+}

@@ -386,6 +386,14 @@ async fn idle_connection_answers_pings_and_shutdown_closes_it() {
     let (frames, close) = until_close(&mut ws).await;
     assert!(frames.is_empty());
     assert_eq!(close.map(|c| c.code), Some(CloseCode::Away));
+    // Reading on sends our half of the close handshake; then the stream ends.
+    let end = tokio::time::timeout(STEP, ws.next())
+        .await
+        .expect("end in time");
+    assert!(
+        end.is_none() || matches!(end, Some(Err(WsError::ConnectionClosed))),
+        "{end:?}"
+    );
     tokio::time::timeout(STEP, shutdown)
         .await
         .expect("shutdown in time")

@@ -69,7 +69,7 @@ where
         // The subscriber closed or vanished: let tungstenite finish the close handshake.
         Err(end) => {
             conn.set_end(end.clone());
-            let _ = tokio::time::timeout(CLOSE_GRACE, drain(&mut stream)).await;
+            finish_close(&mut stream, &mut stop).await;
             end
         }
         Ok(SendEnd::Close(code, reason, end)) => {
@@ -82,7 +82,7 @@ where
             if let Err(err) = sink.send(Message::Close(Some(frame))).await {
                 debug!(%err, "close frame not delivered");
             } else {
-                let _ = tokio::time::timeout(CLOSE_GRACE, drain(&mut stream)).await;
+                finish_close(&mut stream, &mut stop).await;
             }
             end
         }
@@ -98,12 +98,19 @@ async fn wait_for_stop(stop: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Reads until the peer's side ends (after a close, tungstenite answers it while we read).
-async fn drain<S>(stream: &mut Stream<S>)
+/// Completes the close handshake: reads until the peer's side ends (tungstenite answers a
+/// Close while we read), for at most [`CLOSE_GRACE`]. A shutdown cuts the wait short unless
+/// the shutdown is what we are closing for.
+async fn finish_close<S>(stream: &mut Stream<S>, stop: &mut watch::Receiver<bool>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    while let Some(Ok(_)) = stream.next().await {}
+    let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+    let stopping = *stop.borrow();
+    tokio::select! {
+        _ = tokio::time::timeout(CLOSE_GRACE, drain) => {}
+        () = wait_for_stop(stop), if !stopping => {}
+    }
 }
 
 /// Handles what the subscriber sends; returns when it closes or the socket fails.

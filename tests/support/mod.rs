@@ -206,3 +206,39 @@ pub fn corpus(n: usize, seed: u64) -> Vec<String> {
 pub fn time_of(line: &str) -> Option<u64> {
     serde_json::from_str::<serde_json::Value>(line).ok()?.get("time_us")?.as_u64()
 }
+
+/// Starts the supervisor in a fresh actix System, runs `body` with its address, then drains.
+pub fn with_supervisor<F, Fut>(settings: Settings, start: actors::supervisor::StartChoice, body: F)
+where
+    F: FnOnce(actix::Addr<actors::supervisor::Supervisor>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    actix::System::new().block_on(async move {
+        jetstream_ingestor::telemetry::install_crypto_provider();
+        let sup = actors::supervisor::Supervisor::launch(settings.jetstream, settings.redis, start).await.expect("pipeline starts");
+        body(sup.clone()).await;
+        tokio::time::timeout(Duration::from_secs(10), sup.send(actors::messages::Drain)).await.expect("drains in time").expect("drained");
+    });
+}
+
+pub async fn status(sup: &actix::Addr<actors::supervisor::Supervisor>) -> actors::messages::Status {
+    sup.send(actors::messages::GetStatus).await.expect("supervisor alive").expect("status")
+}
+
+/// Polls the supervisor's status until `f` holds; panics with `what` after `limit`.
+pub async fn wait_status(
+    sup: &actix::Addr<actors::supervisor::Supervisor>,
+    limit: Duration,
+    what: &str,
+    f: impl Fn(&actors::messages::Status) -> bool,
+) -> actors::messages::Status {
+    let start = Instant::now();
+    loop {
+        let s = status(sup).await;
+        if f(&s) {
+            return s;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}; last status {s:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -234,9 +234,73 @@ async fn wanted_collections_and_dids_filter() {
     assert!(!expected.is_empty());
     assert_eq!(texts(&frames), expected);
 
+    // maxMessageSizeBytes drops the larger events.
+    let mut ws = connect(&format!("{}?maxMessageSizeBytes=420", server.url())).await;
+    let (frames, _) = until_close(&mut ws).await;
+    let expected: Vec<String> = corpus.iter().filter(|l| l.len() <= 420).cloned().collect();
+    assert!(!expected.is_empty() && expected.len() < corpus.len());
+    assert_eq!(texts(&frames), expected);
+
     let conns = server.connections();
     assert_eq!(conns[0].wanted_collections.len(), 2);
     assert_eq!(conns[1].wanted_dids, dids);
+}
+
+#[tokio::test]
+async fn rate_paces_the_events() {
+    let corpus = generate_corpus(21, 10, START_US);
+    let server = start(FakeJetstreamConfig {
+        rate: Some(200),
+        close_at_end: true,
+        ..FakeJetstreamConfig::new(Source::Lines(corpus.clone()))
+    });
+    let mut ws = connect(&server.url()).await;
+    let started = std::time::Instant::now();
+    let (frames, _) = until_close(&mut ws).await;
+    let elapsed = started.elapsed();
+    assert_eq!(texts(&frames), corpus);
+    // 20 gaps of 5 ms.
+    assert!(elapsed >= Duration::from_millis(90), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_holds_the_server_back() {
+    // 20,000 lines of ~2 KiB: far more than socket buffers hold.
+    let padding = "x".repeat(2000);
+    let lines: Vec<String> = (0..20_000u64)
+        .map(|i| {
+            format!(
+                r#"{{"did":"did:plc:aaaaaaaaaaaaaaaaaaaaaaaa","time_us":{},"kind":"identity","pad":"{padding}"}}"#,
+                START_US + i
+            )
+        })
+        .collect();
+    let server = start(FakeJetstreamConfig {
+        close_at_end: true,
+        ..FakeJetstreamConfig::new(Source::Lines(lines.clone()))
+    });
+    let mut ws = connect(&server.url()).await;
+    // Wait (bounded) until the server stops making progress against our closed hand.
+    let mut last = u64::MAX;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = server.events_sent();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    println!("sent before the client read: {last} of {}", lines.len());
+    assert!(
+        last < lines.len() as u64,
+        "the server sent everything to a client that reads nothing"
+    );
+    let (frames, _) = until_close(&mut ws).await;
+    assert_eq!(
+        frames.len(),
+        lines.len(),
+        "then everything arrives once we read"
+    );
 }
 
 #[tokio::test]
@@ -345,7 +409,12 @@ async fn bad_requests_get_http_errors() {
             .await
             .expect("answer in time");
         match result {
-            Err(WsError::Http(response)) => assert_eq!(response.status().as_u16(), status, "{url}"),
+            Err(WsError::Http(response)) => {
+                assert_eq!(response.status().as_u16(), status, "{url}");
+                if let Some(body) = response.body() {
+                    assert!(!body.is_empty(), "the 400 says why");
+                }
+            }
             other => panic!("expected HTTP {status} for {url}, got {other:?}"),
         }
     }

@@ -270,6 +270,7 @@ fn invalid(message: &str) -> io::Error {
 pub fn serve_until_ctrl_c(cfg: FakeJetstreamConfig) -> io::Result<()> {
     let server = FakeJetstream::start(cfg)?;
     info!(url = %server.url(), "fake jetstream serving; ctrl-c to stop");
+    eprintln!("fake jetstream: {} (ctrl-c to stop)", server.url());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -36,11 +36,17 @@ pub struct Outcome {
 
 /// Runs the pipeline until `shutdown` resolves (or, in replay mode, until `until` is
 /// committed). Must be called inside an actix `System`.
-pub async fn run(mut settings: Settings, mode: Mode, shutdown: impl Future<Output = ()>) -> anyhow::Result<Outcome> {
+pub async fn run(
+    mut settings: Settings,
+    mode: Mode,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<Outcome> {
     telemetry::install_crypto_provider();
     let metrics = telemetry::metrics_handle();
     let start = match mode {
-        Mode::Run { cursor } => StartChoice::Resume { fallback: cursor.or(settings.jetstream.initial_cursor) },
+        Mode::Run { cursor } => StartChoice::Resume {
+            fallback: cursor.or(settings.jetstream.initial_cursor),
+        },
         Mode::Replay { from, until } => {
             settings.jetstream.until = Some(until);
             StartChoice::From(from)
@@ -70,11 +76,11 @@ pub async fn run(mut settings: Settings, mode: Mode, shutdown: impl Future<Outpu
                 break;
             }
             _ = tick.tick() => {
-                if let Some(h) = &metrics {
-                    if last_upkeep.elapsed() > Duration::from_secs(5) {
-                        h.run_upkeep();
-                        last_upkeep = Instant::now();
-                    }
+                if let Some(h) = &metrics
+                    && last_upkeep.elapsed() > Duration::from_secs(5)
+                {
+                    h.run_upkeep();
+                    last_upkeep = Instant::now();
                 }
                 if let Ok(Ok(status)) = supervisor.send(GetStatus).await {
                     let until_reached = matches!(mode, Mode::Replay { until, .. }
@@ -112,7 +118,10 @@ async fn drain(supervisor: &Addr<Supervisor>, timeout: Duration) -> bool {
         }
         Err(_) => {
             metrics::counter!("jetstream_ingestor_shutdown_timeouts_total").increment(1);
-            warn!(?timeout, "in-flight batches not committed before the shutdown deadline; they will be re-read on restart");
+            warn!(
+                ?timeout,
+                "in-flight batches not committed before the shutdown deadline; they will be re-read on restart"
+            );
             false
         }
     }
@@ -128,27 +137,48 @@ struct Progress {
 impl Progress {
     fn new(mode: Mode) -> Progress {
         let Mode::Replay { from, until } = mode else {
-            return Progress { range: None, bar: None, last_log: Instant::now() };
+            return Progress {
+                range: None,
+                bar: None,
+                last_log: Instant::now(),
+            };
         };
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(until.saturating_sub(from));
-            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} replay [{bar:40}] {percent}% {msg}") {
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} replay [{bar:40}] {percent}% {msg}",
+            ) {
                 bar.set_style(style);
             }
             bar
         });
-        Progress { range: Some((from, until)), bar, last_log: Instant::now() }
+        Progress {
+            range: Some((from, until)),
+            bar,
+            last_log: Instant::now(),
+        }
     }
 
     fn update(&mut self, s: &Status) {
-        let Some((from, until)) = self.range else { return };
-        let done = s.reader.committed_cursor.unwrap_or(from).saturating_sub(from).min(until.saturating_sub(from));
+        let Some((from, until)) = self.range else {
+            return;
+        };
+        let done = s
+            .reader
+            .committed_cursor
+            .unwrap_or(from)
+            .saturating_sub(from)
+            .min(until.saturating_sub(from));
         if let Some(bar) = &self.bar {
             bar.set_position(done);
             bar.set_message(format!("{} jobs written", s.writer.entries_written));
         } else if self.last_log.elapsed() > Duration::from_secs(5) {
             self.last_log = Instant::now();
-            let pct = if until > from { done as f64 * 100.0 / (until - from) as f64 } else { 100.0 };
+            let pct = if until > from {
+                done as f64 * 100.0 / (until - from) as f64
+            } else {
+                100.0
+            };
             info!(committed_cursor = ?s.reader.committed_cursor, until, percent = format!("{pct:.1}"), written = s.writer.entries_written, "replay progress");
         }
     }

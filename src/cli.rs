@@ -11,7 +11,11 @@ use crate::settings::Settings;
 use crate::{demo, fake_jetstream, telemetry};
 
 #[derive(Debug, Parser)]
-#[command(name = "jetstream-ingestor", version, about = "Bluesky Jetstream firehose -> jobs in Redis Streams, exactly once")]
+#[command(
+    name = "jetstream-ingestor",
+    version,
+    about = "Bluesky Jetstream firehose -> jobs in Redis Streams, exactly once"
+)]
 pub struct Cli {
     /// Config file (TOML); defaults + environment are used without it.
     #[arg(long, global = true, env = "JETSTREAM_INGESTOR_CONFIG")]
@@ -102,7 +106,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             }
             let settings = load(&cli)?;
             telemetry::init_logging(&settings.log);
-            run_pipeline(settings, Mode::Replay { from: *from, until: *until })
+            run_pipeline(
+                settings,
+                Mode::Replay {
+                    from: *from,
+                    until: *until,
+                },
+            )
         }
         Command::CheckConfig => {
             let settings = load(&cli)?;
@@ -128,8 +138,17 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             fake_jetstream::serve_until_ctrl_c(cfg).context("fake jetstream failed")?;
             Ok(0)
         }
-        Command::GenerateCorpus { count, out, seed, start_us } => {
-            let start = start_us.unwrap_or_else(|| actors::model::Cursor::now().rewound(std::time::Duration::from_secs(3600)).0);
+        Command::GenerateCorpus {
+            count,
+            out,
+            seed,
+            start_us,
+        } => {
+            let start = start_us.unwrap_or_else(|| {
+                actors::model::Cursor::now()
+                    .rewound(std::time::Duration::from_secs(3600))
+                    .0
+            });
             let lines = fake_jetstream::generate_corpus(*count, *seed, start);
             let mut text = lines.join("\n");
             text.push('\n');
@@ -158,7 +177,10 @@ pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}

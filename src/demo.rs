@@ -15,11 +15,15 @@ use crate::settings::{LogConfig, Settings};
 use crate::{cli, telemetry};
 
 pub fn run(seconds: u64) -> anyhow::Result<i32> {
-    telemetry::init_logging(&LogConfig { level: "warn,jetstream_ingestor=info,actors=info".into(), ..Default::default() });
+    telemetry::init_logging(&LogConfig {
+        level: "warn,jetstream_ingestor=info,actors=info".into(),
+        ..Default::default()
+    });
     let (redis_url, _private, prefix) = match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => (url, None, "jsi:demo:".to_owned()),
         _ => {
-            let r = LocalRedis::start(LocalRedisOptions::default()).context("the demo needs Redis")?;
+            let r =
+                LocalRedis::start(LocalRedisOptions::default()).context("the demo needs Redis")?;
             println!("started a private redis-server on port {}", r.port());
             (r.url(), Some(r), "jsi:".to_owned())
         }
@@ -66,15 +70,33 @@ fn report(url: &str, prefix: &str) -> anyhow::Result<()> {
         let len: u64 = redis::cmd("XLEN").arg(&key).query(&mut con)?;
         println!("  {key:<24} {len:>8} entries");
     }
-    let cursor: Option<String> = redis::cmd("GET").arg(format!("{prefix}cursor")).query(&mut con)?;
-    println!("  {:<24} {:>8}", format!("{prefix}cursor"), cursor.unwrap_or_else(|| "(none)".into()));
-    let sample: Vec<(String, Vec<(String, String)>)> =
-        redis::cmd("XREVRANGE").arg(format!("{prefix}records")).arg("+").arg("-").arg("COUNT").arg(3).query(&mut con)?;
+    let cursor: Option<String> = redis::cmd("GET")
+        .arg(format!("{prefix}cursor"))
+        .query(&mut con)?;
+    println!(
+        "  {:<24} {:>8}",
+        format!("{prefix}cursor"),
+        cursor.unwrap_or_else(|| "(none)".into())
+    );
+    let sample: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+        .arg(format!("{prefix}records"))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(3)
+        .query(&mut con)?;
     println!("\nthe newest jobs in {prefix}records:");
     for (id, fields) in sample {
         println!("  {id}");
         for (k, v) in fields {
-            let shown = if v.len() > 100 { format!("{}…", &v[..v.char_indices().nth(100).map_or(v.len(), |(i, _)| i)]) } else { v };
+            let shown = if v.len() > 100 {
+                format!(
+                    "{}…",
+                    &v[..v.char_indices().nth(100).map_or(v.len(), |(i, _)| i)]
+                )
+            } else {
+                v
+            };
             println!("    {k:<10} {shown}");
         }
     }

@@ -10,12 +10,20 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalRedisError {
-    #[error("redis-server is not installed (Debian/Ubuntu: `sudo apt-get install -y redis-server`; macOS: `brew install redis`), or set REDIS_URL")]
+    #[error(
+        "redis-server is not installed (Debian/Ubuntu: `sudo apt-get install -y redis-server`; macOS: `brew install redis`), or set REDIS_URL"
+    )]
     NotInstalled,
     #[error("cannot start redis-server: {0}")]
     Io(#[from] std::io::Error),
-    #[error("redis-server on port {port} did not accept connections within {waited:?}; its log: {log}")]
-    NotReady { port: u16, waited: Duration, log: String },
+    #[error(
+        "redis-server on port {port} did not accept connections within {waited:?}; its log: {log}"
+    )]
+    NotReady {
+        port: u16,
+        waited: Duration,
+        log: String,
+    },
 }
 
 /// Options of a private server.
@@ -46,7 +54,12 @@ impl LocalRedis {
         let mut last = None;
         for _ in 0..5 {
             let dir = tempfile::Builder::new().prefix("jsi-redis-").tempdir()?;
-            let mut r = LocalRedis { port: free_port()?, dir, opts: opts.clone(), child: None };
+            let mut r = LocalRedis {
+                port: free_port()?,
+                dir,
+                opts: opts.clone(),
+                child: None,
+            };
             match r.spawn() {
                 Ok(()) => return Ok(r),
                 Err(e @ LocalRedisError::NotInstalled) => return Err(e),
@@ -76,12 +89,21 @@ impl LocalRedis {
             cmd.args(["--appendonly", "no"]);
         }
         if let Some(m) = self.opts.maxmemory {
-            cmd.args(["--maxmemory", &m.to_string(), "--maxmemory-policy", "noeviction"]);
+            cmd.args([
+                "--maxmemory",
+                &m.to_string(),
+                "--maxmemory-policy",
+                "noeviction",
+            ]);
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let child = match cmd.spawn() {
             Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LocalRedisError::NotInstalled),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LocalRedisError::NotInstalled);
+            }
             Err(e) => return Err(e.into()),
         };
         self.child = Some(child);
@@ -92,23 +114,32 @@ impl LocalRedis {
         let started = Instant::now();
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         while started.elapsed() < limit {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(_)) = c.try_wait()
+            {
+                break;
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() && self.ping() {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() && self.ping()
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        Err(LocalRedisError::NotReady { port: self.port, waited: started.elapsed(), log })
+        Err(LocalRedisError::NotReady {
+            port: self.port,
+            waited: started.elapsed(),
+            log,
+        })
     }
 
     fn ping(&self) -> bool {
-        let Ok(client) = redis::Client::open(self.url()) else { return false };
-        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_millis(500)) else { return false };
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_millis(500)) else {
+            return false;
+        };
         redis::cmd("PING").query::<String>(&mut con).is_ok()
     }
 

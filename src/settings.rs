@@ -17,7 +17,11 @@ use serde::{Deserialize, Serialize};
 pub const ENV_PREFIX: &str = "JETSTREAM_INGESTOR";
 
 /// Keys whose environment values are comma-separated lists.
-const LIST_KEYS: [&str; 3] = ["jetstream.endpoints", "jetstream.wanted_collections", "jetstream.wanted_dids"];
+const LIST_KEYS: [&str; 3] = [
+    "jetstream.endpoints",
+    "jetstream.wanted_collections",
+    "jetstream.wanted_dids",
+];
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -48,7 +52,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".to_owned(), format: LogFormat::Text }
+        LogConfig {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -63,14 +70,19 @@ pub struct ShutdownConfig {
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
-        ShutdownConfig { timeout: Duration::from_secs(10) }
+        ShutdownConfig {
+            timeout: Duration::from_secs(10),
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("config file {path}: {source}")]
-    File { path: String, source: config::ConfigError },
+    File {
+        path: String,
+        source: config::ConfigError,
+    },
     #[error("invalid setting: {0}")]
     Invalid(config::ConfigError),
     #[error(transparent)]
@@ -79,14 +91,19 @@ pub enum SettingsError {
     Redis(#[from] WriterConfigError),
     #[error("log.level: {0}")]
     LogLevel(String),
-    #[error("redis.dedupe_window ({window:?}) must be longer than jetstream.rewind ({rewind:?}), or replayed events would be written twice")]
+    #[error(
+        "redis.dedupe_window ({window:?}) must be longer than jetstream.rewind ({rewind:?}), or replayed events would be written twice"
+    )]
     DedupeWindow { window: Duration, rewind: Duration },
 }
 
 impl Settings {
     /// Loads defaults, then `file`, then the environment given as `(name, value)` pairs
     /// (the process environment in production, a fixed list in tests).
-    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, SettingsError> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, SettingsError> {
         let mut builder = config::Config::builder();
         if let Some(path) = file {
             if !path.exists() {
@@ -95,7 +112,11 @@ impl Settings {
                     source: config::ConfigError::Message("file not found".into()),
                 });
             }
-            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
         }
         let vars: config::Map<String, String> = env
             .into_iter()
@@ -112,7 +133,10 @@ impl Settings {
         }
         builder = builder.add_source(environment);
         let built = builder.build().map_err(|e| match file {
-            Some(p) => SettingsError::File { path: p.display().to_string(), source: e },
+            Some(p) => SettingsError::File {
+                path: p.display().to_string(),
+                source: e,
+            },
             None => SettingsError::Invalid(e),
         })?;
         let settings: Settings = built.try_deserialize().map_err(SettingsError::Invalid)?;
@@ -128,9 +152,13 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.jetstream.validate()?;
         self.redis.validate()?;
-        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| SettingsError::LogLevel(e.to_string()))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| SettingsError::LogLevel(e.to_string()))?;
         if self.redis.dedupe_window <= self.jetstream.rewind {
-            return Err(SettingsError::DedupeWindow { window: self.redis.dedupe_window, rewind: self.jetstream.rewind });
+            return Err(SettingsError::DedupeWindow {
+                window: self.redis.dedupe_window,
+                rewind: self.jetstream.rewind,
+            });
         }
         Ok(())
     }

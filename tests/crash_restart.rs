@@ -28,27 +28,51 @@ fn kill9_at_seeded_points_then_restart_loses_and_duplicates_nothing() {
     for k in 1..=kills {
         let mut ing = Ingestor::spawn(&args, &env);
         // Kill somewhere in the k-th slice of the replay, at a seeded offset.
-        let target = first + (last - first) * k / (kills + 1) + rng.random_range(0..(last - first) / (kills * 4));
+        let target = first
+            + (last - first) * k / (kills + 1)
+            + rng.random_range(0..(last - first) / (kills * 4));
         let start = Instant::now();
         loop {
             if stored_cursor(&mut con, "jsi:").is_some_and(|c| c >= target) {
                 break;
             }
-            assert!(ing.child.try_wait().unwrap().is_none(), "ingestor exited early");
-            assert!(start.elapsed() < Duration::from_secs(60), "no progress towards {target}");
+            assert!(
+                ing.child.try_wait().unwrap().is_none(),
+                "ingestor exited early"
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no progress towards {target}"
+            );
             std::thread::sleep(Duration::from_millis(rng.random_range(1..10)));
         }
         ing.kill9();
     }
 
     let mut ing = Ingestor::spawn(&args, &env);
-    wait_until(Duration::from_secs(60), "final run reaches the last event", || stored_cursor(&mut con, "jsi:") == Some(last));
+    wait_until(
+        Duration::from_secs(60),
+        "final run reaches the last event",
+        || stored_cursor(&mut con, "jsi:") == Some(last),
+    );
     ing.sigterm();
-    let status = ing.wait_exit(Duration::from_secs(10)).expect("exits within 10 s of SIGTERM");
+    let status = ing
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits within 10 s of SIGTERM");
     assert!(status.success(), "SIGTERM exit status {status:?}");
 
     let (missing, dups) = compare(&mut con, "jsi:", &lines);
-    assert!(missing.is_empty(), "{} missing, e.g. {:?}", missing.len(), missing.first());
-    assert!(dups.is_empty(), "{} duplicated, e.g. {:?}", dups.len(), dups.first());
-    assert!(server.connections().len() >= kills as usize + 1);
+    assert!(
+        missing.is_empty(),
+        "{} missing, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert!(
+        dups.is_empty(),
+        "{} duplicated, e.g. {:?}",
+        dups.len(),
+        dups.first()
+    );
+    assert!(server.connections().len() > kills as usize);
 }

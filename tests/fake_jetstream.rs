@@ -566,11 +566,3 @@ fn generate_corpus_is_deterministic_with_real_cids() {
     assert!(share("update app.bsky.actor.profile") > 0.0, "{kinds:?}");
 }
 
-#[test]
-fn tmp_shutdown_timing() {
-    let server = start(FakeJetstreamConfig::new(Source::Generate { rate: 500, seed: 1 }));
-    std::thread::sleep(Duration::from_millis(500));
-    let t = std::time::Instant::now();
-    server.shutdown();
-    println!("shutdown took {:?}", t.elapsed());
-}

@@ -8,20 +8,42 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use actors::supervisor::StartChoice;
-use rand::{RngExt as _, SeedableRng as _};
 use jetstream_ingestor::fake_jetstream::{FakeJetstream, FakeJetstreamConfig, Source};
+use rand::{RngExt as _, SeedableRng as _};
 use support::*;
 
 /// A bad frame and the reason it must be dead-lettered with.
 fn bad_frame(i: usize, t: u64) -> (String, &'static str) {
     match i % 7 {
-        0 => (format!(r#"{{"did":"did:plc:bad{i}","time_us":{t},"kind":"commit","commit":{{"rev":"3l"#), "invalid_json"),
-        1 => (format!(r#"{{"did":"did:plc:bad{i}","time_us":"{t}","kind":"commit"}}"#), "bad_envelope"),
-        2 => (format!(r#"{{"did":"did:plc:bad{i}","time_us":{t},"kind":"commit"}}"#), "bad_commit"),
-        3 => (format!(r#"{{"did":"did:plc:bad{i}","time_us":{t},"kind":"commit","commit":{{"rev":"3l","operation":"upsert","collection":"a.b.c","rkey":"k"}}}}"#), "bad_commit"),
-        4 => (format!(r#"{{"did":"did:plc:bad{i}","time_us":{t},"kind":"identity"}}"#), "bad_identity"),
+        0 => (
+            format!(
+                r#"{{"did":"did:plc:bad{i}","time_us":{t},"kind":"commit","commit":{{"rev":"3l"#
+            ),
+            "invalid_json",
+        ),
+        1 => (
+            format!(r#"{{"did":"did:plc:bad{i}","time_us":"{t}","kind":"commit"}}"#),
+            "bad_envelope",
+        ),
+        2 => (
+            format!(r#"{{"did":"did:plc:bad{i}","time_us":{t},"kind":"commit"}}"#),
+            "bad_commit",
+        ),
+        3 => (
+            format!(
+                r#"{{"did":"did:plc:bad{i}","time_us":{t},"kind":"commit","commit":{{"rev":"3l","operation":"upsert","collection":"a.b.c","rkey":"k"}}}}"#
+            ),
+            "bad_commit",
+        ),
+        4 => (
+            format!(r#"{{"did":"did:plc:bad{i}","time_us":{t},"kind":"identity"}}"#),
+            "bad_identity",
+        ),
         5 => (format!("garbage frame number {i} ]]]"), "invalid_json"),
-        _ => (format!(r#"[{i}, "an array is not an event"]"#), "bad_envelope"),
+        _ => (
+            format!(r#"[{i}, "an array is not an event"]"#),
+            "bad_envelope",
+        ),
     }
 }
 
@@ -48,22 +70,45 @@ fn malformed_frames_are_dead_lettered_and_valid_ones_all_land() {
     let last = time_of(valid.last().unwrap()).unwrap();
     let server = fake(lines.clone(), None);
 
-    with_supervisor(settings(&server.url(), &redis.url()), StartChoice::Resume { fallback: Some(first) }, |sup| async move {
-        let st = wait_status(&sup, Duration::from_secs(60), "all committed", |s| s.reader.committed_cursor == Some(last) && s.writer.queued_batches == 0).await;
-        assert_eq!(st.reader.dead_letters, bad as u64);
-    });
+    with_supervisor(
+        settings(&server.url(), &redis.url()),
+        StartChoice::Resume {
+            fallback: Some(first),
+        },
+        |sup| async move {
+            let st = wait_status(&sup, Duration::from_secs(60), "all committed", |s| {
+                s.reader.committed_cursor == Some(last) && s.writer.queued_batches == 0
+            })
+            .await;
+            assert_eq!(st.reader.dead_letters, bad as u64);
+        },
+    );
 
     let mut con = redis.connection().unwrap();
     let (missing, dups) = compare(&mut con, "jsi:", &valid);
-    assert!(missing.is_empty() && dups.is_empty(), "missing {} dups {}", missing.len(), dups.len());
+    assert!(
+        missing.is_empty() && dups.is_empty(),
+        "missing {} dups {}",
+        missing.len(),
+        dups.len()
+    );
     let dead = read_stream(&mut con, "jsi:dead");
-    assert_eq!(dead.len(), bad, "every bad frame dead-lettered exactly once");
+    assert_eq!(
+        dead.len(),
+        bad,
+        "every bad frame dead-lettered exactly once"
+    );
     for d in &dead {
-        let want = expected.get(&d["raw"]).unwrap_or_else(|| panic!("unexpected dead letter {d:?}"));
+        let want = expected
+            .get(&d["raw"])
+            .unwrap_or_else(|| panic!("unexpected dead letter {d:?}"));
         assert_eq!(&d["reason"], want, "reason for {:?}", d["raw"]);
         assert!(!d["message"].is_empty());
         assert_eq!(d["source"], server.addr().to_string());
-        if d["raw"].contains("did:plc:bad") && d["reason"] != "invalid_json" && d["reason"] != "bad_envelope" {
+        if d["raw"].contains("did:plc:bad")
+            && d["reason"] != "invalid_json"
+            && d["reason"] != "bad_envelope"
+        {
             assert!(!d["time_us"].is_empty(), "time salvaged for {:?}", d["raw"]);
         }
     }
@@ -94,17 +139,32 @@ fn binary_junk_and_huge_frames_are_dead_lettered_without_stopping() {
     let server = FakeJetstream::start(cfg).unwrap();
     let first = time_of(&valid[0]).unwrap();
     let last = time_of(valid.last().unwrap()).unwrap();
-    with_supervisor(settings(&server.url(), &redis.url()), StartChoice::Resume { fallback: Some(first) }, |sup| async move {
-        wait_status(&sup, Duration::from_secs(30), "all committed", |s| s.reader.committed_cursor == Some(last) && s.writer.queued_batches == 0).await;
-    });
+    with_supervisor(
+        settings(&server.url(), &redis.url()),
+        StartChoice::Resume {
+            fallback: Some(first),
+        },
+        |sup| async move {
+            wait_status(&sup, Duration::from_secs(30), "all committed", |s| {
+                s.reader.committed_cursor == Some(last) && s.writer.queued_batches == 0
+            })
+            .await;
+        },
+    );
     let mut con = redis.connection().unwrap();
     let (missing, dups) = compare(&mut con, "jsi:", &valid);
     assert!(missing.is_empty() && dups.is_empty());
     let dead = read_stream(&mut con, "jsi:dead");
     assert_eq!(dead.len(), 2, "{dead:?}");
-    let big = dead.iter().find(|d| d["raw_len"] == "100000").expect("huge frame dead-lettered");
+    let big = dead
+        .iter()
+        .find(|d| d["raw_len"] == "100000")
+        .expect("huge frame dead-lettered");
     assert_eq!(big["reason"], "invalid_json");
     assert_eq!(big["raw"].len(), 64 * 1024, "raw text capped at 64 KiB");
-    let bin = dead.iter().find(|d| d["raw_len"] == "4").expect("binary frame dead-lettered");
+    let bin = dead
+        .iter()
+        .find(|d| d["raw_len"] == "4")
+        .expect("binary frame dead-lettered");
     assert_eq!(bin["reason"], "binary_frame");
 }

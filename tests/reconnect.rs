@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use actors::messages::ReaderState;
 use actors::supervisor::StartChoice;
-use jetstream_ingestor::fake_jetstream::{ConnectionEnd, FakeJetstream, FakeJetstreamConfig, Source};
+use jetstream_ingestor::fake_jetstream::{
+    ConnectionEnd, FakeJetstream, FakeJetstreamConfig, Source,
+};
 use support::*;
 
 const REWIND_US: u64 = 2_000;
@@ -24,12 +26,30 @@ fn server_closing_every_n_events_loses_nothing_and_redials_from_committed_minus_
     let mut s = settings(&server.url(), &redis.url());
     s.jetstream.rewind = Duration::from_micros(REWIND_US);
 
-    with_supervisor(s, StartChoice::Resume { fallback: Some(first) }, |sup| async move {
-        let st = wait_status(&sup, Duration::from_secs(60), "cursor reaches the last event", |s| s.reader.committed_cursor == Some(last)).await;
-        assert_eq!(st.reader.consecutive_failures, 0, "progressing sessions are not failures");
-        assert!(st.writer.entries_skipped > 0, "the rewind overlap must have been replayed and skipped");
-        assert!(st.reader.sessions_started >= 12);
-    });
+    with_supervisor(
+        s,
+        StartChoice::Resume {
+            fallback: Some(first),
+        },
+        |sup| async move {
+            let st = wait_status(
+                &sup,
+                Duration::from_secs(60),
+                "cursor reaches the last event",
+                |s| s.reader.committed_cursor == Some(last),
+            )
+            .await;
+            assert_eq!(
+                st.reader.consecutive_failures, 0,
+                "progressing sessions are not failures"
+            );
+            assert!(
+                st.writer.entries_skipped > 0,
+                "the rewind overlap must have been replayed and skipped"
+            );
+            assert!(st.reader.sessions_started >= 12);
+        },
+    );
 
     let mut con = redis.connection().unwrap();
     let (missing, dups) = compare(&mut con, "jsi:", &lines);
@@ -37,16 +57,28 @@ fn server_closing_every_n_events_loses_nothing_and_redials_from_committed_minus_
     assert!(dups.is_empty(), "{} duplicated", dups.len());
 
     let conns = server.connections();
-    assert_eq!(conns[0].cursor, Some(first), "first dial uses the initial cursor exactly");
+    assert_eq!(
+        conns[0].cursor,
+        Some(first),
+        "first dial uses the initial cursor exactly"
+    );
     let mut checked = 0;
     for pair in conns.windows(2) {
         let (prev, next) = (&pair[0], &pair[1]);
         if prev.end != ConnectionEnd::CloseEvery {
             continue;
         }
-        let start = times.iter().position(|t| *t >= prev.cursor.unwrap()).unwrap();
+        let start = times
+            .iter()
+            .position(|t| *t >= prev.cursor.unwrap())
+            .unwrap();
         let last_sent = times[start + usize::try_from(prev.events_sent).unwrap() - 1];
-        assert_eq!(next.cursor, Some(last_sent - REWIND_US), "redial {} must start at committed cursor minus rewind", next.uri);
+        assert_eq!(
+            next.cursor,
+            Some(last_sent - REWIND_US),
+            "redial {} must start at committed cursor minus rewind",
+            next.uri
+        );
         checked += 1;
     }
     assert!(checked >= 11, "only {checked} redials checked");
@@ -63,23 +95,56 @@ fn backoff_grows_while_dials_fail_and_resets_after_progress() {
     let lines = corpus(1_000, 22);
     let first = time_of(&lines[0]).unwrap();
 
-    with_supervisor(s, StartChoice::Resume { fallback: Some(first) }, |sup| async move {
-        let st = wait_status(&sup, Duration::from_secs(30), "six failed dials", |s| s.reader.consecutive_failures >= 6).await;
-        assert!(st.reader.backoff_ceiling_ms >= 160, "ceiling must double per failure: {st:#?}");
-        assert!(st.reader.last_error.as_deref().unwrap_or("").contains(&port.to_string()), "{:?}", st.reader.last_error);
-        assert_eq!(st.reader.committed_cursor, None);
+    with_supervisor(
+        s,
+        StartChoice::Resume {
+            fallback: Some(first),
+        },
+        |sup| async move {
+            let st = wait_status(&sup, Duration::from_secs(30), "six failed dials", |s| {
+                s.reader.consecutive_failures >= 6
+            })
+            .await;
+            assert!(
+                st.reader.backoff_ceiling_ms >= 160,
+                "ceiling must double per failure: {st:#?}"
+            );
+            assert!(
+                st.reader
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains(&port.to_string()),
+                "{:?}",
+                st.reader.last_error
+            );
+            assert_eq!(st.reader.committed_cursor, None);
 
-        // The host comes up: the next session makes progress and the backoff starts over.
-        let mut cfg = FakeJetstreamConfig::new(Source::Lines(lines));
-        cfg.listen = ([127, 0, 0, 1], port).into();
-        cfg.close_every = Some(300);
-        let server = FakeJetstream::start(cfg).expect("port still free");
-        let st = wait_status(&sup, Duration::from_secs(30), "progress after the host is back", |s| {
-            s.reader.consecutive_failures == 0 && s.reader.batches_committed > 0 && s.reader.sessions_started >= 8
-        })
-        .await;
-        assert!(st.reader.backoff_ceiling_ms <= 10, "backoff must reset after progress: {st:#?}");
-        assert!(matches!(st.reader.state, ReaderState::Streaming | ReaderState::Connecting | ReaderState::Backoff));
-        server.shutdown();
-    });
+            // The host comes up: the next session makes progress and the backoff starts over.
+            let mut cfg = FakeJetstreamConfig::new(Source::Lines(lines));
+            cfg.listen = ([127, 0, 0, 1], port).into();
+            cfg.close_every = Some(300);
+            let server = FakeJetstream::start(cfg).expect("port still free");
+            let st = wait_status(
+                &sup,
+                Duration::from_secs(30),
+                "progress after the host is back",
+                |s| {
+                    s.reader.consecutive_failures == 0
+                        && s.reader.batches_committed > 0
+                        && s.reader.sessions_started >= 8
+                },
+            )
+            .await;
+            assert!(
+                st.reader.backoff_ceiling_ms <= 10,
+                "backoff must reset after progress: {st:#?}"
+            );
+            assert!(matches!(
+                st.reader.state,
+                ReaderState::Streaming | ReaderState::Connecting | ReaderState::Backoff
+            ));
+            server.shutdown();
+        },
+    );
 }

@@ -20,13 +20,30 @@ fn full_replay_lands_every_commit_once_in_order_and_cursor_is_last() {
     let first = time_of(&lines[0]).unwrap();
     let last = time_of(lines.last().unwrap()).unwrap();
 
-    let outcome = run_in_process(settings(&server.url(), &redis.url()), Mode::Replay { from: first, until: last }, std::future::pending());
+    let outcome = run_in_process(
+        settings(&server.url(), &redis.url()),
+        Mode::Replay {
+            from: first,
+            until: last,
+        },
+        std::future::pending(),
+    );
     assert!(outcome.drained, "replay must drain before exit");
 
     let mut con = redis.connection().unwrap();
     let (missing, dups) = compare(&mut con, "jsi:", &lines);
-    assert!(missing.is_empty(), "{} missing, e.g. {:?}", missing.len(), missing.first());
-    assert!(dups.is_empty(), "{} duplicated, e.g. {:?}", dups.len(), dups.first());
+    assert!(
+        missing.is_empty(),
+        "{} missing, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert!(
+        dups.is_empty(),
+        "{} duplicated, e.g. {:?}",
+        dups.len(),
+        dups.first()
+    );
 
     // Order: the records stream is the source's commits in source order.
     let want: Vec<String> = lines
@@ -34,9 +51,15 @@ fn full_replay_lands_every_commit_once_in_order_and_cursor_is_last() {
         .filter(|l| l.contains(r#""kind":"commit""#))
         .map(|l| source_identity(l).unwrap().0)
         .collect();
-    let got: Vec<String> = read_stream(&mut con, "jsi:records").iter().map(entry_identity).collect();
+    let got: Vec<String> = read_stream(&mut con, "jsi:records")
+        .iter()
+        .map(entry_identity)
+        .collect();
     assert_eq!(got.len(), want.len());
-    assert!(got == want, "records stream order differs from the source order");
+    assert!(
+        got == want,
+        "records stream order differs from the source order"
+    );
     assert_eq!(stored_cursor(&mut con, "jsi:"), Some(last));
     let dead: u64 = redis::cmd("XLEN").arg("jsi:dead").query(&mut con).unwrap();
     assert_eq!(dead, 0);
@@ -89,7 +112,10 @@ fn stored_cursor_is_never_ahead_of_the_streams() {
                     .unwrap();
                 if let Ok(c) = cursor.parse::<u64>() {
                     let n: u64 = newest.parse().unwrap();
-                    assert!(c <= n, "stored cursor {c} is ahead of the newest stored event {n}");
+                    assert!(
+                        c <= n,
+                        "stored cursor {c} is ahead of the newest stored event {n}"
+                    );
                     distinct.insert(c);
                 }
                 samples += 1;
@@ -97,11 +123,21 @@ fn stored_cursor_is_never_ahead_of_the_streams() {
             (samples, distinct.len())
         })
     };
-    let outcome = run_in_process(s, Mode::Replay { from: first, until: last }, std::future::pending());
+    let outcome = run_in_process(
+        s,
+        Mode::Replay {
+            from: first,
+            until: last,
+        },
+        std::future::pending(),
+    );
     done.store(true, Ordering::SeqCst);
     let (samples, distinct) = watcher.join().expect("watcher saw no violation");
     assert!(outcome.drained);
-    assert!(distinct >= 50, "only {distinct} distinct cursors observed in {samples} samples: not a per-batch check");
+    assert!(
+        distinct >= 50,
+        "only {distinct} distinct cursors observed in {samples} samples: not a per-batch check"
+    );
 }
 
 #[test]
@@ -111,25 +147,43 @@ fn real_jetstream_events_decode_and_land_unchanged() {
         return;
     };
     let mut lines = Vec::new();
-    for f in ["v1-production-corpus/expected_v1.jsonl", "v1-golden-sample/golden_v1.jsonl"] {
+    for f in [
+        "v1-production-corpus/expected_v1.jsonl",
+        "v1-golden-sample/golden_v1.jsonl",
+    ] {
         let text = std::fs::read_to_string(dir.join(f)).unwrap();
-        lines.extend(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned));
+        lines.extend(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned),
+        );
     }
     let redis = redis(false);
     let server = fake(lines.clone(), None);
     let url = redis.url();
     let expected = lines.len();
     let stop = async move {
-        let mut con = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let mut con = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
         wait_until_async_redis(&mut con, expected).await;
     };
     let min = lines.iter().filter_map(|l| time_of(l)).min().unwrap();
-    let outcome = run_in_process(settings(&server.url(), &redis.url()), Mode::Run { cursor: Some(min) }, stop);
+    let outcome = run_in_process(
+        settings(&server.url(), &redis.url()),
+        Mode::Run { cursor: Some(min) },
+        stop,
+    );
     assert!(outcome.drained);
 
     let mut con = redis.connection().unwrap();
     let (missing, dups) = compare(&mut con, "jsi:", &lines);
-    assert!(missing.is_empty() && dups.is_empty(), "missing {missing:?} dups {dups:?}");
+    assert!(
+        missing.is_empty() && dups.is_empty(),
+        "missing {missing:?} dups {dups:?}"
+    );
     let records = read_stream(&mut con, "jsi:records");
     let mut checked = 0;
     for line in &lines {
@@ -147,24 +201,45 @@ fn real_jetstream_events_decode_and_land_unchanged() {
         let parsed: L<'_> = serde_json::from_str(line).unwrap();
         let Some(c) = parsed.commit else { continue };
         let id = source_identity(line).unwrap().0;
-        let entry = records.iter().find(|e| entry_identity(e) == id).expect("entry present");
-        assert_eq!(entry["record"], c.record.map(|r| r.get().to_owned()).unwrap_or_default(), "record of {id} changed");
+        let entry = records
+            .iter()
+            .find(|e| entry_identity(e) == id)
+            .expect("entry present");
+        assert_eq!(
+            entry["record"],
+            c.record.map(|r| r.get().to_owned()).unwrap_or_default(),
+            "record of {id} changed"
+        );
         assert_eq!(entry["cid"], c.cid.unwrap_or_default());
         checked += 1;
     }
     assert!(checked >= 150, "only {checked} commits checked");
     let identity = read_stream(&mut con, "jsi:identity");
-    assert!(identity.iter().any(|e| e["kind"] == "identity") && identity.iter().any(|e| e["kind"] == "account"));
+    assert!(
+        identity.iter().any(|e| e["kind"] == "identity")
+            && identity.iter().any(|e| e["kind"] == "account")
+    );
 }
 
 async fn wait_until_async_redis(con: &mut redis::aio::MultiplexedConnection, expected: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let (a, b): (usize, usize) = redis::pipe().cmd("XLEN").arg("jsi:records").cmd("XLEN").arg("jsi:identity").query_async(con).await.unwrap();
+        let (a, b): (usize, usize) = redis::pipe()
+            .cmd("XLEN")
+            .arg("jsi:records")
+            .cmd("XLEN")
+            .arg("jsi:identity")
+            .query_async(con)
+            .await
+            .unwrap();
         if a + b >= expected {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "only {} of {expected} entries landed", a + b);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {expected} entries landed",
+            a + b
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -97,7 +97,10 @@ mod tests {
         let mut saw_small = false;
         for i in 0..400 {
             let d = b.next_delay();
-            assert!(d <= Duration::from_millis(80), "attempt {i}: {d:?} above cap");
+            assert!(
+                d <= Duration::from_millis(80),
+                "attempt {i}: {d:?} above cap"
+            );
             if i > 10 && d < Duration::from_millis(40) {
                 saw_small = true;
             }

@@ -10,7 +10,9 @@ use tracing::info;
 
 use crate::jetstream::reader::StartCursor;
 use crate::jetstream::{JetstreamReader, ReaderConfig};
-use crate::messages::{Drain, GetReaderStatus, GetStatus, GetWriterStatus, Pause, Restart, Resume, Status};
+use crate::messages::{
+    Drain, GetReaderStatus, GetStatus, GetWriterStatus, Pause, Restart, Resume, Status,
+};
 use crate::sink::writer::load_cursor;
 use crate::sink::{RedisWriter, WriterConfig};
 
@@ -42,10 +44,17 @@ pub struct Supervisor {
 impl Supervisor {
     /// Loads the cursor (waiting for Redis), then starts and wires writer and reader. Must run
     /// inside an actix `System`.
-    pub async fn launch(reader: ReaderConfig, writer: WriterConfig, start: StartChoice) -> Result<Addr<Supervisor>, LaunchError> {
+    pub async fn launch(
+        reader: ReaderConfig,
+        writer: WriterConfig,
+        start: StartChoice,
+    ) -> Result<Addr<Supervisor>, LaunchError> {
         let start = match start {
             StartChoice::From(c) => StartCursor::Exact(c),
-            StartChoice::Resume { fallback } => match load_cursor(&writer).await.map_err(LaunchError::BadStoredCursor)? {
+            StartChoice::Resume { fallback } => match load_cursor(&writer)
+                .await
+                .map_err(LaunchError::BadStoredCursor)?
+            {
                 Some(c) => StartCursor::Committed(c),
                 None => fallback.map_or(StartCursor::Live, StartCursor::Exact),
             },
@@ -54,10 +63,17 @@ impl Supervisor {
         let writer_ctx = Context::<RedisWriter>::new();
         let writer_addr = writer_ctx.address();
         let push = writer_addr.clone().recipient();
-        let reader_addr = actix::Supervisor::start(move |_| JetstreamReader::new(reader, push, start));
+        let reader_addr =
+            actix::Supervisor::start(move |_| JetstreamReader::new(reader, push, start));
         let writer_actor = RedisWriter::new(writer, reader_addr.clone().recipient())?;
         let writer_addr = writer_ctx.run(writer_actor);
-        Ok(Supervisor { reader: reader_addr, writer: writer_addr, started_at: Instant::now(), restarts: 0 }.start())
+        Ok(Supervisor {
+            reader: reader_addr,
+            writer: writer_addr,
+            started_at: Instant::now(),
+            restarts: 0,
+        }
+        .start())
     }
 }
 

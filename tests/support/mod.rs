@@ -20,7 +20,11 @@ pub fn shared_fixtures() -> Option<std::path::PathBuf> {
 
 /// A private redis-server; fails the test (with the install command) if Redis is missing.
 pub fn redis(appendonly: bool) -> LocalRedis {
-    LocalRedis::start(LocalRedisOptions { appendonly, maxmemory: None }).unwrap_or_else(|e| panic!("{e}"))
+    LocalRedis::start(LocalRedisOptions {
+        appendonly,
+        maxmemory: None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn fake(lines: Vec<String>, close_every: Option<u64>) -> FakeJetstream {
@@ -49,15 +53,24 @@ pub fn settings(endpoint: &str, redis_url: &str) -> Settings {
 }
 
 /// Runs the pipeline in-process (own actix System) until `stop` resolves or the replay ends.
-pub fn run_in_process(settings: Settings, mode: Mode, stop: impl std::future::Future<Output = ()> + 'static) -> Outcome {
-    actix::System::new().block_on(app::run(settings, mode, stop)).expect("pipeline runs")
+pub fn run_in_process(
+    settings: Settings,
+    mode: Mode,
+    stop: impl std::future::Future<Output = ()> + 'static,
+) -> Outcome {
+    actix::System::new()
+        .block_on(app::run(settings, mode, stop))
+        .expect("pipeline runs")
 }
 
 /// Polls `f` every 20 ms until it is true; panics with `what` after `limit`.
 pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -65,7 +78,10 @@ pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
 pub async fn wait_until_async(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -75,8 +91,14 @@ pub fn read_stream(con: &mut redis::Connection, key: &str) -> Vec<HashMap<String
     let mut out = Vec::new();
     let mut start = "-".to_owned();
     loop {
-        let page: Vec<(String, Vec<(String, String)>)> =
-            redis::cmd("XRANGE").arg(key).arg(&start).arg("+").arg("COUNT").arg(5000).query(con).expect("XRANGE");
+        let page: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(5000)
+            .query(con)
+            .expect("XRANGE");
         let n = page.len();
         for (id, fields) in page {
             start = format!("({id}");
@@ -89,7 +111,10 @@ pub fn read_stream(con: &mut redis::Connection, key: &str) -> Vec<HashMap<String
 }
 
 pub fn stored_cursor(con: &mut redis::Connection, prefix: &str) -> Option<u64> {
-    let v: Option<String> = redis::cmd("GET").arg(format!("{prefix}cursor")).query(con).expect("GET cursor");
+    let v: Option<String> = redis::cmd("GET")
+        .arg(format!("{prefix}cursor"))
+        .query(con)
+        .expect("GET cursor");
     v.map(|s| s.parse().expect("cursor is a number"))
 }
 
@@ -103,7 +128,15 @@ pub fn source_identity(line: &str) -> Option<(String, u64)> {
         "commit" => {
             let c = v.get("commit")?;
             let op = c.get("operation")?.as_str()?;
-            Some((format!("{did}|{}|{}|{}|{op}", c.get("collection")?.as_str()?, c.get("rkey")?.as_str()?, c.get("rev")?.as_str()?), t))
+            Some((
+                format!(
+                    "{did}|{}|{}|{}|{op}",
+                    c.get("collection")?.as_str()?,
+                    c.get("rkey")?.as_str()?,
+                    c.get("rev")?.as_str()?
+                ),
+                t,
+            ))
         }
         "identity" | "account" => {
             let kind = v.get("kind")?.as_str()?;
@@ -123,7 +156,11 @@ pub fn entry_identity(e: &HashMap<String, String>) -> String {
 }
 
 /// Compares the job streams with the source: (missing, duplicated) identities.
-pub fn compare(con: &mut redis::Connection, prefix: &str, source: &[String]) -> (Vec<String>, Vec<String>) {
+pub fn compare(
+    con: &mut redis::Connection,
+    prefix: &str,
+    source: &[String],
+) -> (Vec<String>, Vec<String>) {
     let mut counts: HashMap<String, usize> = HashMap::new();
     for stream in ["records", "identity"] {
         for e in read_stream(con, &format!("{prefix}{stream}")) {
@@ -132,13 +169,17 @@ pub fn compare(con: &mut redis::Connection, prefix: &str, source: &[String]) -> 
     }
     let mut missing = Vec::new();
     for line in source {
-        if let Some((id, _)) = source_identity(line) {
-            if !counts.contains_key(&id) {
-                missing.push(id);
-            }
+        if let Some((id, _)) = source_identity(line)
+            && !counts.contains_key(&id)
+        {
+            missing.push(id);
         }
     }
-    let dups = counts.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k).collect();
+    let dups = counts
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(k, _)| k)
+        .collect();
     (missing, dups)
 }
 
@@ -150,11 +191,17 @@ pub struct Ingestor {
 impl Ingestor {
     pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Ingestor {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_jetstream-ingestor"));
-        cmd.args(args).env("RUST_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+        cmd.args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Ingestor { child: cmd.spawn().expect("ingestor binary starts") }
+        Ingestor {
+            child: cmd.spawn().expect("ingestor binary starts"),
+        }
     }
 
     pub fn kill9(&mut self) {
@@ -189,10 +236,22 @@ impl Drop for Ingestor {
 /// Environment for the ingestor binary pointing at `endpoint` and `redis_url`.
 pub fn ingestor_env(endpoint: &str, redis_url: &str) -> Vec<(&'static str, String)> {
     vec![
-        ("JETSTREAM_INGESTOR__JETSTREAM__ENDPOINTS", endpoint.to_owned()),
-        ("JETSTREAM_INGESTOR__JETSTREAM__BATCH_MAX_EVENTS", "128".to_owned()),
-        ("JETSTREAM_INGESTOR__JETSTREAM__BACKOFF_MIN", "20ms".to_owned()),
-        ("JETSTREAM_INGESTOR__JETSTREAM__BACKOFF_MAX", "200ms".to_owned()),
+        (
+            "JETSTREAM_INGESTOR__JETSTREAM__ENDPOINTS",
+            endpoint.to_owned(),
+        ),
+        (
+            "JETSTREAM_INGESTOR__JETSTREAM__BATCH_MAX_EVENTS",
+            "128".to_owned(),
+        ),
+        (
+            "JETSTREAM_INGESTOR__JETSTREAM__BACKOFF_MIN",
+            "20ms".to_owned(),
+        ),
+        (
+            "JETSTREAM_INGESTOR__JETSTREAM__BACKOFF_MAX",
+            "200ms".to_owned(),
+        ),
         ("JETSTREAM_INGESTOR__REDIS__URL", redis_url.to_owned()),
         ("JETSTREAM_INGESTOR__REDIS__RETRY_MIN", "20ms".to_owned()),
         ("JETSTREAM_INGESTOR__REDIS__RETRY_MAX", "300ms".to_owned()),
@@ -204,7 +263,10 @@ pub fn corpus(n: usize, seed: u64) -> Vec<String> {
 }
 
 pub fn time_of(line: &str) -> Option<u64> {
-    serde_json::from_str::<serde_json::Value>(line).ok()?.get("time_us")?.as_u64()
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()?
+        .get("time_us")?
+        .as_u64()
 }
 
 /// Starts the supervisor in a fresh actix System, runs `body` with its address, then drains.
@@ -215,14 +277,22 @@ where
 {
     actix::System::new().block_on(async move {
         jetstream_ingestor::telemetry::install_crypto_provider();
-        let sup = actors::supervisor::Supervisor::launch(settings.jetstream, settings.redis, start).await.expect("pipeline starts");
+        let sup = actors::supervisor::Supervisor::launch(settings.jetstream, settings.redis, start)
+            .await
+            .expect("pipeline starts");
         body(sup.clone()).await;
-        tokio::time::timeout(Duration::from_secs(10), sup.send(actors::messages::Drain)).await.expect("drains in time").expect("drained");
+        tokio::time::timeout(Duration::from_secs(10), sup.send(actors::messages::Drain))
+            .await
+            .expect("drains in time")
+            .expect("drained");
     });
 }
 
 pub async fn status(sup: &actix::Addr<actors::supervisor::Supervisor>) -> actors::messages::Status {
-    sup.send(actors::messages::GetStatus).await.expect("supervisor alive").expect("status")
+    sup.send(actors::messages::GetStatus)
+        .await
+        .expect("supervisor alive")
+        .expect("status")
 }
 
 /// Polls the supervisor's status until `f` holds; panics with `what` after `limit`.
@@ -238,7 +308,10 @@ pub async fn wait_status(
         if f(&s) {
             return s;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}; last status {s:#?}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}; last status {s:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

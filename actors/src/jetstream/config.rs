@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::subscribe::{Filters, FilterError};
+use super::subscribe::{FilterError, Filters};
 
 /// `[jetstream]`: where to subscribe and how to batch, reconnect and detect dead hosts.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -104,13 +104,22 @@ impl ReaderConfig {
             }
         }
         if self.batch_max_events == 0 {
-            return Err(ReaderConfigError::TooSmall { key: "batch_max_events", min: 1 });
+            return Err(ReaderConfigError::TooSmall {
+                key: "batch_max_events",
+                min: 1,
+            });
         }
         if self.max_in_flight_batches == 0 {
-            return Err(ReaderConfigError::TooSmall { key: "max_in_flight_batches", min: 1 });
+            return Err(ReaderConfigError::TooSmall {
+                key: "max_in_flight_batches",
+                min: 1,
+            });
         }
         if self.max_frame_bytes < 1024 {
-            return Err(ReaderConfigError::TooSmall { key: "max_frame_bytes", min: 1024 });
+            return Err(ReaderConfigError::TooSmall {
+                key: "max_frame_bytes",
+                min: 1024,
+            });
         }
         if self.idle_timeout <= self.ping_interval {
             return Err(ReaderConfigError::IdleNotAbovePing);

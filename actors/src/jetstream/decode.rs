@@ -18,7 +18,10 @@ use crate::model::{AccountEvent, CommitEvent, DeadLetter, Event, IdentityEvent, 
 pub enum Decoded {
     Event(Event),
     /// A well-formed event of a kind we do not handle.
-    Skipped { time_us: u64, kind: String },
+    Skipped {
+        time_us: u64,
+        kind: String,
+    },
     Dead(DeadLetter),
 }
 
@@ -113,29 +116,48 @@ pub fn decode_frame(raw: &[u8]) -> Decoded {
         "commit" => decode_commit(&env, raw),
         "identity" => decode_identity(&env, raw),
         "account" => decode_account(&env, raw),
-        other => Decoded::Skipped { time_us: env.time_us, kind: other.to_owned() },
+        other => Decoded::Skipped {
+            time_us: env.time_us,
+            kind: other.to_owned(),
+        },
     }
 }
 
 fn decode_commit(env: &Envelope<'_>, raw: &[u8]) -> Decoded {
     let Some(commit) = env.commit else {
-        return dead("bad_commit", "kind is commit but the commit object is missing".into(), raw);
+        return dead(
+            "bad_commit",
+            "kind is commit but the commit object is missing".into(),
+            raw,
+        );
     };
     let c: RawCommit<'_> = match serde_json::from_str(commit.get()) {
         Ok(c) => c,
         Err(e) => return dead("bad_commit", format!("commit: {e}"), raw),
     };
     let Some(operation) = Operation::parse(&c.operation) else {
-        return dead("bad_commit", format!("unknown commit operation {:?}", c.operation), raw);
+        return dead(
+            "bad_commit",
+            format!("unknown commit operation {:?}", c.operation),
+            raw,
+        );
     };
     let (record, cid) = match operation {
         Operation::Delete => (None, None),
         Operation::Create | Operation::Update => {
             let Some(record) = c.record else {
-                return dead("bad_commit", format!("{} without a record", operation.as_str()), raw);
+                return dead(
+                    "bad_commit",
+                    format!("{} without a record", operation.as_str()),
+                    raw,
+                );
             };
             let Some(cid) = c.cid else {
-                return dead("bad_commit", format!("{} without a cid", operation.as_str()), raw);
+                return dead(
+                    "bad_commit",
+                    format!("{} without a cid", operation.as_str()),
+                    raw,
+                );
             };
             (Some(record.to_owned()), Some(cid))
         }
@@ -155,7 +177,11 @@ fn decode_commit(env: &Envelope<'_>, raw: &[u8]) -> Decoded {
 
 fn decode_identity(env: &Envelope<'_>, raw: &[u8]) -> Decoded {
     let Some(obj) = env.identity else {
-        return dead("bad_identity", "kind is identity but the identity object is missing".into(), raw);
+        return dead(
+            "bad_identity",
+            "kind is identity but the identity object is missing".into(),
+            raw,
+        );
     };
     match serde_json::from_str::<RawIdentity>(obj.get()) {
         Ok(i) => Decoded::Event(Event::Identity(IdentityEvent {
@@ -172,7 +198,11 @@ fn decode_identity(env: &Envelope<'_>, raw: &[u8]) -> Decoded {
 
 fn decode_account(env: &Envelope<'_>, raw: &[u8]) -> Decoded {
     let Some(obj) = env.account else {
-        return dead("bad_account", "kind is account but the account object is missing".into(), raw);
+        return dead(
+            "bad_account",
+            "kind is account but the account object is missing".into(),
+            raw,
+        );
     };
     match serde_json::from_str::<RawAccount>(obj.get()) {
         Ok(a) => Decoded::Event(Event::Account(AccountEvent {
@@ -216,32 +246,60 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_kinds_are_tolerated() {
-        let v2 = POST.replacen("{\"did\"", "{\"cursor\":99,\"did\"", 1).replacen("\"rev\"", "\"extra\":[1],\"rev\"", 1);
-        assert!(matches!(decode_frame(v2.as_bytes()), Decoded::Event(Event::Commit(_))));
+        let v2 = POST
+            .replacen("{\"did\"", "{\"cursor\":99,\"did\"", 1)
+            .replacen("\"rev\"", "\"extra\":[1],\"rev\"", 1);
+        assert!(matches!(
+            decode_frame(v2.as_bytes()),
+            Decoded::Event(Event::Commit(_))
+        ));
         let k = r#"{"did":"did:plc:x","time_us":5,"kind":"sync","sync":{}}"#;
-        assert!(matches!(decode_frame(k.as_bytes()), Decoded::Skipped { time_us: 5, .. }));
+        assert!(matches!(
+            decode_frame(k.as_bytes()),
+            Decoded::Skipped { time_us: 5, .. }
+        ));
     }
 
     #[test]
     fn delete_has_no_record_and_identity_account_decode() {
         let del = r#"{"did":"did:plc:x","time_us":7,"kind":"commit","commit":{"rev":"3l","operation":"delete","collection":"a.b.c","rkey":"k"}}"#;
-        let Decoded::Event(Event::Commit(c)) = decode_frame(del.as_bytes()) else { panic!("delete") };
+        let Decoded::Event(Event::Commit(c)) = decode_frame(del.as_bytes()) else {
+            panic!("delete")
+        };
         assert!(c.record.is_none() && c.cid.is_none());
         let id = r#"{"did":"did:plc:x","time_us":8,"kind":"identity","identity":{"did":"did:plc:x","handle":"a.b","seq":3,"time":"t"}}"#;
-        let Decoded::Event(Event::Identity(i)) = decode_frame(id.as_bytes()) else { panic!("identity") };
+        let Decoded::Event(Event::Identity(i)) = decode_frame(id.as_bytes()) else {
+            panic!("identity")
+        };
         assert_eq!((i.seq, i.handle.as_deref()), (Some(3), Some("a.b")));
         let ac = r#"{"did":"did:plc:x","time_us":9,"kind":"account","account":{"active":false,"did":"did:plc:x","seq":4,"status":"takendown","time":"t"}}"#;
-        let Decoded::Event(Event::Account(a)) = decode_frame(ac.as_bytes()) else { panic!("account") };
-        assert_eq!((a.active, a.status.as_deref()), (Some(false), Some("takendown")));
+        let Decoded::Event(Event::Account(a)) = decode_frame(ac.as_bytes()) else {
+            panic!("account")
+        };
+        assert_eq!(
+            (a.active, a.status.as_deref()),
+            (Some(false), Some("takendown"))
+        );
     }
 
     #[test]
     fn malformed_frames_get_precise_reasons() {
         assert_eq!(reason(decode_frame(b"{\"did\":")), "invalid_json");
         assert_eq!(reason(decode_frame(b"\xff\xfe")), "invalid_utf8");
-        assert_eq!(reason(decode_frame(br#"{"did":"d","time_us":"soon","kind":"commit"}"#)), "bad_envelope");
-        assert_eq!(reason(decode_frame(br#"{"did":"d","time_us":1,"kind":"commit"}"#)), "bad_commit");
-        let no_cid = POST.replace(r#","cid":"bafyreicl7rzkxdrm4zz2ehbx52kuk3mvfow6p3gzfys72r5grvskxoswy4""#, "");
+        assert_eq!(
+            reason(decode_frame(
+                br#"{"did":"d","time_us":"soon","kind":"commit"}"#
+            )),
+            "bad_envelope"
+        );
+        assert_eq!(
+            reason(decode_frame(br#"{"did":"d","time_us":1,"kind":"commit"}"#)),
+            "bad_commit"
+        );
+        let no_cid = POST.replace(
+            r#","cid":"bafyreicl7rzkxdrm4zz2ehbx52kuk3mvfow6p3gzfys72r5grvskxoswy4""#,
+            "",
+        );
         assert_eq!(reason(decode_frame(no_cid.as_bytes())), "bad_commit");
         let op = POST.replace("\"create\"", "\"upsert\"");
         assert_eq!(reason(decode_frame(op.as_bytes())), "bad_commit");
@@ -249,7 +307,9 @@ mod tests {
 
     #[test]
     fn dead_letters_salvage_time_and_did() {
-        let Decoded::Dead(d) = decode_frame(br#"{"did":"did:plc:x","time_us":77,"kind":"commit","commit":{"rev":1}}"#) else {
+        let Decoded::Dead(d) =
+            decode_frame(br#"{"did":"did:plc:x","time_us":77,"kind":"commit","commit":{"rev":1}}"#)
+        else {
             panic!("dead")
         };
         assert_eq!((d.time_us, d.did.as_deref()), (Some(77), Some("did:plc:x")));

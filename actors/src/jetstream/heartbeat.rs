@@ -34,7 +34,9 @@ impl Heartbeat {
         if now >= ping_at {
             return Liveness::SendPing;
         }
-        Liveness::Alive { next_check: ping_at.min(dead_at) }
+        Liveness::Alive {
+            next_check: ping_at.min(dead_at),
+        }
     }
 }
 
@@ -42,30 +44,64 @@ impl Heartbeat {
 mod tests {
     use super::*;
 
-    const HB: Heartbeat = Heartbeat { ping_interval: Duration::from_secs(20), idle_timeout: Duration::from_secs(60) };
+    const HB: Heartbeat = Heartbeat {
+        ping_interval: Duration::from_secs(20),
+        idle_timeout: Duration::from_secs(60),
+    };
 
     #[test]
     fn pings_after_interval_then_again_after_another_interval() {
         let t0 = Instant::now();
-        assert_eq!(HB.check(t0 + Duration::from_secs(5), t0, None), Liveness::Alive { next_check: t0 + Duration::from_secs(20) });
-        assert_eq!(HB.check(t0 + Duration::from_secs(20), t0, None), Liveness::SendPing);
+        assert_eq!(
+            HB.check(t0 + Duration::from_secs(5), t0, None),
+            Liveness::Alive {
+                next_check: t0 + Duration::from_secs(20)
+            }
+        );
+        assert_eq!(
+            HB.check(t0 + Duration::from_secs(20), t0, None),
+            Liveness::SendPing
+        );
         let pinged = t0 + Duration::from_secs(20);
-        assert_eq!(HB.check(t0 + Duration::from_secs(21), t0, Some(pinged)), Liveness::Alive { next_check: t0 + Duration::from_secs(40) });
-        assert_eq!(HB.check(t0 + Duration::from_secs(40), t0, Some(pinged)), Liveness::SendPing);
+        assert_eq!(
+            HB.check(t0 + Duration::from_secs(21), t0, Some(pinged)),
+            Liveness::Alive {
+                next_check: t0 + Duration::from_secs(40)
+            }
+        );
+        assert_eq!(
+            HB.check(t0 + Duration::from_secs(40), t0, Some(pinged)),
+            Liveness::SendPing
+        );
     }
 
     #[test]
     fn dead_after_idle_timeout_even_with_pings() {
         let t0 = Instant::now();
         let pinged = t0 + Duration::from_secs(40);
-        assert_eq!(HB.check(t0 + Duration::from_secs(60), t0, Some(pinged)), Liveness::Dead);
-        assert_eq!(HB.check(t0 + Duration::from_secs(59), t0, Some(pinged)), Liveness::Alive { next_check: t0 + Duration::from_secs(60) });
+        assert_eq!(
+            HB.check(t0 + Duration::from_secs(60), t0, Some(pinged)),
+            Liveness::Dead
+        );
+        assert_eq!(
+            HB.check(t0 + Duration::from_secs(59), t0, Some(pinged)),
+            Liveness::Alive {
+                next_check: t0 + Duration::from_secs(60)
+            }
+        );
     }
 
     #[test]
     fn a_frame_resets_everything() {
         let t0 = Instant::now();
         let later = t0 + Duration::from_secs(50);
-        assert!(matches!(HB.check(later + Duration::from_secs(1), later, Some(t0 + Duration::from_secs(20))), Liveness::Alive { .. }));
+        assert!(matches!(
+            HB.check(
+                later + Duration::from_secs(1),
+                later,
+                Some(t0 + Duration::from_secs(20))
+            ),
+            Liveness::Alive { .. }
+        ));
     }
 }

@@ -110,7 +110,13 @@ impl JetstreamReader {
             endpoint: RefCell::new(cfg.endpoints.first().cloned().unwrap_or_default()),
         });
         let (control, _) = watch::channel(Control::Run);
-        JetstreamReader { cfg: Arc::new(cfg), downstream, shared, window, control }
+        JetstreamReader {
+            cfg: Arc::new(cfg),
+            downstream,
+            shared,
+            window,
+            control,
+        }
     }
 }
 
@@ -131,7 +137,10 @@ impl Actor for JetstreamReader {
 
 impl actix::Supervised for JetstreamReader {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
-        info!(next_session = self.shared.next_session.get(), "reader restarting");
+        info!(
+            next_session = self.shared.next_session.get(),
+            "reader restarting"
+        );
         metrics::counter!("jetstream_ingestor_reader_restarts_total").increment(1);
     }
 }
@@ -232,7 +241,12 @@ struct SessionEnd {
 
 impl SessionEnd {
     fn failed(reason: &'static str, error: String) -> Self {
-        SessionEnd { progressed: false, reason, error: Some(error), finished: false }
+        SessionEnd {
+            progressed: false,
+            reason,
+            error: Some(error),
+            finished: false,
+        }
     }
 }
 
@@ -277,7 +291,11 @@ impl ReadLoop {
             *self.shared.endpoint.borrow_mut() = endpoint.clone();
             let cursor = match self.shared.dial_override.take() {
                 Some(c) => Some(c),
-                None => self.shared.committed.get().map(|c| Cursor(c).rewound(self.cfg.rewind).0),
+                None => self
+                    .shared
+                    .committed
+                    .get()
+                    .map(|c| Cursor(c).rewound(self.cfg.rewind).0),
             };
             let end = self.session(&endpoint, cursor).await;
 
@@ -294,8 +312,10 @@ impl ReadLoop {
                 }
                 c.consecutive_failures
             };
-            metrics::counter!("jetstream_ingestor_sessions_ended_total", "reason" => end.reason).increment(1);
-            metrics::gauge!("jetstream_ingestor_reader_consecutive_failures").set(f64::from(failures));
+            metrics::counter!("jetstream_ingestor_sessions_ended_total", "reason" => end.reason)
+                .increment(1);
+            metrics::gauge!("jetstream_ingestor_reader_consecutive_failures")
+                .set(f64::from(failures));
             if end.finished {
                 info!(reason = end.reason, "reader finished");
                 self.shared.set_state(ReaderState::Finished);
@@ -347,14 +367,23 @@ impl ReadLoop {
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(self.cfg.max_frame_bytes))
             .max_frame_size(Some(self.cfg.max_frame_bytes));
-        let dial = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config), true);
+        let dial =
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config), true);
         let ws = match tokio::time::timeout(self.cfg.connect_timeout, dial).await {
             Err(_) => {
-                metrics::counter!("jetstream_ingestor_connects_total", "outcome" => "timeout").increment(1);
-                return SessionEnd::failed("connect_timeout", format!("no answer from {endpoint} within {:?}", self.cfg.connect_timeout));
+                metrics::counter!("jetstream_ingestor_connects_total", "outcome" => "timeout")
+                    .increment(1);
+                return SessionEnd::failed(
+                    "connect_timeout",
+                    format!(
+                        "no answer from {endpoint} within {:?}",
+                        self.cfg.connect_timeout
+                    ),
+                );
             }
             Ok(Err(e)) => {
-                metrics::counter!("jetstream_ingestor_connects_total", "outcome" => "failed").increment(1);
+                metrics::counter!("jetstream_ingestor_connects_total", "outcome" => "failed")
+                    .increment(1);
                 return SessionEnd::failed("connect_failed", format!("{endpoint}: {e}"));
             }
             Ok(Ok((ws, _response))) => ws,
@@ -364,7 +393,10 @@ impl ReadLoop {
         let source: Arc<str> = Arc::from(source_of(endpoint));
         let (mut sink, mut stream) = ws.split();
 
-        let hb = Heartbeat { ping_interval: self.cfg.ping_interval, idle_timeout: self.cfg.idle_timeout };
+        let hb = Heartbeat {
+            ping_interval: self.cfg.ping_interval,
+            idle_timeout: self.cfg.idle_timeout,
+        };
         let mut pending: Option<Pending> = None;
         let mut last_frame = Instant::now();
         let mut last_ping: Option<Instant> = None;
@@ -377,7 +409,14 @@ impl ReadLoop {
             () => {
                 match self.flush(&mut pending, session_id, &source).await {
                     Ok(waited) => waited,
-                    Err(e) => return SessionEnd { progressed, reason: "downstream_gone", error: Some(e), finished: true },
+                    Err(e) => {
+                        return SessionEnd {
+                            progressed,
+                            reason: "downstream_gone",
+                            error: Some(e),
+                            finished: true,
+                        }
+                    }
                 }
             };
         }
@@ -391,7 +430,10 @@ impl ReadLoop {
                     return SessionEnd {
                         progressed,
                         reason: "idle_timeout",
-                        error: Some(format!("no frame from {endpoint} for {:?}", self.cfg.idle_timeout)),
+                        error: Some(format!(
+                            "no frame from {endpoint} for {:?}",
+                            self.cfg.idle_timeout
+                        )),
                         finished: false,
                     };
                 }
@@ -400,7 +442,12 @@ impl ReadLoop {
                     debug!(session = session_id, "sending ping");
                     if let Err(e) = sink.send(WsMessage::Ping(Default::default())).await {
                         flush_or_end!();
-                        return SessionEnd { progressed, reason: "ws_error", error: Some(e.to_string()), finished: false };
+                        return SessionEnd {
+                            progressed,
+                            reason: "ws_error",
+                            error: Some(e.to_string()),
+                            finished: false,
+                        };
                     }
                     continue;
                 }
@@ -485,18 +532,34 @@ impl ReadLoop {
         }
     }
 
-    fn push_dead(&self, pending: &mut Option<Pending>, reason: &'static str, message: &str, raw: &[u8]) {
+    fn push_dead(
+        &self,
+        pending: &mut Option<Pending>,
+        reason: &'static str,
+        message: &str,
+        raw: &[u8],
+    ) {
         warn!(reason, message, len = raw.len(), "frame dead-lettered");
         metrics::counter!("jetstream_ingestor_dead_letters_total", "reason" => reason).increment(1);
         self.shared.counters.borrow_mut().dead_letters += 1;
         let d = crate::model::DeadLetter::new(reason, message, raw);
-        pending.get_or_insert_with(new_pending).items.push(Item::Dead(d));
+        pending
+            .get_or_insert_with(new_pending)
+            .items
+            .push(Item::Dead(d));
     }
 
     /// Sends the pending batch downstream, waiting for a credit if the window is full.
     /// Returns whether it had to wait (the socket was not read meanwhile).
-    async fn flush(&self, pending: &mut Option<Pending>, session: u64, source: &Arc<str>) -> Result<bool, String> {
-        let Some(p) = pending.take() else { return Ok(false) };
+    async fn flush(
+        &self,
+        pending: &mut Option<Pending>,
+        session: u64,
+        source: &Arc<str>,
+    ) -> Result<bool, String> {
+        let Some(p) = pending.take() else {
+            return Ok(false);
+        };
         let (permit, waited) = match self.window.clone().try_acquire_owned() {
             Ok(permit) => (permit, false),
             Err(_) => {
@@ -528,5 +591,9 @@ impl ReadLoop {
 }
 
 fn new_pending() -> Pending {
-    Pending { items: Vec::with_capacity(64), cursor: None, received_at: Instant::now() }
+    Pending {
+        items: Vec::with_capacity(64),
+        cursor: None,
+        received_at: Instant::now(),
+    }
 }

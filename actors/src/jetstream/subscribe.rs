@@ -32,7 +32,9 @@ pub enum FilterError {
 impl Filters {
     pub fn validate(&self) -> Result<(), FilterError> {
         if self.wanted_collections.len() > MAX_WANTED_COLLECTIONS {
-            return Err(FilterError::TooManyCollections(self.wanted_collections.len()));
+            return Err(FilterError::TooManyCollections(
+                self.wanted_collections.len(),
+            ));
         }
         if self.wanted_dids.len() > MAX_WANTED_DIDS {
             return Err(FilterError::TooManyDids(self.wanted_dids.len()));
@@ -45,7 +47,9 @@ impl Filters {
         for d in &self.wanted_dids {
             let mut parts = d.splitn(3, ':');
             let ok = parts.next() == Some("did")
-                && parts.next().is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_lowercase()))
+                && parts
+                    .next()
+                    .is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_lowercase()))
                 && parts.next().is_some_and(|id| !id.is_empty());
             if !ok {
                 return Err(FilterError::BadDid(d.clone()));
@@ -62,14 +66,20 @@ fn collection_pattern_ok(c: &str) -> bool {
     let min_segments = if body.len() == c.len() { 3 } else { 1 };
     segments.len() >= min_segments
         && c.len() <= 317
-        && segments
-            .iter()
-            .all(|s| !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        && segments.iter().all(|s| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// Builds `<endpoint>?wantedCollections=…&wantedDids=…&cursor=…`, keeping any query the
 /// endpoint already has.
-pub fn subscribe_url(endpoint: &str, filters: &Filters, cursor: Option<u64>) -> Result<Url, url::ParseError> {
+pub fn subscribe_url(
+    endpoint: &str,
+    filters: &Filters,
+    cursor: Option<u64>,
+) -> Result<Url, url::ParseError> {
     let mut url = Url::parse(endpoint)?;
     {
         let mut q = url.query_pairs_mut();
@@ -120,23 +130,42 @@ mod tests {
 
     #[test]
     fn url_without_anything_has_no_query() {
-        let u = subscribe_url("ws://127.0.0.1:9/subscribe", &Filters::default(), None).expect("valid");
+        let u =
+            subscribe_url("ws://127.0.0.1:9/subscribe", &Filters::default(), None).expect("valid");
         assert_eq!(u.as_str(), "ws://127.0.0.1:9/subscribe");
         assert_eq!(source_of("ws://127.0.0.1:9/subscribe"), "127.0.0.1:9");
-        assert_eq!(source_of("wss://jetstream2.us-east.bsky.network/subscribe"), "jetstream2.us-east.bsky.network");
+        assert_eq!(
+            source_of("wss://jetstream2.us-east.bsky.network/subscribe"),
+            "jetstream2.us-east.bsky.network"
+        );
     }
 
     #[test]
     fn filters_are_validated() {
-        let ok = Filters { wanted_collections: vec!["app.bsky.*".into(), "app.bsky.feed.like".into()], wanted_dids: vec![] };
+        let ok = Filters {
+            wanted_collections: vec!["app.bsky.*".into(), "app.bsky.feed.like".into()],
+            wanted_dids: vec![],
+        };
         assert_eq!(ok.validate(), Ok(()));
-        let bad = Filters { wanted_collections: vec!["app..post".into()], wanted_dids: vec![] };
+        let bad = Filters {
+            wanted_collections: vec!["app..post".into()],
+            wanted_dids: vec![],
+        };
         assert!(matches!(bad.validate(), Err(FilterError::BadCollection(_))));
-        let two = Filters { wanted_collections: vec!["app.bsky".into()], wanted_dids: vec![] };
+        let two = Filters {
+            wanted_collections: vec!["app.bsky".into()],
+            wanted_dids: vec![],
+        };
         assert!(two.validate().is_err(), "an NSID needs three segments");
-        let did = Filters { wanted_collections: vec![], wanted_dids: vec!["plc:abc".into()] };
+        let did = Filters {
+            wanted_collections: vec![],
+            wanted_dids: vec!["plc:abc".into()],
+        };
         assert!(matches!(did.validate(), Err(FilterError::BadDid(_))));
-        let many = Filters { wanted_collections: vec!["a.b.c".into(); 101], wanted_dids: vec![] };
+        let many = Filters {
+            wanted_collections: vec!["a.b.c".into(); 101],
+            wanted_dids: vec![],
+        };
         assert_eq!(many.validate(), Err(FilterError::TooManyCollections(101)));
     }
 }

@@ -45,7 +45,10 @@ mod tests {
 
     #[test]
     fn rewind_saturates_and_subtracts_micros() {
-        assert_eq!(Cursor(10_000_000).rewound(Duration::from_secs(5)), Cursor(5_000_000));
+        assert_eq!(
+            Cursor(10_000_000).rewound(Duration::from_secs(5)),
+            Cursor(5_000_000)
+        );
         assert_eq!(Cursor(3).rewound(Duration::from_secs(5)), Cursor(0));
     }
 

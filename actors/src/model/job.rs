@@ -51,9 +51,8 @@ impl StreamEntry {
 
 /// The dedupe identity of a commit: every part that makes the event unique.
 pub fn commit_identity(e: &CommitEvent) -> String {
-    let mut s = String::with_capacity(
-        e.did.len() + e.collection.len() + e.rkey.len() + e.rev.len() + 12,
-    );
+    let mut s =
+        String::with_capacity(e.did.len() + e.collection.len() + e.rkey.len() + e.rev.len() + 12);
     s.push_str("c|");
     s.push_str(&e.did);
     s.push('|');
@@ -90,7 +89,10 @@ fn commit_entry(e: &CommitEvent, source: &str) -> StreamEntry {
         ("time_us", e.time_us.to_string()),
         (
             "record",
-            e.record.as_ref().map(|r| r.get().to_owned()).unwrap_or_default(),
+            e.record
+                .as_ref()
+                .map(|r| r.get().to_owned())
+                .unwrap_or_default(),
         ),
         ("source", source.to_owned()),
     ];
@@ -161,7 +163,12 @@ fn account_entry(e: &AccountEvent, source: &str) -> StreamEntry {
 
 /// The entry for a dead letter. Its identity is a hash of the raw frame, so a frame replayed
 /// after a reconnect is dead-lettered once, not once per replay.
-pub fn entry_for_dead(d: &DeadLetter, source: &str, fallback_score: u64, hash: &str) -> StreamEntry {
+pub fn entry_for_dead(
+    d: &DeadLetter,
+    source: &str,
+    fallback_score: u64,
+    hash: &str,
+) -> StreamEntry {
     StreamEntry {
         stream: StreamKind::Dead,
         identity: format!("d|{hash}"),
@@ -207,7 +214,10 @@ mod tests {
     fn commit_entry_carries_the_documented_fields() {
         let e = entry_for_event(&Event::Commit(commit(Operation::Create)), "host");
         assert_eq!(e.stream, StreamKind::Records);
-        assert_eq!(e.field("idem"), Some("did:plc:abc|app.bsky.feed.post|3l3qo2vuowo2b|3l3qo2vutsw2b"));
+        assert_eq!(
+            e.field("idem"),
+            Some("did:plc:abc|app.bsky.feed.post|3l3qo2vuowo2b|3l3qo2vutsw2b")
+        );
         assert_eq!(e.field("record"), Some(r#"{"text":"hi"}"#));
         assert_eq!(e.field("source"), Some("host"));
         assert_eq!(e.score, 42);

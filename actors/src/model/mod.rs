@@ -8,4 +8,4 @@ pub mod job;
 
 pub use cursor::Cursor;
 pub use event::{AccountEvent, CommitEvent, DeadLetter, Event, IdentityEvent, Operation};
-pub use job::{StreamEntry, StreamKind, SCHEMA_VERSION};
+pub use job::{SCHEMA_VERSION, StreamEntry, StreamKind};

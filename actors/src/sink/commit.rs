@@ -105,7 +105,11 @@ pub fn entries_of(batch: &Batch) -> Vec<StreamEntry> {
 }
 
 /// The ARGV of [`COMMIT_SCRIPT`] for these entries.
-pub fn script_args(entries: &[StreamEntry], cursor: Option<u64>, limits: CommitLimits) -> Vec<String> {
+pub fn script_args(
+    entries: &[StreamEntry],
+    cursor: Option<u64>,
+    limits: CommitLimits,
+) -> Vec<String> {
     let per_entry: usize = entries.iter().map(|e| 4 + 2 * e.fields.len()).sum();
     let mut args = Vec::with_capacity(6 + per_entry);
     args.push(limits.max_len.to_string());
@@ -141,13 +145,29 @@ mod tests {
     use super::*;
 
     fn entry(stream: StreamKind, id: &str) -> StreamEntry {
-        StreamEntry { stream, identity: id.into(), score: 10, fields: vec![("a", "1".into()), ("b", "2".into())] }
+        StreamEntry {
+            stream,
+            identity: id.into(),
+            score: 10,
+            fields: vec![("a", "1".into()), ("b", "2".into())],
+        }
     }
 
     #[test]
     fn args_follow_the_documented_layout() {
-        let limits = CommitLimits { max_len: 100, dead_max_len: 5, dedupe_window_us: 3 };
-        let args = script_args(&[entry(StreamKind::Records, "x"), entry(StreamKind::Dead, "y")], Some(50), limits);
+        let limits = CommitLimits {
+            max_len: 100,
+            dead_max_len: 5,
+            dedupe_window_us: 3,
+        };
+        let args = script_args(
+            &[
+                entry(StreamKind::Records, "x"),
+                entry(StreamKind::Dead, "y"),
+            ],
+            Some(50),
+            limits,
+        );
         assert_eq!(&args[..6], &["100", "100", "5", "47", "50", "2"]);
         assert_eq!(&args[6..14], &["1", "x", "10", "2", "a", "1", "b", "2"]);
         assert_eq!(&args[14..16], &["3", "y"]);
@@ -156,7 +176,11 @@ mod tests {
 
     #[test]
     fn no_cursor_means_no_prune_and_no_cursor_update() {
-        let limits = CommitLimits { max_len: 0, dead_max_len: 0, dedupe_window_us: 3 };
+        let limits = CommitLimits {
+            max_len: 0,
+            dead_max_len: 0,
+            dedupe_window_us: 3,
+        };
         let args = script_args(&[], None, limits);
         assert_eq!(args, vec!["0", "0", "0", "", "", "0"]);
     }
@@ -164,7 +188,10 @@ mod tests {
     #[test]
     fn keys_share_the_prefix() {
         let k = Keys::new("jsi:");
-        assert_eq!((k.records.as_str(), k.cursor.as_str()), ("jsi:records", "jsi:cursor"));
+        assert_eq!(
+            (k.records.as_str(), k.cursor.as_str()),
+            ("jsi:records", "jsi:cursor")
+        );
         assert_eq!(k.stream(StreamKind::Dead), "jsi:dead");
     }
 }

@@ -61,7 +61,8 @@ pub enum WriterConfigError {
 
 impl WriterConfig {
     pub fn validate(&self) -> Result<(), WriterConfigError> {
-        redis::Client::open(self.url.as_str()).map_err(|e| WriterConfigError::BadUrl(e.to_string()))?;
+        redis::Client::open(self.url.as_str())
+            .map_err(|e| WriterConfigError::BadUrl(e.to_string()))?;
         if self.key_prefix.is_empty() {
             return Err(WriterConfigError::EmptyPrefix);
         }

@@ -48,7 +48,10 @@ pub struct RedisWriter {
 
 impl RedisWriter {
     /// Fails only if the URL cannot be parsed (validated earlier by settings).
-    pub fn new(cfg: WriterConfig, committed_to: Recipient<BatchCommitted>) -> Result<Self, redis::RedisError> {
+    pub fn new(
+        cfg: WriterConfig,
+        committed_to: Recipient<BatchCommitted>,
+    ) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(cfg.url.as_str())?;
         let limits = CommitLimits {
             max_len: cfg.max_len,
@@ -101,7 +104,8 @@ impl RedisWriter {
         let started = Instant::now();
         let fut = async move { run_commit(conn, &keys, &sha, &args).await };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            metrics::histogram!("jetstream_ingestor_commit_duration_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("jetstream_ingestor_commit_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
             match res {
                 Ok((written, skipped)) => {
                     act.busy = false;
@@ -111,7 +115,8 @@ impl RedisWriter {
                     act.kick(ctx);
                 }
                 Err(e) => {
-                    act.status.consecutive_commit_failures = act.status.consecutive_commit_failures.saturating_add(1);
+                    act.status.consecutive_commit_failures =
+                        act.status.consecutive_commit_failures.saturating_add(1);
                     act.status.last_error = Some(e.to_string());
                     let delay = act.retry.next_delay();
                     metrics::counter!("jetstream_ingestor_commit_failures_total").increment(1);
@@ -132,7 +137,9 @@ impl RedisWriter {
     }
 
     fn on_committed(&mut self, written: u64, skipped: u64) {
-        let Some(done) = self.queue.pop_front() else { return };
+        let Some(done) = self.queue.pop_front() else {
+            return;
+        };
         self.status.commits += 1;
         self.status.entries_written += written;
         self.status.entries_skipped += skipped;
@@ -144,7 +151,10 @@ impl RedisWriter {
         metrics::counter!("jetstream_ingestor_entries_skipped_total", "reason" => "already_committed").increment(skipped);
         metrics::gauge!("jetstream_ingestor_writer_queue_batches").set(self.queue.len() as f64);
         if skipped > 0 {
-            info!(seq = done.seq, skipped, "entries already committed were skipped (replay overlap)");
+            info!(
+                seq = done.seq,
+                skipped, "entries already committed were skipped (replay overlap)"
+            );
         }
         debug_assert!(done.entries as u64 == written + skipped);
         // Bounded: every notification carries one of the reader's credits.
@@ -161,7 +171,12 @@ impl RedisWriter {
 }
 
 /// One attempt: EVALSHA, loading the script first if Redis lost it (restart, flush).
-async fn run_commit(mut conn: ConnectionManager, keys: &Keys, sha: &str, args: &[String]) -> redis::RedisResult<(u64, u64)> {
+async fn run_commit(
+    mut conn: ConnectionManager,
+    keys: &Keys,
+    sha: &str,
+    args: &[String],
+) -> redis::RedisResult<(u64, u64)> {
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(sha)
         .arg(5)
@@ -174,7 +189,11 @@ async fn run_commit(mut conn: ConnectionManager, keys: &Keys, sha: &str, args: &
     match cmd.query_async::<(u64, u64)>(&mut conn).await {
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
             info!("commit script not cached on the server; loading it");
-            let _: String = redis::cmd("SCRIPT").arg("LOAD").arg(COMMIT_SCRIPT).query_async(&mut conn).await?;
+            let _: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(COMMIT_SCRIPT)
+                .query_async(&mut conn)
+                .await?;
             cmd.query_async(&mut conn).await
         }
         other => other,
@@ -195,7 +214,8 @@ impl Actor for RedisWriter {
                     Ok(c) => return c,
                     Err(e) => {
                         let delay = backoff.next_delay();
-                        metrics::counter!("jetstream_ingestor_redis_connect_failures_total").increment(1);
+                        metrics::counter!("jetstream_ingestor_redis_connect_failures_total")
+                            .increment(1);
                         warn!(error = %e, url = %url, delay_ms = delay.as_millis() as u64, "cannot connect to redis; retrying");
                         tokio::time::sleep(delay).await;
                     }
@@ -261,7 +281,10 @@ pub async fn load_cursor(cfg: &WriterConfig) -> Result<Option<u64>, String> {
     loop {
         let attempt = async {
             let mut c = client.get_multiplexed_async_connection().await?;
-            redis::cmd("GET").arg(&key).query_async::<Option<String>>(&mut c).await
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async::<Option<String>>(&mut c)
+                .await
         };
         match tokio::time::timeout(cfg.connect_timeout, attempt).await {
             Ok(Ok(None)) => return Ok(None),

@@ -565,4 +565,3 @@ fn generate_corpus_is_deterministic_with_real_cids() {
     );
     assert!(share("update app.bsky.actor.profile") > 0.0, "{kinds:?}");
 }
-

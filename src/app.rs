@@ -55,7 +55,7 @@ pub async fn run(
     let drain_timeout = settings.shutdown.timeout;
     tokio::pin!(shutdown);
 
-    let launch = Supervisor::launch(settings.jetstream.clone(), settings.redis.clone(), start);
+    let launch = Supervisor::launch(settings.pipeline(), start);
     let supervisor = tokio::select! {
         s = launch => s.context("cannot start the pipeline")?,
         _ = &mut shutdown => {

@@ -11,6 +11,8 @@ use actors::jetstream::ReaderConfig;
 use actors::jetstream::config::ReaderConfigError;
 use actors::sink::WriterConfig;
 use actors::sink::config::WriterConfigError;
+use actors::supervisor::PipelineConfig;
+use actors::verifier::{VerifierConfig, VerifierConfigError};
 use serde::{Deserialize, Serialize};
 
 /// Environment variables that override settings start with this, then `__SECTION__KEY`.
@@ -28,6 +30,7 @@ const LIST_KEYS: [&str; 3] = [
 pub struct Settings {
     pub jetstream: ReaderConfig,
     pub redis: WriterConfig,
+    pub verifier: VerifierConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
 }
@@ -89,6 +92,8 @@ pub enum SettingsError {
     Jetstream(#[from] ReaderConfigError),
     #[error(transparent)]
     Redis(#[from] WriterConfigError),
+    #[error(transparent)]
+    Verifier(#[from] VerifierConfigError),
     #[error("log.level: {0}")]
     LogLevel(String),
     #[error(
@@ -144,6 +149,15 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The part of the settings the actors run on.
+    pub fn pipeline(&self) -> PipelineConfig {
+        PipelineConfig {
+            reader: self.jetstream.clone(),
+            writer: self.redis.clone(),
+            verifier: self.verifier.clone(),
+        }
+    }
+
     /// Loads with the real process environment.
     pub fn from_process(file: Option<&Path>) -> Result<Settings, SettingsError> {
         Settings::load(file, std::env::vars())
@@ -152,6 +166,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.jetstream.validate()?;
         self.redis.validate()?;
+        self.verifier.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| SettingsError::LogLevel(e.to_string()))?;
         if self.redis.dedupe_window <= self.jetstream.rewind {

@@ -210,6 +210,19 @@ fn real_jetstream_events_decode_and_land_unchanged() {
             c.record.map(|r| r.get().to_owned()).unwrap_or_default(),
             "record of {id} changed"
         );
+        let op = source_identity(line)
+            .unwrap()
+            .0
+            .rsplit('|')
+            .next()
+            .unwrap()
+            .to_owned();
+        let want_check = if op == "delete" { "none" } else { "match" };
+        assert_eq!(
+            entry["cid_check"], want_check,
+            "real event {id}: CID recompute must agree with the network"
+        );
+        assert_eq!(entry["checks"], "", "real event {id} has no findings");
         assert_eq!(entry["cid"], c.cid.unwrap_or_default());
         checked += 1;
     }

@@ -15,6 +15,8 @@ use crate::messages::{
 };
 use crate::sink::writer::load_cursor;
 use crate::sink::{RedisWriter, WriterConfig};
+use crate::verifier::VerifierConfig;
+use crate::verifier::pool::{Setup, VerifierPool};
 
 /// Where the first dial starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,16 @@ pub enum LaunchError {
     BadStoredCursor(String),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Verifier(#[from] crate::verifier::VerifierConfigError),
+}
+
+/// The configuration of every room.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineConfig {
+    pub reader: ReaderConfig,
+    pub writer: WriterConfig,
+    pub verifier: VerifierConfig,
 }
 
 pub struct Supervisor {
@@ -42,13 +54,19 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Loads the cursor (waiting for Redis), then starts and wires writer and reader. Must run
-    /// inside an actix `System`.
+    /// Loads the cursor (waiting for Redis), then starts and wires writer, verifier pool and
+    /// reader: reader → pool → writer → (BatchCommitted) → reader. Must run inside an actix
+    /// `System`.
     pub async fn launch(
-        reader: ReaderConfig,
-        writer: WriterConfig,
+        cfg: PipelineConfig,
         start: StartChoice,
     ) -> Result<Addr<Supervisor>, LaunchError> {
+        let PipelineConfig {
+            reader,
+            writer,
+            verifier,
+        } = cfg;
+        let setup = Setup::new(verifier.clone())?;
         let start = match start {
             StartChoice::From(c) => StartCursor::Exact(c),
             StartChoice::Resume { fallback } => match load_cursor(&writer)
@@ -59,10 +77,21 @@ impl Supervisor {
                 None => fallback.map_or(StartCursor::Live, StartCursor::Exact),
             },
         };
-        info!(?start, "starting pipeline");
+        info!(
+            ?start,
+            workers = verifier.worker_count(),
+            verify = verifier.enabled,
+            "starting pipeline"
+        );
         let writer_ctx = Context::<RedisWriter>::new();
         let writer_addr = writer_ctx.address();
-        let push = writer_addr.clone().recipient();
+        let pool = VerifierPool::new(
+            setup,
+            verifier.worker_count(),
+            writer_addr.clone().recipient(),
+        )
+        .start();
+        let push = pool.recipient();
         let reader_addr =
             actix::Supervisor::start(move |_| JetstreamReader::new(reader, push, start));
         let writer_actor = RedisWriter::new(writer, reader_addr.clone().recipient())?;

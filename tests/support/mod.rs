@@ -277,7 +277,7 @@ where
 {
     actix::System::new().block_on(async move {
         jetstream_ingestor::telemetry::install_crypto_provider();
-        let sup = actors::supervisor::Supervisor::launch(settings.jetstream, settings.redis, start)
+        let sup = actors::supervisor::Supervisor::launch(settings.pipeline(), start)
             .await
             .expect("pipeline starts");
         body(sup.clone()).await;

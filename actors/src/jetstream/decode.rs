@@ -171,7 +171,7 @@ fn decode_commit(env: &Envelope<'_>, raw: &[u8]) -> Decoded {
         rkey: c.rkey.into_owned(),
         record,
         cid,
-        cid_check: None,
+        verdict: None,
     }))
 }
 

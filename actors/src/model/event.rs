@@ -1,6 +1,8 @@
 //! Typed Jetstream events. Records stay raw JSON (`RawValue`): we never re-serialise what the
 //! network gave us, so the record a consumer reads is byte-for-byte the one Jetstream sent.
 
+use std::sync::Arc;
+
 use serde_json::value::RawValue;
 
 /// A commit's operation on a record.
@@ -43,8 +45,21 @@ pub struct CommitEvent {
     pub record: Option<Box<RawValue>>,
     /// The CID Jetstream claims for the record; `None` on deletes.
     pub cid: Option<String>,
-    /// Verdict of the CID recompute, filled by the verifier (`None` = not verified).
+    /// What the verifier found (`None` = not verified).
+    pub verdict: Option<Verdict>,
+}
+
+/// The verifier's findings on a commit that passed its hard checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// `match` | `mismatch` | `unverifiable` | `none` (deletes); `None` when verification is
+    /// off (the verdict then only carries the route).
     pub cid_check: Option<&'static str>,
+    /// Soft findings (codes such as `rev_in_future`, `type_mismatch`, `float_in_record`):
+    /// the job is written anyway and carries them.
+    pub checks: Vec<&'static str>,
+    /// Stream (name after the key prefix) chosen by the routes; `None` = `records`.
+    pub stream: Option<Arc<str>>,
 }
 
 /// One `kind: "identity"` event (handle or DID document change).

@@ -32,6 +32,8 @@ impl StreamKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamEntry {
     pub stream: StreamKind,
+    /// For records: the stream chosen by the verifier's routes (`None` = `records`).
+    pub route: Option<std::sync::Arc<str>>,
     /// Event identity for the dedupe index: `(did, collection, rkey, rev, operation)` for
     /// commits, `(did, kind, seq)` for identity/account events, a content hash for dead letters.
     pub identity: String,
@@ -41,6 +43,11 @@ pub struct StreamEntry {
 }
 
 impl StreamEntry {
+    /// The stream's name after the key prefix.
+    pub fn stream_name(&self) -> &str {
+        self.route.as_deref().unwrap_or(self.stream.name())
+    }
+
     pub fn field(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
@@ -96,11 +103,17 @@ fn commit_entry(e: &CommitEvent, source: &str) -> StreamEntry {
         ),
         ("source", source.to_owned()),
     ];
-    if let Some(check) = e.cid_check {
-        fields.push(("cid_check", check.to_owned()));
+    let mut stream = None;
+    if let Some(v) = &e.verdict {
+        if let Some(check) = v.cid_check {
+            fields.push(("cid_check", check.to_owned()));
+            fields.push(("checks", v.checks.join(",")));
+        }
+        stream = v.stream.clone();
     }
     StreamEntry {
         stream: StreamKind::Records,
+        route: stream,
         identity: commit_identity(e),
         score: e.time_us,
         fields,
@@ -116,6 +129,7 @@ fn identity_entry(e: &IdentityEvent, source: &str) -> StreamEntry {
     let seq = seq_or_time(e.seq, e.time_us);
     StreamEntry {
         stream: StreamKind::Identity,
+        route: None,
         identity: format!("i|{}|{}", e.did, seq),
         score: e.time_us,
         fields: vec![
@@ -139,6 +153,7 @@ fn account_entry(e: &AccountEvent, source: &str) -> StreamEntry {
     let seq = seq_or_time(e.seq, e.time_us);
     StreamEntry {
         stream: StreamKind::Identity,
+        route: None,
         identity: format!("a|{}|{}", e.did, seq),
         score: e.time_us,
         fields: vec![
@@ -171,6 +186,7 @@ pub fn entry_for_dead(
 ) -> StreamEntry {
     StreamEntry {
         stream: StreamKind::Dead,
+        route: None,
         identity: format!("d|{hash}"),
         score: d.time_us.unwrap_or(fallback_score),
         fields: vec![
@@ -206,7 +222,7 @@ mod tests {
             record: (op != Operation::Delete)
                 .then(|| RawValue::from_string(r#"{"text":"hi"}"#.into()).expect("valid json")),
             cid: (op != Operation::Delete).then(|| "bafyrei".to_owned()),
-            cid_check: None,
+            verdict: None,
         }
     }
 

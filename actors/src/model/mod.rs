@@ -7,5 +7,5 @@ pub mod event;
 pub mod job;
 
 pub use cursor::Cursor;
-pub use event::{AccountEvent, CommitEvent, DeadLetter, Event, IdentityEvent, Operation};
+pub use event::{AccountEvent, CommitEvent, DeadLetter, Event, IdentityEvent, Operation, Verdict};
 pub use job::{SCHEMA_VERSION, StreamEntry, StreamKind};

@@ -15,9 +15,7 @@ use crate::model::{StreamEntry, StreamKind};
 /// Redis keys of one ingestor, all under its prefix.
 #[derive(Debug, Clone)]
 pub struct Keys {
-    pub records: String,
-    pub identity: String,
-    pub dead: String,
+    pub prefix: String,
     pub dedupe: String,
     pub cursor: String,
 }
@@ -25,41 +23,38 @@ pub struct Keys {
 impl Keys {
     pub fn new(prefix: &str) -> Keys {
         Keys {
-            records: format!("{prefix}records"),
-            identity: format!("{prefix}identity"),
-            dead: format!("{prefix}dead"),
+            prefix: prefix.to_owned(),
             dedupe: format!("{prefix}dedupe"),
             cursor: format!("{prefix}cursor"),
         }
     }
 
-    pub fn stream(&self, kind: StreamKind) -> &str {
-        match kind {
-            StreamKind::Records => &self.records,
-            StreamKind::Identity => &self.identity,
-            StreamKind::Dead => &self.dead,
-        }
+    /// The key of a stream, from its name after the prefix (`records`, a route's name …).
+    pub fn stream(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
     }
 }
 
-/// KEYS: 1 records, 2 identity, 3 dead, 4 dedupe zset, 5 cursor.
-/// ARGV: 1..3 MAXLEN per stream ("0" = untrimmed), 4 prune-below score ("" = none),
-/// 5 cursor ("" = none), 6 entry count, then per entry: stream index (1..3), identity,
-/// score, field count n, then n field/value pairs.
+/// KEYS: 1 dedupe zset, 2 cursor, 3.. the streams this batch writes to.
+/// ARGV: 1 prune-below score ("" = none), 2 cursor ("" = none), 3 stream count k,
+/// 4..3+k MAXLEN per stream ("0" = untrimmed), 4+k entry count, then per entry: stream
+/// number (1..k), identity, score, field count n, then n field/value pairs.
 /// Returns {written, skipped}.
 pub const COMMIT_SCRIPT: &str = r#"#!lua
+local k = tonumber(ARGV[3])
 local written, skipped = 0, 0
-local i = 7
-for _ = 1, tonumber(ARGV[6]) do
+local i = 5 + k
+for _ = 1, tonumber(ARGV[4 + k]) do
   local s = tonumber(ARGV[i])
   local nf = tonumber(ARGV[i + 3])
   local first = i + 4
   local last = first + 2 * nf - 1
-  if redis.call('ZADD', KEYS[4], 'NX', ARGV[i + 2], ARGV[i + 1]) == 1 then
-    if ARGV[s] == '0' then
-      redis.call('XADD', KEYS[s], '*', unpack(ARGV, first, last))
+  if redis.call('ZADD', KEYS[1], 'NX', ARGV[i + 2], ARGV[i + 1]) == 1 then
+    local maxlen = ARGV[3 + s]
+    if maxlen == '0' then
+      redis.call('XADD', KEYS[2 + s], '*', unpack(ARGV, first, last))
     else
-      redis.call('XADD', KEYS[s], 'MAXLEN', '~', ARGV[s], '*', unpack(ARGV, first, last))
+      redis.call('XADD', KEYS[2 + s], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, first, last))
     end
     written = written + 1
   else
@@ -67,13 +62,13 @@ for _ = 1, tonumber(ARGV[6]) do
   end
   i = last + 1
 end
-if ARGV[4] ~= '' then
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[4])
+if ARGV[1] ~= '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
 end
-if ARGV[5] ~= '' then
-  local old = tonumber(redis.call('GET', KEYS[5]) or '0') or 0
-  if tonumber(ARGV[5]) > old then
-    redis.call('SET', KEYS[5], ARGV[5])
+if ARGV[2] ~= '' then
+  local old = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  if tonumber(ARGV[2]) > old then
+    redis.call('SET', KEYS[2], ARGV[2])
   end
 end
 return {written, skipped}
@@ -104,49 +99,78 @@ pub fn entries_of(batch: &Batch) -> Vec<StreamEntry> {
         .collect()
 }
 
-/// The ARGV of [`COMMIT_SCRIPT`] for these entries.
-pub fn script_args(
+/// A batch's script invocation: its KEYS and ARGV.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub keys: Vec<String>,
+    pub args: Vec<String>,
+}
+
+/// The KEYS and ARGV of [`COMMIT_SCRIPT`] for these entries.
+pub fn invocation(
+    keys: &Keys,
     entries: &[StreamEntry],
     cursor: Option<u64>,
     limits: CommitLimits,
-) -> Vec<String> {
+) -> Invocation {
+    // The distinct streams of this batch, in first-use order, with their MAXLEN.
+    let mut streams: Vec<(&str, StreamKind)> = Vec::new();
+    let mut index = Vec::with_capacity(entries.len());
+    for e in entries {
+        let name = e.stream_name();
+        let at = match streams.iter().position(|(n, _)| *n == name) {
+            Some(at) => at,
+            None => {
+                streams.push((name, e.stream));
+                streams.len() - 1
+            }
+        };
+        index.push(at + 1);
+    }
+    let mut k = Vec::with_capacity(2 + streams.len());
+    k.push(keys.dedupe.clone());
+    k.push(keys.cursor.clone());
+    k.extend(streams.iter().map(|(n, _)| keys.stream(n)));
+
     let per_entry: usize = entries.iter().map(|e| 4 + 2 * e.fields.len()).sum();
-    let mut args = Vec::with_capacity(6 + per_entry);
-    args.push(limits.max_len.to_string());
-    args.push(limits.max_len.to_string());
-    args.push(limits.dead_max_len.to_string());
+    let mut args = Vec::with_capacity(4 + streams.len() + per_entry);
     args.push(
         cursor
             .map(|c| c.saturating_sub(limits.dedupe_window_us).to_string())
             .unwrap_or_default(),
     );
     args.push(cursor.map(|c| c.to_string()).unwrap_or_default());
-    args.push(entries.len().to_string());
-    for e in entries {
-        let idx = match e.stream {
-            StreamKind::Records => "1",
-            StreamKind::Identity => "2",
-            StreamKind::Dead => "3",
+    args.push(streams.len().to_string());
+    for (_, kind) in &streams {
+        let maxlen = if *kind == StreamKind::Dead {
+            limits.dead_max_len
+        } else {
+            limits.max_len
         };
-        args.push(idx.to_owned());
+        args.push(maxlen.to_string());
+    }
+    args.push(entries.len().to_string());
+    for (e, at) in entries.iter().zip(index) {
+        args.push(at.to_string());
         args.push(e.identity.clone());
         args.push(e.score.to_string());
         args.push(e.fields.len().to_string());
-        for (k, v) in &e.fields {
-            args.push((*k).to_owned());
-            args.push(v.clone());
+        for (name, value) in &e.fields {
+            args.push((*name).to_owned());
+            args.push(value.clone());
         }
     }
-    args
+    Invocation { keys: k, args }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn entry(stream: StreamKind, id: &str) -> StreamEntry {
+    fn entry(stream: StreamKind, route: Option<&str>, id: &str) -> StreamEntry {
         StreamEntry {
             stream,
+            route: route.map(Into::into),
             identity: id.into(),
             score: 10,
             fields: vec![("a", "1".into()), ("b", "2".into())],
@@ -154,24 +178,38 @@ mod tests {
     }
 
     #[test]
-    fn args_follow_the_documented_layout() {
+    fn invocation_follows_the_documented_layout() {
         let limits = CommitLimits {
             max_len: 100,
             dead_max_len: 5,
             dedupe_window_us: 3,
         };
-        let args = script_args(
-            &[
-                entry(StreamKind::Records, "x"),
-                entry(StreamKind::Dead, "y"),
-            ],
-            Some(50),
-            limits,
+        let entries = [
+            entry(StreamKind::Records, None, "x"),
+            entry(StreamKind::Dead, None, "y"),
+            entry(StreamKind::Records, Some("feed"), "z"),
+            entry(StreamKind::Records, None, "w"),
+        ];
+        let inv = invocation(&Keys::new("jsi:"), &entries, Some(50), limits);
+        assert_eq!(
+            inv.keys,
+            [
+                "jsi:dedupe",
+                "jsi:cursor",
+                "jsi:records",
+                "jsi:dead",
+                "jsi:feed"
+            ]
         );
-        assert_eq!(&args[..6], &["100", "100", "5", "47", "50", "2"]);
-        assert_eq!(&args[6..14], &["1", "x", "10", "2", "a", "1", "b", "2"]);
-        assert_eq!(&args[14..16], &["3", "y"]);
-        assert_eq!(args.len(), 6 + 2 * 8);
+        assert_eq!(
+            &inv.args[..8],
+            &["47", "50", "3", "100", "5", "100", "4", "1"]
+        );
+        assert_eq!(&inv.args[7..15], &["1", "x", "10", "2", "a", "1", "b", "2"]);
+        assert_eq!(&inv.args[15..17], &["2", "y"]);
+        assert_eq!(&inv.args[23..25], &["3", "z"]);
+        assert_eq!(&inv.args[31..33], &["1", "w"]);
+        assert_eq!(inv.args.len(), 7 + 4 * 8);
     }
 
     #[test]
@@ -181,17 +219,8 @@ mod tests {
             dead_max_len: 0,
             dedupe_window_us: 3,
         };
-        let args = script_args(&[], None, limits);
-        assert_eq!(args, vec!["0", "0", "0", "", "", "0"]);
-    }
-
-    #[test]
-    fn keys_share_the_prefix() {
-        let k = Keys::new("jsi:");
-        assert_eq!(
-            (k.records.as_str(), k.cursor.as_str()),
-            ("jsi:records", "jsi:cursor")
-        );
-        assert_eq!(k.stream(StreamKind::Dead), "jsi:dead");
+        let inv = invocation(&Keys::new("p:"), &[], None, limits);
+        assert_eq!(inv.args, vec!["", "", "0", "0"]);
+        assert_eq!(inv.keys, ["p:dedupe", "p:cursor"]);
     }
 }

@@ -15,7 +15,7 @@ use actix::prelude::*;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{info, warn};
 
-use super::commit::{COMMIT_SCRIPT, CommitLimits, Keys, entries_of, script_args};
+use super::commit::{COMMIT_SCRIPT, CommitLimits, Invocation, Keys, entries_of, invocation};
 use super::config::WriterConfig;
 use crate::backoff::Backoff;
 use crate::messages::{BatchCommitted, Credit, GetWriterStatus, PushBatch, WriterStatus};
@@ -28,7 +28,7 @@ struct Prepared {
     received_at: Instant,
     entries: usize,
     credit: Credit,
-    args: Rc<Vec<String>>,
+    invocation: Rc<Invocation>,
 }
 
 pub struct RedisWriter {
@@ -98,11 +98,10 @@ impl RedisWriter {
             return;
         };
         self.busy = true;
-        let args = head.args.clone();
-        let keys = self.keys.clone();
+        let inv = head.invocation.clone();
         let sha = self.script_sha.clone();
         let started = Instant::now();
-        let fut = async move { run_commit(conn, &keys, &sha, &args).await };
+        let fut = async move { run_commit(conn, &sha, &inv).await };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             metrics::histogram!("jetstream_ingestor_commit_duration_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -173,19 +172,14 @@ impl RedisWriter {
 /// One attempt: EVALSHA, loading the script first if Redis lost it (restart, flush).
 async fn run_commit(
     mut conn: ConnectionManager,
-    keys: &Keys,
     sha: &str,
-    args: &[String],
+    inv: &Invocation,
 ) -> redis::RedisResult<(u64, u64)> {
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(sha)
-        .arg(5)
-        .arg(&keys.records)
-        .arg(&keys.identity)
-        .arg(&keys.dead)
-        .arg(&keys.dedupe)
-        .arg(&keys.cursor)
-        .arg(args);
+        .arg(inv.keys.len())
+        .arg(&inv.keys)
+        .arg(&inv.args);
     match cmd.query_async::<(u64, u64)>(&mut conn).await {
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
             info!("commit script not cached on the server; loading it");
@@ -235,7 +229,7 @@ impl Handler<PushBatch> for RedisWriter {
 
     fn handle(&mut self, PushBatch(batch): PushBatch, ctx: &mut Self::Context) {
         let entries = entries_of(&batch);
-        let args = script_args(&entries, batch.cursor, self.limits);
+        let inv = invocation(&self.keys, &entries, batch.cursor, self.limits);
         self.queue.push_back(Prepared {
             seq: batch.seq,
             session: batch.session,
@@ -243,7 +237,7 @@ impl Handler<PushBatch> for RedisWriter {
             received_at: batch.received_at,
             entries: entries.len(),
             credit: batch.credit,
-            args: Rc::new(args),
+            invocation: Rc::new(inv),
         });
         metrics::gauge!("jetstream_ingestor_writer_queue_batches").set(self.queue.len() as f64);
         self.kick(ctx);

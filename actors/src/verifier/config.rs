@@ -10,23 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::filter::{CollectionFilter, FilterError};
 use super::record::RecordLimits;
-
-/// serde's `serialize_with`/`deserialize_with` for durations written as humantime strings.
-mod duration_str {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| de::Error::custom(format!("invalid duration {text:?}: {e}")))
-    }
-}
+use super::route::{Route, Router};
 
 /// Largest `max_record_bytes` accepted (far above any real record; Jetstream itself caps
 /// messages well below this).
@@ -38,27 +22,37 @@ pub const MAX_DEPTH_CEILING: usize = 100;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VerifierConfig {
+    /// Run the checks and the CID recompute (routing applies either way).
+    pub enabled: bool,
+    /// Verifier threads; 0 = one per CPU core.
+    pub workers: usize,
     /// Largest record accepted, in bytes of JSON as received (`record_too_large` beyond).
     pub max_record_bytes: usize,
     /// Deepest nesting of objects/arrays in a record; the record object is depth 1.
     pub max_depth: usize,
     /// How far a commit's `rev` (a TID timestamp) may run ahead of the event's `time_us`.
-    #[serde(with = "duration_str")]
+    #[serde(with = "crate::model::duration")]
     pub max_rev_skew: Duration,
     /// Collections let through: NSIDs or `prefix.*`; empty = all.
     pub allow_collections: Vec<String>,
     /// Collections refused (`collection_denied`), same syntax; wins over the allow list.
     pub deny_collections: Vec<String>,
+    /// Record jobs of matching collections go to `<prefix><stream>` instead of
+    /// `<prefix>records`; the first matching route wins.
+    pub routes: Vec<Route>,
 }
 
 impl Default for VerifierConfig {
     fn default() -> VerifierConfig {
         VerifierConfig {
+            enabled: true,
+            workers: 0,
             max_record_bytes: 1 << 20,
             max_depth: 32,
             max_rev_skew: Duration::from_secs(5 * 60),
             allow_collections: Vec::new(),
             deny_collections: Vec::new(),
+            routes: Vec::new(),
         }
     }
 }
@@ -73,6 +67,8 @@ pub enum VerifierConfigError {
     },
     #[error("verifier collections: {0}")]
     Filter(#[from] FilterError),
+    #[error("verifier.routes[{index}]: {message}")]
+    Route { index: usize, message: String },
 }
 
 impl VerifierConfig {
@@ -94,8 +90,30 @@ impl VerifierConfig {
                 format!("must be 1..={MAX_DEPTH_CEILING}, got {}", self.max_depth),
             );
         }
+        if self.workers > 256 {
+            return invalid(
+                "workers",
+                format!("must be 0 (one per core) ..= 256, got {}", self.workers),
+            );
+        }
         self.collection_filter()?;
+        self.router()?;
         Ok(())
+    }
+
+    /// The router built from `routes`.
+    pub fn router(&self) -> Result<Router, VerifierConfigError> {
+        Router::new(&self.routes)
+            .map_err(|(index, message)| VerifierConfigError::Route { index, message })
+    }
+
+    /// Worker threads to start.
+    pub fn worker_count(&self) -> usize {
+        if self.workers == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            self.workers
+        }
     }
 
     /// The limits handed to the record checks.

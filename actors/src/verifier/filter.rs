@@ -19,9 +19,9 @@ pub struct FilterError {
     pub reason: String,
 }
 
-/// One list of patterns, split for fast lookup.
+/// One list of patterns, split for fast lookup (also used by the routes).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Patterns {
+pub(crate) struct Patterns {
     exact: HashSet<String>,
     /// Prefixes including their trailing `.` (`app.bsky.`), so `app.bskyx.post` does not
     /// match `app.bsky.*`.
@@ -29,7 +29,7 @@ struct Patterns {
 }
 
 impl Patterns {
-    fn parse<S: AsRef<str>>(list: &[S]) -> Result<Patterns, FilterError> {
+    pub(crate) fn parse<S: AsRef<str>>(list: &[S]) -> Result<Patterns, FilterError> {
         let mut patterns = Patterns::default();
         for pattern in list {
             let pattern = pattern.as_ref();
@@ -61,7 +61,7 @@ impl Patterns {
         self.exact.is_empty() && self.prefixes.is_empty()
     }
 
-    fn matches(&self, collection: &str) -> bool {
+    pub(crate) fn matches(&self, collection: &str) -> bool {
         self.exact.contains(collection)
             || self
                 .prefixes

@@ -14,7 +14,9 @@ pub mod cid;
 pub mod config;
 pub mod dagcbor;
 pub mod filter;
+pub mod pool;
 pub mod record;
+pub mod route;
 pub mod verify;
 
 #[cfg(test)]
@@ -25,4 +27,4 @@ pub use cid::{CidCheck, CidError, check_record_cid, record_cid};
 pub use config::{VerifierConfig, VerifierConfigError};
 pub use filter::{CollectionFilter, FilterError};
 pub use record::{RecordLimits, check_record};
-pub use verify::verify_commit;
+pub use verify::{Findings, verify_commit};

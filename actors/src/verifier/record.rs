@@ -26,13 +26,16 @@ pub struct RecordLimits {
 
 /// Checks a record (JSON text) against the limits, the number rules and its collection.
 ///
-/// Order: size (before parsing), then in one pass shape, depth and numbers (first failure
-/// wins), then `$type`.
+/// Hard failures (`Err`: the event cannot become a job) are size, shape and depth. Soft
+/// findings (`Ok(list)`: the job is written and carries them) are floats, unsafe integers
+/// and a missing or different `$type`; at most one finding per code is kept.
+///
+/// Order: size (before parsing), then in one pass shape, depth and numbers, then `$type`.
 pub fn check_record(
     record_json: &str,
     collection: &str,
     limits: RecordLimits,
-) -> Result<(), CheckError> {
+) -> Result<Vec<CheckError>, CheckError> {
     if record_json.len() > limits.max_bytes {
         return Err(CheckError::new(
             CheckError::RECORD_TOO_LARGE,
@@ -53,6 +56,7 @@ pub fn check_record(
         max_depth: limits.max_depth,
         collection,
         error: None,
+        soft: Vec::new(),
         type_state: TypeState::Missing,
         capture_type: false,
     };
@@ -71,10 +75,11 @@ pub fn check_record(
             )
         }));
     }
-    let mismatch = |msg: String| Err(CheckError::new(CheckError::TYPE_MISMATCH, msg));
-    match walk.type_state {
-        TypeState::Matches => Ok(()),
-        TypeState::Missing => Err(CheckError::new(
+    let mut soft = std::mem::take(&mut walk.soft);
+    let mismatch = |msg: String| Some(CheckError::new(CheckError::TYPE_MISMATCH, msg));
+    let type_finding = match walk.type_state {
+        TypeState::Matches => None,
+        TypeState::Missing => Some(CheckError::new(
             CheckError::MISSING_TYPE,
             format!("record has no $type (collection {})", shown(collection)),
         )),
@@ -85,7 +90,9 @@ pub fn check_record(
             shown(&t),
             shown(collection)
         )),
-    }
+    };
+    soft.extend(type_finding);
+    Ok(soft)
 }
 
 /// What we learnt about the top-level `$type`.
@@ -102,6 +109,8 @@ struct Walk<'a> {
     collection: &'a str,
     /// The check that aborted the parse (serde only carries a message).
     error: Option<CheckError>,
+    /// Soft findings so far (one per code).
+    soft: Vec<CheckError>,
     type_state: TypeState,
     /// Set while the value of the top-level `$type` is being visited.
     capture_type: bool,
@@ -126,15 +135,21 @@ impl Walk<'_> {
         Ok(d)
     }
 
-    fn integer<E: de::Error>(&mut self, magnitude: u64, negative: bool) -> Result<(), E> {
+    fn integer(&mut self, magnitude: u64, negative: bool) {
         if magnitude > MAX_SAFE_INTEGER {
             let sign = if negative { "-" } else { "" };
-            return Err(self.fail(CheckError::new(
+            self.note(CheckError::new(
                 CheckError::UNSAFE_INTEGER,
                 format!("integer {sign}{magnitude} is outside ±(2^53-1)"),
-            )));
+            ));
         }
-        Ok(())
+    }
+
+    /// Records a soft finding unless one with the same code is already there.
+    fn note(&mut self, finding: CheckError) {
+        if !self.soft.iter().any(|f| f.reason == finding.reason) {
+            self.soft.push(finding);
+        }
     }
 }
 
@@ -168,11 +183,13 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.walk.integer(v, false)
+        self.walk.integer(v, false);
+        Ok(())
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.walk.integer(v.unsigned_abs(), v < 0)
+        self.walk.integer(v.unsigned_abs(), v < 0);
+        Ok(())
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
@@ -185,7 +202,8 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         } else {
             CheckError::new(CheckError::FLOAT_IN_RECORD, format!("float {v} in record"))
         };
-        Err(self.walk.fail(err))
+        self.walk.note(err);
+        Ok(())
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
@@ -278,7 +296,7 @@ mod tests {
 
     fn reason(json: &str, collection: &str, limits: RecordLimits) -> &'static str {
         match check_record(json, collection, limits) {
-            Ok(()) => "ok",
+            Ok(soft) => soft.first().map_or("ok", |f| f.reason),
             Err(e) => e.reason,
         }
     }
@@ -320,8 +338,8 @@ mod tests {
             reason(r#"{"\u0024type":"app.bsky.feed.post"}"#, POST, LIMITS),
             "ok"
         );
-        let err = check_record(r#"{"$type":"x.y.z"}"#, POST, LIMITS).unwrap_err();
-        assert!(err.message.contains("x.y.z"), "{}", err.message);
+        let soft = check_record(r#"{"$type":"x.y.z"}"#, POST, LIMITS).unwrap();
+        assert!(soft[0].message.contains("x.y.z"), "{}", soft[0].message);
     }
 
     #[test]
@@ -407,5 +425,26 @@ mod tests {
         ] {
             assert_eq!(reason(&json(bad), POST, LIMITS), "unsafe_integer", "{bad}");
         }
+    }
+
+    #[test]
+    fn soft_findings_accumulate_and_hard_failures_win() {
+        let soft = check_record(
+            r#"{"$type":"a.b.c","x":1.5,"y":2.5,"z":99999999999999999}"#,
+            POST,
+            LIMITS,
+        )
+        .unwrap();
+        let codes: Vec<&str> = soft.iter().map(|f| f.reason).collect();
+        assert_eq!(
+            codes,
+            ["float_in_record", "unsafe_integer", "type_mismatch"]
+        );
+        let deep = format!(
+            r#"{{"$type":"{POST}","f":1.5,"d":{}{}}}"#,
+            "[".repeat(40),
+            "]".repeat(40)
+        );
+        assert_eq!(reason(&deep, POST, LIMITS), "record_too_deep");
     }
 }

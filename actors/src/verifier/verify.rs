@@ -1,9 +1,12 @@
 //! One commit event through every verifier check, in a fixed order (DESIGN.md §3).
 //!
-//! Pure: the verifier pool's actor shell calls [`verify_commit`] per commit event and maps
-//! the outcome. `Err(CheckError)` is a hard failure (dead letter with `reason`, or a skip
-//! and a count for `collection_denied`: the shell decides). `Ok` carries the CID verdict,
-//! which never drops an event: a mismatch travels on the job for a downstream check.
+//! Pure: the verifier pool's actor shell calls [`verify_commit`] per commit event.
+//! `Err(CheckError)` is a hard failure: the event cannot be a trustworthy job (bad DID,
+//! NSID, rkey or rev syntax, a broken envelope, an oversized or too-deep record) and goes
+//! to the dead-letter stream; `collection_denied` is the one hard outcome that is a filter,
+//! not a fault (the shell skips and counts it). `Ok(Findings)` never drops the event: the
+//! CID verdict and the soft findings (rev in the future, `$type` problems, floats, unsafe
+//! integers, an unparseable claimed CID) travel on the job for downstream checks.
 
 use super::checks::{
     CheckError, check_cid_string, check_did, check_nsid, check_record_key, check_rev_skew,
@@ -15,18 +18,29 @@ use super::filter::CollectionFilter;
 use super::record::check_record;
 use crate::model::{CommitEvent, Operation};
 
+/// What the checks found on a commit that passed the hard checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Findings {
+    /// `match` | `mismatch` | `unverifiable` | `none` (deletes).
+    pub cid_check: &'static str,
+    /// Why the CID is unverifiable, when it is.
+    pub unverifiable: Option<&'static str>,
+    /// Soft findings, in check order, one per code.
+    pub soft: Vec<CheckError>,
+}
+
 /// Checks a commit event and recomputes its record's CID.
 ///
 /// Order: collection syntax, then the filter (a denied collection is not judged further),
-/// DID, record key, `rev` syntax and skew, the operation's envelope (creates/updates carry
-/// a record and a CID, deletes neither), the CID's syntax, the record, and last the CID
-/// recompute. Returns `Ok(None)` for a delete (nothing to hash), `Ok(Some(verdict))` for a
-/// create/update.
+/// DID, record key, `rev` syntax (hard) and skew (soft), the operation's envelope
+/// (creates/updates carry a record and a CID, deletes neither), the claimed CID's syntax
+/// (soft: unverifiable), the record (size/shape/depth hard, the rest soft), and last the
+/// CID recompute.
 pub fn verify_commit(
     ev: &CommitEvent,
     cfg: &VerifierConfig,
     filter: &CollectionFilter,
-) -> Result<Option<CidCheck>, CheckError> {
+) -> Result<Findings, CheckError> {
     check_nsid(&ev.collection)?;
     if !filter.allows(&ev.collection) {
         return Err(CheckError::new(
@@ -37,24 +51,47 @@ pub fn verify_commit(
     check_did(&ev.did)?;
     check_record_key(&ev.rkey)?;
     check_tid(&ev.rev)?;
-    check_rev_skew(&ev.rev, ev.time_us, cfg.max_rev_skew)?;
+    let mut soft = Vec::new();
+    if let Err(e) = check_rev_skew(&ev.rev, ev.time_us, cfg.max_rev_skew) {
+        soft.push(e);
+    }
     let envelope = |msg: &str| {
         Err(CheckError::new(
             CheckError::BAD_ENVELOPE,
             format!("{} {msg}", ev.operation.as_str()),
         ))
     };
-    match (ev.operation, &ev.record, &ev.cid) {
-        (Operation::Delete, None, None) => Ok(None),
-        (Operation::Delete, _, _) => envelope("carries a record or a CID"),
-        (_, None, _) => envelope("without a record"),
-        (_, _, None) => envelope("without a CID"),
-        (_, Some(record), Some(cid)) => {
-            check_cid_string(cid)?;
-            check_record(record.get(), &ev.collection, cfg.record_limits())?;
-            Ok(Some(check_record_cid(record.get(), cid)))
+    let (record, cid) = match (ev.operation, &ev.record, &ev.cid) {
+        (Operation::Delete, None, None) => {
+            return Ok(Findings {
+                cid_check: "none",
+                unverifiable: None,
+                soft,
+            });
         }
-    }
+        (Operation::Delete, _, _) => return envelope("carries a record or a CID"),
+        (_, None, _) => return envelope("without a record"),
+        (_, _, None) => return envelope("without a CID"),
+        (_, Some(record), Some(cid)) => (record.get(), cid),
+    };
+    let cid_ok = match check_cid_string(cid) {
+        Ok(()) => true,
+        Err(e) => {
+            soft.push(e);
+            false
+        }
+    };
+    soft.extend(check_record(record, &ev.collection, cfg.record_limits())?);
+    let verdict = if cid_ok {
+        check_record_cid(record, cid)
+    } else {
+        CidCheck::Unverifiable("claimed_cid_invalid")
+    };
+    Ok(Findings {
+        cid_check: verdict.as_str(),
+        unverifiable: verdict.reason(),
+        soft,
+    })
 }
 
 #[cfg(test)]
@@ -96,7 +133,7 @@ mod tests {
             rkey: c.rkey,
             record: c.record,
             cid: c.cid,
-            cid_check: None,
+            verdict: None,
         })
     }
 
@@ -104,14 +141,14 @@ mod tests {
         commit_from_line(LIKE).unwrap()
     }
 
-    fn verify(ev: &CommitEvent) -> Result<Option<CidCheck>, CheckError> {
+    fn verify(ev: &CommitEvent) -> Result<Findings, CheckError> {
         verify_commit(ev, &VerifierConfig::default(), &CollectionFilter::default())
     }
 
-    fn reason(r: Result<Option<CidCheck>, CheckError>) -> &'static str {
+    /// The first soft finding's code, else the CID verdict; or the hard failure's code.
+    fn reason(r: Result<Findings, CheckError>) -> &'static str {
         match r {
-            Ok(Some(check)) => check.as_str(),
-            Ok(None) => "none",
+            Ok(f) => f.soft.first().map_or(f.cid_check, |s| s.reason),
             Err(e) => e.reason,
         }
     }
@@ -129,10 +166,11 @@ mod tests {
                 .filter(|l| !l.trim().is_empty())
                 .filter_map(commit_from_line)
             {
-                let verdict = verify(&ev).unwrap_or_else(|e| panic!("{e} on {ev:?}"));
+                let f = verify(&ev).unwrap_or_else(|e| panic!("{e} on {ev:?}"));
+                assert!(f.soft.is_empty(), "{:?} on {ev:?}", f.soft);
                 match ev.operation {
-                    Operation::Delete => assert_eq!(verdict, None),
-                    _ => assert_eq!(verdict, Some(CidCheck::Match), "{ev:?}"),
+                    Operation::Delete => assert_eq!(f.cid_check, "none"),
+                    _ => assert_eq!(f.cid_check, "match", "{ev:?}"),
                 }
                 seen += 1;
             }
@@ -170,7 +208,7 @@ mod tests {
         assert_eq!(reason(verify(&ev)), "bad_envelope");
         ev.record = None;
         ev.cid = None;
-        assert_eq!(verify(&ev), Ok(None));
+        assert_eq!(verify(&ev).map(|f| f.cid_check), Ok("none"));
     }
 
     #[test]
@@ -188,9 +226,10 @@ mod tests {
         assert_eq!(reason(verify(&ev)), "mismatch");
         // raw-codec CIDv1: syntactically fine, but not something a record hashes to
         ev.cid = Some("bafkreias7oxbr6swsuggccmtnqpoeami4jza5x4w3urltn6gzhqf4k6k2e".into());
+        let f = verify(&ev).unwrap();
         assert_eq!(
-            verify(&ev),
-            Ok(Some(CidCheck::Unverifiable("claimed_cid_not_dag_cbor")))
+            (f.cid_check, f.unverifiable),
+            ("unverifiable", Some("claimed_cid_not_dag_cbor"))
         );
     }
 

@@ -1,0 +1,275 @@
+//! `VerifierPool`: the actor shell of the verifier room. It receives batches from the reader,
+//! cuts their items into slices for `VerifierWorker`s running on their own threads (actix
+//! `SyncArbiter`, so both cores do CPU work while the reader keeps reading), reassembles
+//! each batch in input order, and forwards batches to the writer in arrival order even when
+//! a later batch finishes first.
+//!
+//! Outcomes per commit: a verdict on the job (CID tag, soft findings, route), a dead letter
+//! for a hard failure, or a counted skip for a denied collection. Identity/account events
+//! and dead letters pass through untouched. Bounded: every batch holds a reader credit until
+//! it is committed, so nothing here queues without bound. A panic while checking one event
+//! is caught and dead-lettered (`verifier_panic`): a bug in a check never stops the stream.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tracing::{debug, error};
+
+use super::config::VerifierConfig;
+use super::filter::CollectionFilter;
+use super::route::Router;
+use super::verify::verify_commit;
+use crate::messages::{Batch, Item, PushBatch};
+use crate::model::{CommitEvent, DeadLetter, Event, Verdict};
+
+/// Smallest slice worth a message to a worker.
+const MIN_SLICE: usize = 32;
+
+/// Everything a worker needs, built once at start.
+pub struct Setup {
+    cfg: VerifierConfig,
+    filter: CollectionFilter,
+    router: Router,
+}
+
+impl Setup {
+    /// Compiles the filter and the routes (validated at start, so errors name the key).
+    pub fn new(cfg: VerifierConfig) -> Result<Setup, super::VerifierConfigError> {
+        let filter = cfg.collection_filter()?;
+        let router = cfg.router()?;
+        Ok(Setup {
+            cfg,
+            filter,
+            router,
+        })
+    }
+
+    /// One item through the checks: `None` when it is filtered out.
+    pub fn process(&self, item: Item) -> Option<Item> {
+        let Item::Event(Event::Commit(mut c)) = item else {
+            return Some(item);
+        };
+        let stream = self.router.stream_for(&c.collection);
+        if !self.cfg.enabled {
+            c.verdict = Some(Verdict {
+                cid_check: None,
+                checks: Vec::new(),
+                stream,
+            });
+            return Some(Item::Event(Event::Commit(c)));
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            verify_commit(&c, &self.cfg, &self.filter)
+        }));
+        match outcome {
+            Ok(Ok(f)) => {
+                metrics::counter!("jetstream_ingestor_verified_total", "outcome" => f.cid_check)
+                    .increment(1);
+                for s in &f.soft {
+                    metrics::counter!("jetstream_ingestor_verify_findings_total", "check" => s.reason).increment(1);
+                    debug!(did = %c.did, collection = %c.collection, rkey = %c.rkey, check = s.reason, message = %s.message, "soft finding");
+                }
+                c.verdict = Some(Verdict {
+                    cid_check: Some(f.cid_check),
+                    checks: f.soft.iter().map(|s| s.reason).collect(),
+                    stream,
+                });
+                Some(Item::Event(Event::Commit(c)))
+            }
+            Ok(Err(e)) if e.reason == super::CheckError::COLLECTION_DENIED => {
+                metrics::counter!("jetstream_ingestor_events_skipped_total", "reason" => "collection_denied").increment(1);
+                None
+            }
+            Ok(Err(e)) => {
+                metrics::counter!("jetstream_ingestor_verified_total", "outcome" => "dead")
+                    .increment(1);
+                metrics::counter!("jetstream_ingestor_dead_letters_total", "reason" => e.reason)
+                    .increment(1);
+                debug!(did = %c.did, collection = %c.collection, reason = e.reason, message = %e.message, "commit failed a hard check");
+                Some(Item::Dead(dead_letter(&c, e.reason, e.message)))
+            }
+            Err(_) => {
+                error!(did = %c.did, collection = %c.collection, rkey = %c.rkey, "verifier panicked on an event; dead-lettered");
+                metrics::counter!("jetstream_ingestor_dead_letters_total", "reason" => "verifier_panic").increment(1);
+                Some(Item::Dead(dead_letter(
+                    &c,
+                    "verifier_panic",
+                    "the verifier panicked on this event (a bug: please report it)".into(),
+                )))
+            }
+        }
+    }
+}
+
+/// The event as Jetstream sent it (re-assembled: the record bytes are the original ones).
+#[derive(Serialize)]
+struct Envelope<'a> {
+    did: &'a str,
+    time_us: u64,
+    kind: &'static str,
+    commit: CommitJson<'a>,
+}
+
+#[derive(Serialize)]
+struct CommitJson<'a> {
+    rev: &'a str,
+    operation: &'static str,
+    collection: &'a str,
+    rkey: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cid: Option<&'a str>,
+}
+
+fn dead_letter(c: &CommitEvent, reason: &'static str, message: String) -> DeadLetter {
+    let env = Envelope {
+        did: &c.did,
+        time_us: c.time_us,
+        kind: "commit",
+        commit: CommitJson {
+            rev: &c.rev,
+            operation: c.operation.as_str(),
+            collection: &c.collection,
+            rkey: &c.rkey,
+            record: c.record.as_deref(),
+            cid: c.cid.as_deref(),
+        },
+    };
+    let raw = serde_json::to_vec(&env).unwrap_or_default();
+    let mut d = DeadLetter::new(reason, message, &raw);
+    d.time_us = Some(c.time_us);
+    d.did = Some(c.did.clone());
+    d
+}
+
+/// A slice of a batch's items, checked on a worker thread.
+struct VerifySlice(Vec<Item>);
+
+impl Message for VerifySlice {
+    type Result = Vec<Item>;
+}
+
+/// One verifier thread.
+pub struct VerifierWorker {
+    setup: Arc<Setup>,
+}
+
+impl Actor for VerifierWorker {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<VerifySlice> for VerifierWorker {
+    type Result = MessageResult<VerifySlice>;
+
+    fn handle(
+        &mut self,
+        VerifySlice(items): VerifySlice,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
+        MessageResult(
+            items
+                .into_iter()
+                .filter_map(|i| self.setup.process(i))
+                .collect(),
+        )
+    }
+}
+
+pub struct VerifierPool {
+    workers: Addr<VerifierWorker>,
+    worker_count: usize,
+    downstream: Recipient<PushBatch>,
+    /// Batches in arrival order; `Some` once verified. The front is forwarded first.
+    in_order: VecDeque<(u64, Option<Batch>)>,
+}
+
+impl VerifierPool {
+    /// Starts `worker_count` worker threads. Must run inside an actix `System`.
+    pub fn new(
+        setup: Setup,
+        worker_count: usize,
+        downstream: Recipient<PushBatch>,
+    ) -> VerifierPool {
+        let setup = Arc::new(setup);
+        let worker_count = worker_count.max(1);
+        let workers = SyncArbiter::start(worker_count, move || VerifierWorker {
+            setup: setup.clone(),
+        });
+        VerifierPool {
+            workers,
+            worker_count,
+            downstream,
+            in_order: VecDeque::new(),
+        }
+    }
+
+    /// Forwards every verified batch at the front, in order.
+    fn forward_ready(&mut self, ctx: &mut Context<Self>) {
+        while matches!(self.in_order.front(), Some((_, Some(_)))) {
+            let Some((_, Some(batch))) = self.in_order.pop_front() else {
+                break;
+            };
+            let send = self.downstream.send(PushBatch(batch));
+            // `wait`: the next batch is not forwarded (nor a new one taken) before this one
+            // is in the writer's mailbox, so order holds and the writer's mailbox bound is
+            // respected.
+            ctx.wait(send.into_actor(self).map(|res, _act, _ctx| {
+                if let Err(e) = res {
+                    error!(error = %e, "writer is gone; stopping");
+                    System::current().stop_with_code(70);
+                }
+            }));
+        }
+    }
+}
+
+impl Actor for VerifierPool {
+    type Context = Context<Self>;
+}
+
+impl Handler<PushBatch> for VerifierPool {
+    type Result = ();
+
+    fn handle(&mut self, PushBatch(mut batch): PushBatch, ctx: &mut Self::Context) {
+        let seq = batch.seq;
+        let items = std::mem::take(&mut batch.items);
+        let slice_len = items.len().div_ceil(self.worker_count).max(MIN_SLICE);
+        let mut slices = Vec::with_capacity(self.worker_count);
+        let mut rest = items.into_iter().peekable();
+        while rest.peek().is_some() {
+            slices.push(
+                self.workers
+                    .send(VerifySlice(rest.by_ref().take(slice_len).collect())),
+            );
+        }
+        self.in_order.push_back((seq, None));
+        metrics::gauge!("jetstream_ingestor_verifier_batches_in_flight")
+            .set(self.in_order.len() as f64);
+        let work = join_all(slices);
+        ctx.spawn(work.into_actor(self).map(move |results, act, ctx| {
+            let mut items = Vec::with_capacity(results.iter().map(|r| r.as_ref().map_or(0, Vec::len)).sum());
+            for r in results {
+                match r {
+                    Ok(part) => items.extend(part),
+                    Err(e) => {
+                        // Only if a worker thread is gone, which `catch_unwind` prevents.
+                        error!(error = %e, seq, "verifier worker unreachable; stopping rather than losing events");
+                        System::current().stop_with_code(70);
+                        return;
+                    }
+                }
+            }
+            batch.items = items;
+            if let Some(slot) = act.in_order.iter_mut().find(|(s, b)| *s == seq && b.is_none()) {
+                slot.1 = Some(batch);
+            }
+            act.forward_ready(ctx);
+            metrics::gauge!("jetstream_ingestor_verifier_batches_in_flight").set(act.in_order.len() as f64);
+        }));
+    }
+}

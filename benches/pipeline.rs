@@ -140,7 +140,7 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     let keys = Keys::new("jsi:");
-    let limits = CommitLimits { max_len: 1_000_000, dead_max_len: 100_000, dedupe_window_us: 120_000_000 };
+    let limits = CommitLimits { dedupe_window_us: 120_000_000 };
     let window = Arc::new(tokio::sync::Semaphore::new(1));
     let mut g = c.benchmark_group("commit_args");
     g.throughput(Throughput::Elements(items.len() as u64));

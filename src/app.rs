@@ -1,6 +1,8 @@
-//! App wiring and shutdown: starts the supervisor, watches it (replay progress, metrics
-//! upkeep), and on shutdown stops reading and waits, up to `shutdown.timeout`, for every
-//! batch read so far to be committed. `shutdown` is a value (STYLE rule 10) so tests drive it.
+//! App wiring and shutdown: starts the admin API and heartbeat (`admin::Surfaces`), then the
+//! supervisor, watches it (replay progress, metrics upkeep, status samples for the surfaces),
+//! and on shutdown stops reading and waits, up to `shutdown.timeout`, for every batch read so
+//! far to be committed, then stops the surfaces (last heartbeat says `stopped`). `shutdown`
+//! is a value (STYLE rule 10) so tests drive it.
 
 use std::future::Future;
 use std::io::IsTerminal as _;
@@ -12,6 +14,7 @@ use actors::supervisor::{StartChoice, Supervisor};
 use anyhow::Context as _;
 use tracing::{info, warn};
 
+use crate::admin::Surfaces;
 use crate::settings::Settings;
 use crate::telemetry;
 
@@ -55,14 +58,24 @@ pub async fn run(
     let drain_timeout = settings.shutdown.timeout;
     tokio::pin!(shutdown);
 
+    // Admin API and heartbeat first: /healthz answers while the pipeline waits for Redis.
+    let mut surfaces = Surfaces::start(&settings, metrics.clone())?;
     let launch = Supervisor::launch(settings.pipeline(), start);
     let supervisor = tokio::select! {
-        s = launch => s.context("cannot start the pipeline")?,
+        s = launch => match s {
+            Ok(s) => s,
+            Err(e) => {
+                surfaces.stop().await;
+                return Err(e).context("cannot start the pipeline");
+            }
+        },
         _ = &mut shutdown => {
             info!("shutdown requested before the pipeline started");
+            surfaces.stop().await;
             return Ok(Outcome { drained: true, status: None });
         }
     };
+    surfaces.attach(supervisor.clone());
     info!(endpoints = ?settings.jetstream.endpoints, prefix = %settings.redis.key_prefix, "pipeline running");
 
     let mut progress = Progress::new(mode);
@@ -88,6 +101,7 @@ pub async fn run(
                     let finished = until_reached
                         || (status.reader.state == ReaderState::Finished && status.writer.queued_batches == 0);
                     progress.update(&status);
+                    surfaces.observe(&status);
                     last_status = Some(status);
                     if finished {
                         info!("replay reached its end");
@@ -103,6 +117,10 @@ pub async fn run(
         Ok(Ok(s)) => Some(s),
         _ => last_status,
     };
+    if let Some(s) = &status {
+        surfaces.observe(s);
+    }
+    surfaces.stop().await;
     if let Some(s) = &status {
         info!(committed_cursor = ?s.reader.committed_cursor, commits = s.writer.commits, written = s.writer.entries_written, drained, "stopped");
     }

@@ -55,6 +55,9 @@ pub enum Command {
         #[arg(long)]
         start_us: Option<u64>,
     },
+    /// Talk to a running ingestor's admin API: status, restart, pause, resume, filters,
+    /// healthcheck. Address and token come from the same configuration.
+    Admin(crate::admin::command::AdminArgs),
     /// A first look: fake Jetstream + Redis + the real pipeline for a few seconds.
     Demo {
         #[arg(long, default_value_t = 20)]
@@ -127,14 +130,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 (None, Some(rate)) => fake_jetstream::Source::Generate { rate, seed: a.seed },
                 _ => anyhow::bail!("give exactly one of --file F.jsonl or --generate RATE"),
             };
-            let cfg = fake_jetstream::FakeJetstreamConfig {
-                listen: a.listen,
-                source,
-                rate: a.rate,
-                close_every: a.close_every,
-                close_at_end: a.close_at_end,
-                zstd_dictionary: a.zstd_dictionary.clone(),
-            };
+            let mut cfg = fake_jetstream::FakeJetstreamConfig::new(source);
+            cfg.listen = a.listen;
+            cfg.rate = a.rate;
+            cfg.close_every = a.close_every;
+            cfg.close_at_end = a.close_at_end;
+            cfg.zstd_dictionary = a.zstd_dictionary.clone();
             fake_jetstream::serve_until_ctrl_c(cfg).context("fake jetstream failed")?;
             Ok(0)
         }
@@ -155,6 +156,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?;
             eprintln!("wrote {} events to {}", lines.len(), out.display());
             Ok(0)
+        }
+        Command::Admin(args) => {
+            let settings = load(&cli)?;
+            Ok(crate::admin::command::run(&settings, args))
         }
         Command::Demo { seconds } => demo::run(*seconds),
     }

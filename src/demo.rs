@@ -28,14 +28,9 @@ pub fn run(seconds: u64) -> anyhow::Result<i32> {
             (r.url(), Some(r), "jsi:".to_owned())
         }
     };
-    let fake = FakeJetstream::start(FakeJetstreamConfig {
-        listen: ([127, 0, 0, 1], 0).into(),
-        source: Source::Generate { rate: 500, seed: 7 },
-        rate: None,
-        close_every: None,
-        close_at_end: false,
-        zstd_dictionary: None,
-    })
+    let mut fake_cfg = FakeJetstreamConfig::new(Source::Generate { rate: 500, seed: 7 });
+    fake_cfg.listen = ([127, 0, 0, 1], 0).into();
+    let fake = FakeJetstream::start(fake_cfg)
     .context("cannot start the fake jetstream")?;
     println!("fake jetstream serving generated events at {}", fake.url());
 

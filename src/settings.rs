@@ -10,10 +10,14 @@ use std::time::Duration;
 use actors::jetstream::ReaderConfig;
 use actors::jetstream::config::ReaderConfigError;
 use actors::sink::WriterConfig;
-use actors::sink::config::WriterConfigError;
+use actors::sink::config::{ConsumerGroup, WriterConfigError, validate_consumers};
 use actors::supervisor::PipelineConfig;
 use actors::verifier::{VerifierConfig, VerifierConfigError};
 use serde::{Deserialize, Serialize};
+
+use crate::admin::auth::Secret;
+use crate::admin::config::{AdminConfig, AdminConfigError};
+use crate::heartbeat::{HeartbeatConfig, HeartbeatConfigError};
 
 /// Environment variables that override settings start with this, then `__SECTION__KEY`.
 pub const ENV_PREFIX: &str = "JETSTREAM_INGESTOR";
@@ -31,8 +35,12 @@ pub struct Settings {
     pub jetstream: ReaderConfig,
     pub redis: WriterConfig,
     pub verifier: VerifierConfig,
+    /// `[[consumers]]`: groups created at start and protected from trimming.
+    pub consumers: Vec<ConsumerGroup>,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
+    pub admin: AdminConfig,
+    pub heartbeat: HeartbeatConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -96,6 +104,10 @@ pub enum SettingsError {
     Verifier(#[from] VerifierConfigError),
     #[error("log.level: {0}")]
     LogLevel(String),
+    #[error(transparent)]
+    Admin(#[from] AdminConfigError),
+    #[error(transparent)]
+    Heartbeat(#[from] HeartbeatConfigError),
     #[error(
         "redis.dedupe_window ({window:?}) must be longer than jetstream.rewind ({rewind:?}), or replayed events would be written twice"
     )]
@@ -144,7 +156,8 @@ impl Settings {
             },
             None => SettingsError::Invalid(e),
         })?;
-        let settings: Settings = built.try_deserialize().map_err(SettingsError::Invalid)?;
+        let mut settings: Settings = built.try_deserialize().map_err(SettingsError::Invalid)?;
+        settings.read_admin_token_file()?;
         settings.validate()?;
         Ok(settings)
     }
@@ -155,6 +168,7 @@ impl Settings {
             reader: self.jetstream.clone(),
             writer: self.redis.clone(),
             verifier: self.verifier.clone(),
+            consumers: self.consumers.clone(),
         }
     }
 
@@ -163,10 +177,50 @@ impl Settings {
         Settings::load(file, std::env::vars())
     }
 
+    /// `admin.token_file` → `admin.token` (first line, whitespace trimmed). Setting both is
+    /// refused: which one wins would be a guess.
+    fn read_admin_token_file(&mut self) -> Result<(), SettingsError> {
+        let Some(path) = &self.admin.token_file else {
+            return Ok(());
+        };
+        let file_error = |reason: String| AdminConfigError::TokenFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        if self.admin.token.is_some() {
+            return Err(file_error("set only one of admin.token and admin.token_file".into()).into());
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        let token = text.lines().next().unwrap_or_default().trim();
+        if token.is_empty() {
+            return Err(file_error("the file is empty".into()).into());
+        }
+        self.admin.token = Some(Secret::new(token));
+        Ok(())
+    }
+
+    /// `heartbeat.instance_id`, or `<hostname>-<pid>` when it is empty (the hostname from
+    /// the kernel, else `$HOSTNAME`, else `unknown`).
+    pub fn instance_id(&self) -> String {
+        if !self.heartbeat.instance_id.is_empty() {
+            return self.heartbeat.instance_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| "unknown".to_owned());
+        format!("{host}-{}", std::process::id())
+    }
+
     pub fn validate(&self) -> Result<(), SettingsError> {
+        self.admin.validate()?;
+        self.heartbeat.validate()?;
         self.jetstream.validate()?;
         self.redis.validate()?;
         self.verifier.validate()?;
+        validate_consumers(&self.consumers)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| SettingsError::LogLevel(e.to_string()))?;
         if self.redis.dedupe_window <= self.jetstream.rewind {

@@ -64,6 +64,27 @@ pub struct BatchCommitted {
     pub credit: Credit,
 }
 
+/// What to ask Jetstream for: the payload of `options_update` and the filters of the
+/// subscribe URL. Validated by `jetstream::subscribe` (`Filters::validate`: limits 100
+/// collections, 10,000 DIDs, syntax). Serialised with Jetstream's names, so an admin request
+/// body `{"wantedCollections": [...], "wantedDids": [...]}` deserialises into it directly.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Filters {
+    #[serde(rename = "wantedCollections", default)]
+    pub wanted_collections: Vec<String>,
+    #[serde(rename = "wantedDids", default)]
+    pub wanted_dids: Vec<String>,
+}
+
+/// Replace the subscription's filters: validated, sent to Jetstream as an `options_update`
+/// on the live socket (no reconnect) and kept for later dials (not across process restarts:
+/// the config file wins then). `Err` carries the validation message.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), String>")]
+pub struct UpdateFilters {
+    pub filters: Filters,
+}
+
 /// Tear the session down and dial again, from `from_cursor` or the committed cursor.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "u64")]
@@ -113,6 +134,29 @@ pub struct ReaderStatus {
     pub sessions_started: u64,
     /// Ceiling of the last reconnect delay (the delay itself is drawn below it).
     pub backoff_ceiling_ms: u64,
+    /// Index of `endpoint` in `jetstream.endpoints`.
+    pub endpoint_index: usize,
+    /// Moves to another endpoint since start.
+    pub failovers: u64,
+    /// `gap` alarms raised since start, and the last one.
+    pub gaps: u64,
+    pub last_gap: Option<GapAlarm>,
+}
+
+/// A session's first event was much newer than the cursor asked for: the host no longer had
+/// the events in between (older than its retention, or it missed them). Those events are
+/// not in Redis; replay them from another host if they matter.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GapAlarm {
+    pub session: u64,
+    pub endpoint: String,
+    /// The `cursor` of the dial.
+    pub requested_cursor: u64,
+    /// `time_us` of the first event the host sent.
+    pub first_event_us: u64,
+    /// How far the first event lies beyond the position the reader expected (the requested
+    /// cursor plus the rewind it applied), in microseconds.
+    pub gap_us: u64,
 }
 
 #[derive(Message)]
@@ -135,11 +179,44 @@ pub struct WriterStatus {
 #[rtype(result = "WriterStatus")]
 pub struct GetWriterStatus;
 
+/// Retention of one stream, as of the keeper's last pass.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamRetention {
+    pub stream: String,
+    pub length: u64,
+    /// The length bound (0 = none).
+    pub bound: u64,
+    pub trimmed_last: u64,
+    /// Consumer groups holding the stream above its bound (their unread jobs are kept).
+    pub blocking: Vec<Blocking>,
+}
+
+/// A consumer group holding a stream above its retention bound.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Blocking {
+    pub group: String,
+    /// Entries it has not been delivered yet (if Redis can tell).
+    pub lag: Option<u64>,
+    /// Entries delivered to it but not acknowledged.
+    pub pending: u64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RetentionStatus {
+    pub streams: Vec<StreamRetention>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Message)]
+#[rtype(result = "RetentionStatus")]
+pub struct GetRetentionStatus;
+
 /// Everything the supervisor knows, returned by `GetStatus`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Status {
     pub reader: ReaderStatus,
     pub writer: WriterStatus,
+    pub retention: RetentionStatus,
     pub uptime_secs: u64,
     pub reader_restarts: u64,
 }

@@ -11,9 +11,13 @@ use tracing::info;
 use crate::jetstream::reader::StartCursor;
 use crate::jetstream::{JetstreamReader, ReaderConfig};
 use crate::messages::{
-    Drain, GetReaderStatus, GetStatus, GetWriterStatus, Pause, Restart, Resume, Status,
+    Drain, GetReaderStatus, GetRetentionStatus, GetStatus, GetWriterStatus, Pause, Restart,
+    Resume, Status,
+    UpdateFilters,
 };
 use crate::sink::writer::load_cursor;
+use crate::sink::config::ConsumerGroup;
+use crate::sink::retention::{RetentionKeeper, ensure_groups};
 use crate::sink::{RedisWriter, WriterConfig};
 use crate::verifier::VerifierConfig;
 use crate::verifier::pool::{Setup, VerifierPool};
@@ -36,6 +40,8 @@ pub enum LaunchError {
     Redis(#[from] redis::RedisError),
     #[error(transparent)]
     Verifier(#[from] crate::verifier::VerifierConfigError),
+    #[error("consumer groups: {0}")]
+    Consumers(String),
 }
 
 /// The configuration of every room.
@@ -44,11 +50,14 @@ pub struct PipelineConfig {
     pub reader: ReaderConfig,
     pub writer: WriterConfig,
     pub verifier: VerifierConfig,
+    /// Consumer groups to create at start and protect from trimming.
+    pub consumers: Vec<ConsumerGroup>,
 }
 
 pub struct Supervisor {
     reader: Addr<JetstreamReader>,
     writer: Addr<RedisWriter>,
+    retention: Addr<RetentionKeeper>,
     started_at: Instant,
     restarts: u64,
 }
@@ -61,11 +70,7 @@ impl Supervisor {
         cfg: PipelineConfig,
         start: StartChoice,
     ) -> Result<Addr<Supervisor>, LaunchError> {
-        let PipelineConfig {
-            reader,
-            writer,
-            verifier,
-        } = cfg;
+        let PipelineConfig { reader, writer, verifier, consumers } = cfg;
         let setup = Setup::new(verifier.clone())?;
         let start = match start {
             StartChoice::From(c) => StartCursor::Exact(c),
@@ -77,12 +82,14 @@ impl Supervisor {
                 None => fallback.map_or(StartCursor::Live, StartCursor::Exact),
             },
         };
-        info!(
-            ?start,
-            workers = verifier.worker_count(),
-            verify = verifier.enabled,
-            "starting pipeline"
-        );
+        ensure_groups(&writer.url, &writer.key_prefix, &consumers, (writer.retry_min, writer.retry_max))
+            .await
+            .map_err(LaunchError::Consumers)?;
+        let mut streams = vec!["records".to_owned(), "identity".to_owned()];
+        streams.extend(verifier.routes.iter().map(|r| r.stream.clone()));
+        let retention =
+            RetentionKeeper::new(&writer.url, &writer.key_prefix, writer.retention.clone(), streams, &consumers)?.start();
+        info!(?start, workers = verifier.worker_count(), verify = verifier.enabled, "starting pipeline");
         let writer_ctx = Context::<RedisWriter>::new();
         let writer_addr = writer_ctx.address();
         let pool = VerifierPool::new(
@@ -99,6 +106,7 @@ impl Supervisor {
         Ok(Supervisor {
             reader: reader_addr,
             writer: writer_addr,
+            retention,
             started_at: Instant::now(),
             restarts: 0,
         }
@@ -131,6 +139,21 @@ impl Handler<Pause> for Supervisor {
     }
 }
 
+impl Handler<UpdateFilters> for Supervisor {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    /// Validated by the reader, then sent on the live socket as an `options_update`.
+    fn handle(&mut self, msg: UpdateFilters, _ctx: &mut Self::Context) -> Self::Result {
+        let reader = self.reader.clone();
+        Box::pin(async move {
+            reader
+                .send(msg)
+                .await
+                .map_err(|e| format!("reader unavailable: {e}"))?
+        })
+    }
+}
+
 impl Handler<Resume> for Supervisor {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, msg: Resume, _ctx: &mut Self::Context) -> Self::Result {
@@ -159,12 +182,14 @@ impl Handler<GetStatus> for Supervisor {
     fn handle(&mut self, _: GetStatus, _ctx: &mut Self::Context) -> Self::Result {
         let reader = self.reader.clone();
         let writer = self.writer.clone();
+        let retention = self.retention.clone();
         let uptime_secs = self.started_at.elapsed().as_secs();
         let reader_restarts = self.restarts;
         Box::pin(async move {
             Ok(Status {
                 reader: reader.send(GetReaderStatus).await?,
                 writer: writer.send(GetWriterStatus).await?,
+                retention: retention.send(GetRetentionStatus).await?,
                 uptime_secs,
                 reader_restarts,
             })

@@ -7,6 +7,10 @@
 //! Jetstream event (not JSON, no `time_us`) is still served, verbatim: it belongs with the
 //! previous event, taking its `time_us` for cursor skipping and its fate under the filters.
 //!
+//! A server with its own clock (`clock_offset_us`) gets its lines with the top-level
+//! `time_us` number rewritten at load (the rest of the line is untouched, byte for byte), and
+//! a server with a retention keeps only the recent lines.
+//!
 //! Failure: loading never fails on content (any bytes are a line); only reading the file can,
 //! which `start` reports.
 
@@ -128,8 +132,9 @@ fn probe(bytes: &[u8]) -> Option<(u64, Meta)> {
     Some((time_us, meta))
 }
 
-/// Splits a file's bytes into lines (`\n`, with a trailing `\r` removed), skipping empty ones.
-pub(crate) fn lines_from_bytes(bytes: &[u8]) -> Vec<Arc<Line>> {
+/// Splits a file's bytes into lines (`\n`, with a trailing `\r` removed), skipping empty ones,
+/// with every event's `time_us` shifted by `offset_us`.
+pub(crate) fn lines_from_bytes(bytes: &[u8], offset_us: i64) -> Vec<Arc<Line>> {
     let mut out = Vec::new();
     let mut prev_time = 0;
     for raw in bytes.split(|&b| b == b'\n') {
@@ -137,7 +142,8 @@ pub(crate) fn lines_from_bytes(bytes: &[u8]) -> Vec<Arc<Line>> {
         if raw.is_empty() {
             continue;
         }
-        let line = Line::from_bytes(raw, prev_time);
+        let shifted = shift_time_us(raw, offset_us);
+        let line = Line::from_bytes(shifted.as_deref().unwrap_or(raw), prev_time);
         prev_time = line.time_us;
         out.push(Arc::new(line));
     }
@@ -145,13 +151,98 @@ pub(crate) fn lines_from_bytes(bytes: &[u8]) -> Vec<Arc<Line>> {
 }
 
 /// The same for an in-memory file given as strings (each string may hold several lines).
-pub(crate) fn lines_from_strings(strings: &[String]) -> Vec<Arc<Line>> {
+pub(crate) fn lines_from_strings(strings: &[String], offset_us: i64) -> Vec<Arc<Line>> {
     let mut joined = Vec::new();
     for s in strings {
         joined.extend_from_slice(s.as_bytes());
         joined.push(b'\n');
     }
-    lines_from_bytes(&joined)
+    lines_from_bytes(&joined, offset_us)
+}
+
+/// Keeps the lines at most `retention_us` older than the newest one (all without a
+/// retention). Cursors older than what is kept then start at the oldest kept line.
+pub(crate) fn retain(lines: Vec<Arc<Line>>, retention_us: Option<u64>) -> Vec<Arc<Line>> {
+    let Some(retention) = retention_us else {
+        return lines;
+    };
+    let newest = lines.iter().map(|l| l.time_us).max().unwrap_or(0);
+    let oldest_kept = newest.saturating_sub(retention);
+    lines
+        .into_iter()
+        .filter(|l| l.time_us >= oldest_kept)
+        .collect()
+}
+
+/// `t` shifted by `offset_us`, saturating at 0 and `u64::MAX`.
+pub(crate) fn shifted(t: u64, offset_us: i64) -> u64 {
+    if offset_us >= 0 {
+        t.saturating_add(offset_us.unsigned_abs())
+    } else {
+        t.saturating_sub(offset_us.unsigned_abs())
+    }
+}
+
+/// The line with its top-level `time_us` number shifted, or `None` when there is nothing to
+/// change (no offset, or no top-level `time_us` number).
+fn shift_time_us(raw: &[u8], offset_us: i64) -> Option<Vec<u8>> {
+    if offset_us == 0 {
+        return None;
+    }
+    let (start, end) = top_level_time_us(raw)?;
+    let t: u64 = std::str::from_utf8(&raw[start..end]).ok()?.parse().ok()?;
+    let mut out = Vec::with_capacity(raw.len() + 4);
+    out.extend_from_slice(&raw[..start]);
+    out.extend_from_slice(shifted(t, offset_us).to_string().as_bytes());
+    out.extend_from_slice(&raw[end..]);
+    Some(out)
+}
+
+/// Byte range of the digits of the top-level `"time_us": N` of a JSON object, found by a
+/// scan that tracks nesting and strings (a `time_us` inside a record is not touched).
+fn top_level_time_us(b: &[u8]) -> Option<(usize, usize)> {
+    let skip_ws = |mut i: usize| {
+        while b.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                let start = i + 1;
+                let mut j = start;
+                while j < b.len() && b[j] != b'"' {
+                    j += if b[j] == b'\\' { 2 } else { 1 };
+                }
+                if j >= b.len() {
+                    return None;
+                }
+                i = j + 1;
+                if depth == 1 && &b[start..j] == b"time_us" {
+                    let colon = skip_ws(i);
+                    if b.get(colon) == Some(&b':') {
+                        let digits = skip_ws(colon + 1);
+                        let mut end = digits;
+                        while b.get(end).is_some_and(u8::is_ascii_digit) {
+                            end += 1;
+                        }
+                        if end > digits {
+                            return Some((digits, end));
+                        }
+                    }
+                }
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Where the events of a server come from, shared by every connection.
@@ -261,7 +352,7 @@ mod tests {
     #[test]
     fn lines_keep_bytes_and_inherit_time() {
         let data = b"{\"did\":\"did:plc:a\",\"time_us\":10,\"kind\":\"commit\",\"commit\":{\"collection\":\"app.bsky.feed.like\"}}\r\n\nnot json\n\xff\xfe\n{\"time_us\":20,\"kind\":\"identity\"}";
-        let lines = lines_from_bytes(data);
+        let lines = lines_from_bytes(data, 0);
         assert_eq!(lines.len(), 4);
         assert_eq!(lines[0].time_us, 10);
         assert!(lines[0].as_bytes().ends_with(b"}}"));
@@ -276,12 +367,15 @@ mod tests {
 
     #[test]
     fn file_cursor_starts_at_first_line_at_or_after() {
-        let lines = lines_from_strings(&[
-            r#"{"time_us":10}"#.to_owned(),
-            "junk".to_owned(),
-            r#"{"time_us":30}"#.to_owned(),
-            r#"{"time_us":20}"#.to_owned(),
-        ]);
+        let lines = lines_from_strings(
+            &[
+                r#"{"time_us":10}"#.to_owned(),
+                "junk".to_owned(),
+                r#"{"time_us":30}"#.to_owned(),
+                r#"{"time_us":20}"#.to_owned(),
+            ],
+            0,
+        );
         let source = SourceData::File(Arc::new(lines));
         let mut feed = Feed::new(&source, Some(25));
         let first = feed.next_ready().expect("a line");
@@ -290,5 +384,37 @@ mod tests {
         assert_eq!(feed.next_ready().map(|l| l.time_us), Some(30));
         let mut feed = Feed::new(&source, Some(31));
         assert!(feed.next_ready().is_none());
+    }
+
+    #[test]
+    fn clock_offset_rewrites_only_the_top_level_time_us() {
+        let line = r#"{"did":"did:plc:a","commit":{"record":{"time_us":5,"text":"\"time_us\":7"}},"time_us" : 1000,"kind":"commit"}"#;
+        let lines = lines_from_strings(&[line.to_owned(), "junk".to_owned()], -400);
+        assert_eq!(lines[0].time_us, 600);
+        assert_eq!(
+            std::str::from_utf8(lines[0].as_bytes()).expect("utf-8"),
+            line.replace("1000", "600")
+        );
+        assert_eq!(lines[1].time_us, 600, "a non-event line follows the shifted event");
+        let later = lines_from_strings(&[line.to_owned()], 2_000_000);
+        assert_eq!(later[0].time_us, 2_001_000);
+        assert!(top_level_time_us(br#"{"a":{"time_us":1}}"#).is_none());
+        assert!(top_level_time_us(br#"{"kind":"time_us","x":1}"#).is_none());
+    }
+
+    #[test]
+    fn retention_keeps_only_recent_lines() {
+        let lines = lines_from_strings(
+            &(1..=10)
+                .map(|t| format!("{{\"time_us\":{}}}", t * 100))
+                .collect::<Vec<_>>(),
+            0,
+        );
+        let kept = retain(lines, Some(250));
+        let times: Vec<u64> = kept.iter().map(|l| l.time_us).collect();
+        assert_eq!(times, vec![800, 900, 1000]);
+        let source = SourceData::File(Arc::new(kept));
+        let mut feed = Feed::new(&source, Some(1));
+        assert_eq!(feed.next_ready().map(|l| l.time_us), Some(800), "clamped");
     }
 }

@@ -20,7 +20,7 @@ use tracing::{debug, error, warn};
 use super::feed::Line;
 use super::generate::Generator;
 
-/// How long generated events stay replayable.
+/// How long generated events stay replayable unless the config says otherwise.
 const RETENTION_US: u64 = 5 * 60 * 1_000_000;
 /// Hard cap on buffered events, whatever the rate.
 const MAX_BUFFERED: usize = 600_000;
@@ -30,6 +30,7 @@ const TICK: Duration = Duration::from_millis(10);
 /// The ring buffer of recent live events, numbered by a sequence that only grows.
 pub(crate) struct LiveHub {
     ring: Mutex<Ring>,
+    retention_us: u64,
     /// Carries the sequence number of the next event to be produced; bumped on every push.
     next: watch::Sender<u64>,
 }
@@ -41,8 +42,10 @@ struct Ring {
 }
 
 impl LiveHub {
-    pub fn new() -> LiveHub {
+    /// `retention_us`: how long events stay replayable (default five minutes).
+    pub fn new(retention_us: Option<u64>) -> LiveHub {
         LiveHub {
+            retention_us: retention_us.unwrap_or(RETENTION_US),
             ring: Mutex::new(Ring {
                 first_seq: 0,
                 events: VecDeque::new(),
@@ -65,7 +68,7 @@ impl LiveHub {
             let mut ring = self.ring();
             ring.events.extend(lines);
             let newest = ring.events.back().map_or(0, |l| l.time_us);
-            let horizon = newest.saturating_sub(RETENTION_US);
+            let horizon = newest.saturating_sub(self.retention_us);
             while ring
                 .events
                 .front()
@@ -117,11 +120,12 @@ pub(crate) fn now_us() -> u64 {
 }
 
 /// Produces `rate` events per second into `hub` until `stop` turns true. Times are the wall
-/// clock in microseconds, strictly increasing.
+/// clock in microseconds shifted by `clock_offset_us`, strictly increasing.
 pub(crate) async fn run_generator(
     hub: Arc<LiveHub>,
     rate: u32,
     seed: u64,
+    clock_offset_us: i64,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut generator = Some(Box::new(Generator::new(seed)));
@@ -157,7 +161,7 @@ pub(crate) async fn run_generator(
             let mut lines = Vec::with_capacity(count as usize);
             let mut t = first_time;
             for _ in 0..count {
-                t = now_us().max(t + 1);
+                t = super::feed::shifted(now_us(), clock_offset_us).max(t + 1);
                 let text = g.next_event(t);
                 lines.push(Arc::new(Line::from_bytes(text.as_bytes(), t)));
             }
@@ -193,7 +197,7 @@ mod tests {
 
     #[test]
     fn ring_replays_from_cursor_and_evicts_old_events() {
-        let hub = LiveHub::new();
+        let hub = LiveHub::new(None);
         hub.push(vec![line(1), line(2), line(3)]);
         assert_eq!(hub.start_seq(None), 3);
         assert_eq!(hub.start_seq(Some(2)), 1);

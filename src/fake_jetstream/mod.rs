@@ -9,6 +9,11 @@
 //! Jetstream dictionary, ping/pong and backpressure. The server runs on its own thread with
 //! its own tokio runtime, so it works from any test (actix or not) and any thread.
 //!
+//! It also misbehaves on request, the way public hosts do: its own clock (`clock_offset_us`
+//! shifts every `time_us` it serves and the cursors it is given are read in that clock), a
+//! limited retention (older cursors are clamped to its oldest event, silently), going silent
+//! after N events (no events, no pongs, socket kept open), ignoring `maxMessageSizeBytes`.
+//!
 //! Layout: `server` (accept loop, HTTP checks, connection records), `session` (one
 //! subscriber), `filter` (query and `options_update`), `feed` (file lines and per-connection
 //! position), `live` (generate mode's ring buffer and producer), `generate`, `posts` and `ids`
@@ -35,6 +40,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -60,10 +66,25 @@ pub struct FakeJetstreamConfig {
     /// The Jetstream zstd dictionary; without it, `compress=true` subscribers get text frames
     /// (logged), which real Jetstream would not do.
     pub zstd_dictionary: Option<PathBuf>,
+    /// This server's clock minus the source's, in µs: every `time_us` served is shifted by it
+    /// (rewritten in the frame), and cursors are read in the shifted clock. Two servers with
+    /// different offsets behave like two Jetstream hosts with different clocks.
+    pub clock_offset_us: i64,
+    /// After this many events on a connection, stop sending and stop answering pings, with
+    /// the socket left open: a silent host, for idle-timeout and failover tests.
+    pub silent_after: Option<u64>,
+    /// Keep only events this recent (measured back from the newest; generate mode: 5 min by
+    /// default). A cursor older than the oldest kept event starts at that event, silently,
+    /// as real Jetstream does.
+    pub retention: Option<Duration>,
+    /// Honour `maxMessageSizeBytes` (skip bigger frames for that subscriber), as Jetstream
+    /// does; off simulates a host that ignores it.
+    pub honor_max_message_size: bool,
 }
 
 impl FakeJetstreamConfig {
-    /// A config on `127.0.0.1:0` with no pacing, no forced closes and no dictionary.
+    /// A config on `127.0.0.1:0` with no pacing, no forced closes, no dictionary, the
+    /// source's own clock, full retention and no silence.
     pub fn new(source: Source) -> FakeJetstreamConfig {
         FakeJetstreamConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -72,7 +93,19 @@ impl FakeJetstreamConfig {
             close_every: None,
             close_at_end: false,
             zstd_dictionary: None,
+            clock_offset_us: 0,
+            silent_after: None,
+            retention: None,
+            honor_max_message_size: true,
         }
+    }
+}
+
+impl Default for FakeJetstreamConfig {
+    /// [`FakeJetstreamConfig::new`] with an empty source (serves nothing): a base for
+    /// `FakeJetstreamConfig { source, ..Default::default() }`.
+    fn default() -> Self {
+        FakeJetstreamConfig::new(Source::Lines(Vec::new()))
     }
 }
 
@@ -107,6 +140,9 @@ pub enum ConnectionEnd {
     CloseEvery,
     /// The server closed it after the last line (`close_at_end`).
     EndOfFile,
+    /// The server went silent after `silent_after` events (the socket stayed open until the
+    /// subscriber went away or the server shut down).
+    Silent,
     /// The server shut down.
     Shutdown,
     /// A socket or protocol error.
@@ -129,6 +165,9 @@ pub struct ConnectionRecord {
     pub require_hello: bool,
     /// Valid `options_update` messages applied.
     pub options_updates: u64,
+    /// For each filter change (`options_update`, the hello included), how many events had
+    /// been sent on this connection when it took effect: what came after obeys it.
+    pub filter_changes_at: Vec<u64>,
     /// Events sent on this connection.
     pub events_sent: u64,
     pub end: ConnectionEnd,
@@ -152,25 +191,36 @@ impl FakeJetstream {
         if cfg.close_every == Some(0) {
             return Err(invalid("close_every must be at least 1"));
         }
+        if cfg.silent_after == Some(0) {
+            return Err(invalid("silent_after must be at least 1"));
+        }
+        let retention_us = cfg
+            .retention
+            .map(|r| u64::try_from(r.as_micros()).unwrap_or(u64::MAX));
+        let offset = cfg.clock_offset_us;
         let (source, generator) = match &cfg.source {
             Source::File(path) => {
                 let bytes = std::fs::read(path).map_err(|e| {
                     io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
                 })?;
+                let lines = feed::lines_from_bytes(&bytes, offset);
                 (
-                    feed::SourceData::File(Arc::new(feed::lines_from_bytes(&bytes))),
+                    feed::SourceData::File(Arc::new(feed::retain(lines, retention_us))),
                     None,
                 )
             }
-            Source::Lines(lines) => (
-                feed::SourceData::File(Arc::new(feed::lines_from_strings(lines))),
-                None,
-            ),
+            Source::Lines(lines) => {
+                let lines = feed::lines_from_strings(lines, offset);
+                (
+                    feed::SourceData::File(Arc::new(feed::retain(lines, retention_us))),
+                    None,
+                )
+            }
             Source::Generate { rate: 0, .. } => {
                 return Err(invalid("generate rate must be at least 1 event/s"));
             }
             Source::Generate { rate, seed } => (
-                feed::SourceData::Live(Arc::new(live::LiveHub::new())),
+                feed::SourceData::Live(Arc::new(live::LiveHub::new(retention_us))),
                 Some((*rate, *seed)),
             ),
         };
@@ -191,6 +241,9 @@ impl FakeJetstream {
             close_every: cfg.close_every,
             close_at_end: cfg.close_at_end,
             dictionary,
+            clock_offset_us: offset,
+            silent_after: cfg.silent_after,
+            honor_max_message_size: cfg.honor_max_message_size,
             shared: Arc::clone(&shared),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()

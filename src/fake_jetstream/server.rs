@@ -42,6 +42,10 @@ pub(crate) struct ServerCtx {
     pub close_every: Option<u64>,
     pub close_at_end: bool,
     pub dictionary: Option<zstd::dict::EncoderDictionary<'static>>,
+    /// Shift of generated times (file lines are shifted at load).
+    pub clock_offset_us: i64,
+    pub silent_after: Option<u64>,
+    pub honor_max_message_size: bool,
     pub shared: Arc<Shared>,
 }
 
@@ -68,6 +72,7 @@ impl Shared {
             require_hello: params.require_hello,
             events_sent: AtomicU64::new(0),
             options_updates: AtomicU64::new(0),
+            filter_changes_at: Mutex::new(Vec::new()),
             end: Mutex::new(end),
         });
         connections.push(Arc::clone(&conn));
@@ -95,10 +100,19 @@ pub(crate) struct ConnState {
     require_hello: bool,
     pub events_sent: AtomicU64,
     pub options_updates: AtomicU64,
+    filter_changes_at: Mutex<Vec<u64>>,
     end: Mutex<ConnectionEnd>,
 }
 
 impl ConnState {
+    /// A new filter takes effect after `events_sent` events.
+    pub fn filter_changed(&self, events_sent: u64) {
+        self.filter_changes_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(events_sent);
+    }
+
     pub fn set_end(&self, end: ConnectionEnd) {
         *self.end.lock().unwrap_or_else(PoisonError::into_inner) = end;
     }
@@ -112,6 +126,11 @@ impl ConnState {
             compress: self.compress,
             require_hello: self.require_hello,
             options_updates: self.options_updates.load(Ordering::Relaxed),
+            filter_changes_at: self
+                .filter_changes_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
             events_sent: self.events_sent.load(Ordering::Relaxed),
             end: self
                 .end
@@ -134,6 +153,7 @@ pub(crate) async fn run(
             Arc::clone(hub),
             rate,
             seed,
+            ctx.clock_offset_us,
             stop.clone(),
         ));
     }

@@ -1,7 +1,8 @@
 //! One subscriber's WebSocket session: sends the events its filter wants (paced, compressed
 //! if asked) while reading what the subscriber sends (`options_update`, pings, close) at the
 //! same time, and ends the session the way the config says (close after N events, close at
-//! the end of the file, close on shutdown).
+//! the end of the file, close on shutdown, or go silent after N events: no more events, no
+//! more pongs, the socket held open until the subscriber leaves).
 //!
 //! Backpressure: every frame is awaited into the socket (`feed`, flushed whenever the feed
 //! has nothing ready), so a slow reader slows its own session and nothing else; nothing is
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -40,6 +41,8 @@ type Stream<S> = SplitStream<WebSocketStream<S>>;
 enum SendEnd {
     /// Close the connection with this frame; the session ends as `end`.
     Close(CloseCode, &'static str, ConnectionEnd),
+    /// `silent_after` reached: stop talking, keep the socket.
+    Silent,
     Failed(String),
 }
 
@@ -86,7 +89,37 @@ where
             }
             end
         }
+        Ok(SendEnd::Silent) => {
+            conn.set_end(ConnectionEnd::Silent);
+            info!(
+                conn = conn.id,
+                "going silent: no events, no pongs, socket kept open"
+            );
+            if let Ok(mut ws) = sink.reunite(stream) {
+                hold_silently(ws.get_mut(), &mut stop).await;
+            }
+            ConnectionEnd::Silent
+        }
         Ok(SendEnd::Failed(err)) => ConnectionEnd::Error(err),
+    }
+}
+
+/// Keeps a silent connection open: reads the raw socket under the WebSocket layer and drops
+/// what comes (so pings are never answered) until the subscriber closes it or the server
+/// stops.
+async fn hold_silently<S>(raw: &mut S, stop: &mut watch::Receiver<bool>)
+where
+    S: AsyncRead + Unpin,
+{
+    let mut buf = [0u8; 4096];
+    loop {
+        tokio::select! {
+            read = raw.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+            () = wait_for_stop(stop) => return,
+        }
     }
 }
 
@@ -181,6 +214,7 @@ where
             return std::future::pending().await;
         }
         filter = Arc::clone(&filter_rx.borrow_and_update());
+        conn.filter_changed(0);
     }
     let mut compressor = match (params.compress, &ctx.dictionary) {
         (true, Some(dict)) => match zstd::bulk::Compressor::with_prepared_dictionary(dict) {
@@ -229,6 +263,7 @@ where
         };
         if filter_rx.has_changed().unwrap_or(false) {
             filter = Arc::clone(&filter_rx.borrow_and_update());
+            conn.filter_changed(sent);
         }
         let wanted = match &line.meta {
             Some(meta) => {
@@ -237,7 +272,7 @@ where
             }
             None => previous_wanted,
         };
-        if !wanted || filter.too_big(line.len()) {
+        if !wanted || (ctx.honor_max_message_size && filter.too_big(line.len())) {
             continue;
         }
         if let Some(pacer) = pacer.as_mut()
@@ -266,6 +301,12 @@ where
                 "close_every reached",
                 ConnectionEnd::CloseEvery,
             );
+        }
+        if ctx.silent_after == Some(sent) {
+            if let Err(err) = sink.flush().await {
+                return SendEnd::Failed(err.to_string());
+            }
+            return SendEnd::Silent;
         }
     }
 }

@@ -48,6 +48,8 @@ pub fn settings(endpoint: &str, redis_url: &str) -> Settings {
     s.redis.retry_max = Duration::from_millis(300);
     s.redis.response_timeout = Duration::from_secs(2);
     s.redis.connect_timeout = Duration::from_secs(1);
+    // Tests run in parallel: the admin API on a free port, never the default 8089.
+    s.admin.listen = ([127, 0, 0, 1], 0).into();
     s.validate().expect("test settings are valid");
     s
 }
@@ -255,6 +257,8 @@ pub fn ingestor_env(endpoint: &str, redis_url: &str) -> Vec<(&'static str, Strin
         ("JETSTREAM_INGESTOR__REDIS__URL", redis_url.to_owned()),
         ("JETSTREAM_INGESTOR__REDIS__RETRY_MIN", "20ms".to_owned()),
         ("JETSTREAM_INGESTOR__REDIS__RETRY_MAX", "300ms".to_owned()),
+        // Tests run in parallel: the admin API on a free port, never the default 8089.
+        ("JETSTREAM_INGESTOR__ADMIN__LISTEN", "127.0.0.1:0".to_owned()),
     ]
 }
 
@@ -314,4 +318,57 @@ pub async fn wait_status(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A fake Jetstream serving `lines`, configured by `tune` (clock offset, silence, retention …).
+pub fn fake_with(lines: Vec<String>, tune: impl FnOnce(&mut FakeJetstreamConfig)) -> FakeJetstream {
+    let mut cfg = FakeJetstreamConfig::new(Source::Lines(lines));
+    tune(&mut cfg);
+    FakeJetstream::start(cfg).expect("fake jetstream starts")
+}
+
+/// `lines` with the first `"time_us":N` of each rewritten to `start_us + i * step_us`, so a
+/// corpus spans seconds instead of milliseconds (rewinds and clock offsets then mean
+/// something). Everything else in the line is kept byte for byte.
+pub fn respace(lines: &[String], start_us: u64, step_us: u64) -> Vec<String> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| with_time(l, start_us + i as u64 * step_us))
+        .collect()
+}
+
+/// `line` with its first `"time_us":N` replaced by `t`.
+pub fn with_time(line: &str, t: u64) -> String {
+    let key = "\"time_us\":";
+    let at = line.find(key).expect("a time_us") + key.len();
+    let digits = line[at..]
+        .find(|c: char| !c.is_ascii_digit())
+        .expect("digits end");
+    format!("{}{t}{}", &line[..at], &line[at + digits..])
+}
+
+/// The Jetstream zstd dictionary of the shared fixtures, if present.
+pub fn zstd_dictionary() -> Option<std::path::PathBuf> {
+    shared_fixtures()
+        .map(|d| d.join("zstd_dictionary"))
+        .filter(|p| p.is_file())
+}
+
+/// Entries of `records` and `identity` under `prefix`, in order, without the `source` field
+/// (the only field that differs between two hosts serving the same events).
+pub fn jobs_without_source(
+    con: &mut redis::Connection,
+    prefix: &str,
+) -> Vec<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for stream in ["records", "identity"] {
+        for e in read_stream(con, &format!("{prefix}{stream}")) {
+            let mut fields: Vec<(String, String)> =
+                e.into_iter().filter(|(k, _)| k != "source").collect();
+            fields.sort();
+            out.push(fields);
+        }
+    }
+    out
 }

@@ -1,11 +1,21 @@
 //! Typed settings of the Jetstream reader (`[jetstream]` in the config file). Read and
 //! validated by the edge (`src/settings.rs`); the reader only consumes them.
+//!
+//! Failure: [`ReaderConfig::validate`] names the key of the first value that cannot work. It
+//! also reads the zstd dictionary file (the one file this section points at), checks that it
+//! is a zstd dictionary and keeps its bytes, so the reader never reads files itself and a bad
+//! path stops the process at start rather than at the first compressed frame.
 
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::subscribe::{FilterError, Filters};
+
+/// First four bytes of a zstd dictionary (`0xEC30A437`, little endian).
+pub const ZSTD_DICT_MAGIC: [u8; 4] = [0x37, 0xA4, 0x30, 0xEC];
 
 /// `[jetstream]`: where to subscribe and how to batch, reconnect and detect dead hosts.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -44,11 +54,39 @@ pub struct ReaderConfig {
     /// … up to this cap.
     #[serde(with = "crate::model::duration")]
     pub backoff_max: Duration,
-    /// Largest WebSocket message accepted; bigger ones end the session (never allocated).
+    /// Largest WebSocket message accepted. A bigger one is refused by the WebSocket layer
+    /// before its payload is read (never allocated), dead-lettered as `frame_too_large`, and
+    /// skipped (see `oversize.rs`).
     pub max_frame_bytes: usize,
+    /// Ask for zstd-compressed frames (`compress=true`); needs `zstd_dictionary`.
+    pub compress: bool,
+    /// The Jetstream zstd dictionary (`pkg/models/zstd_dictionary` in the Jetstream v1
+    /// source). Without it, compressed frames cannot be read.
+    pub zstd_dictionary: Option<PathBuf>,
+    /// A compressed frame may inflate to at most this many bytes; a bigger one is
+    /// dead-lettered (`zstd_too_large`) without being inflated.
+    pub max_decompressed_bytes: usize,
+    /// Consecutive failed sessions on one endpoint before the reader moves to the next one
+    /// (an idle timeout moves it at once).
+    pub failover_after: u32,
+    /// Rewind of the first dial on another endpoint, instead of `rewind` (never less):
+    /// hosts stamp `time_us` with their own clocks, which differ by seconds.
+    #[serde(with = "crate::model::duration")]
+    pub failover_rewind: Duration,
+    /// Always connect with `requireHello=true` and send the filters as the first
+    /// `options_update` (done anyway when the URL would be too long).
+    pub require_hello: bool,
+    /// Raise a `gap` alarm when the first event of a session is this much newer than the
+    /// cursor the reader asked for (plus its rewind): the host no longer had those events.
+    /// "0s" turns the alarm off.
+    #[serde(with = "crate::model::duration")]
+    pub gap_threshold: Duration,
     /// Replay mode only (set by `replay --until`, not by the file): stop after this cursor.
     #[serde(skip)]
     pub until: Option<u64>,
+    /// The dictionary's bytes once read by `validate` (or the reader's first dial).
+    #[serde(skip)]
+    dictionary: DictionaryCache,
 }
 
 impl Default for ReaderConfig {
@@ -68,7 +106,29 @@ impl Default for ReaderConfig {
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             max_frame_bytes: 2 * 1024 * 1024,
+            compress: false,
+            zstd_dictionary: None,
+            max_decompressed_bytes: 4 * 1024 * 1024,
+            failover_after: 3,
+            failover_rewind: Duration::from_secs(10),
+            require_hello: false,
+            gap_threshold: Duration::from_secs(60),
             until: None,
+            dictionary: DictionaryCache::default(),
+        }
+    }
+}
+
+/// The dictionary read from `zstd_dictionary`, remembered with the path it came from (a
+/// config whose path changes after validation reads the new file).
+#[derive(Clone, Default)]
+struct DictionaryCache(OnceLock<(PathBuf, Arc<[u8]>)>);
+
+impl std::fmt::Debug for DictionaryCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.get() {
+            Some((path, bytes)) => write!(f, "{} ({} bytes)", path.display(), bytes.len()),
+            None => f.write_str("not loaded"),
         }
     }
 }
@@ -86,7 +146,13 @@ pub enum ReaderConfigError {
     IdleNotAbovePing,
     #[error("jetstream.backoff_max must be at least jetstream.backoff_min")]
     BackoffOrder,
-    #[error(transparent)]
+    #[error(
+        "jetstream.zstd_dictionary is required when jetstream.compress = true (the Jetstream dictionary: pkg/models/zstd_dictionary in the Jetstream v1 source)"
+    )]
+    CompressWithoutDictionary,
+    #[error("jetstream.zstd_dictionary: {path}: {reason}")]
+    Dictionary { path: String, reason: String },
+    #[error("jetstream.{0}")]
     Filter(#[from] FilterError),
 }
 
@@ -103,23 +169,21 @@ impl ReaderConfig {
                 return Err(ReaderConfigError::BadEndpoint(e.clone()));
             }
         }
-        if self.batch_max_events == 0 {
-            return Err(ReaderConfigError::TooSmall {
-                key: "batch_max_events",
-                min: 1,
-            });
-        }
-        if self.max_in_flight_batches == 0 {
-            return Err(ReaderConfigError::TooSmall {
-                key: "max_in_flight_batches",
-                min: 1,
-            });
-        }
-        if self.max_frame_bytes < 1024 {
-            return Err(ReaderConfigError::TooSmall {
-                key: "max_frame_bytes",
-                min: 1024,
-            });
+        let minimums: [(&'static str, u64, u64); 5] = [
+            ("batch_max_events", self.batch_max_events as u64, 1),
+            ("max_in_flight_batches", self.max_in_flight_batches as u64, 1),
+            ("max_frame_bytes", self.max_frame_bytes as u64, 1024),
+            (
+                "max_decompressed_bytes",
+                self.max_decompressed_bytes as u64,
+                1024,
+            ),
+            ("failover_after", u64::from(self.failover_after), 1),
+        ];
+        for (key, value, min) in minimums {
+            if value < min {
+                return Err(ReaderConfigError::TooSmall { key, min });
+            }
         }
         if self.idle_timeout <= self.ping_interval {
             return Err(ReaderConfigError::IdleNotAbovePing);
@@ -127,6 +191,10 @@ impl ReaderConfig {
         if self.backoff_max < self.backoff_min {
             return Err(ReaderConfigError::BackoffOrder);
         }
+        if self.compress && self.zstd_dictionary.is_none() {
+            return Err(ReaderConfigError::CompressWithoutDictionary);
+        }
+        self.load_dictionary()?;
         self.filters().validate()?;
         Ok(())
     }
@@ -136,5 +204,121 @@ impl ReaderConfig {
             wanted_collections: self.wanted_collections.clone(),
             wanted_dids: self.wanted_dids.clone(),
         }
+    }
+
+    /// The rewind of the first dial on another endpoint: `failover_rewind`, never less than
+    /// `rewind`.
+    pub fn effective_failover_rewind(&self) -> Duration {
+        self.failover_rewind.max(self.rewind)
+    }
+
+    /// The bytes of `zstd_dictionary` (`None` when no path is set), read once and checked to
+    /// be a zstd dictionary.
+    pub fn load_dictionary(&self) -> Result<Option<Arc<[u8]>>, ReaderConfigError> {
+        let Some(path) = &self.zstd_dictionary else {
+            return Ok(None);
+        };
+        if let Some((cached, bytes)) = self.dictionary.0.get()
+            && cached == path
+        {
+            return Ok(Some(bytes.clone()));
+        }
+        let bytes = read_dictionary(path)?;
+        // A second path (config changed after validation) is read each time; rare.
+        let _ = self.dictionary.0.set((path.clone(), bytes.clone()));
+        Ok(Some(bytes))
+    }
+}
+
+fn read_dictionary(path: &Path) -> Result<Arc<[u8]>, ReaderConfigError> {
+    let fail = |reason: String| ReaderConfigError::Dictionary {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    if bytes.len() < 8 || bytes[..4] != ZSTD_DICT_MAGIC {
+        return Err(fail(
+            "not a zstd dictionary (it must start with the magic number 0xEC30A437)".into(),
+        ));
+    }
+    Ok(Arc::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(cfg: &ReaderConfig) -> String {
+        cfg.validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(ReaderConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn compress_needs_a_real_dictionary() {
+        let mut cfg = ReaderConfig {
+            compress: true,
+            ..ReaderConfig::default()
+        };
+        assert!(err(&cfg).contains("jetstream.zstd_dictionary is required"));
+
+        let dir = std::env::temp_dir().join(format!("jsi-dict-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        cfg.zstd_dictionary = Some(dir.join("missing"));
+        let e = err(&cfg);
+        assert!(e.starts_with("jetstream.zstd_dictionary: ") && e.contains("missing"), "{e}");
+
+        let fake = dir.join("not-a-dict");
+        std::fs::write(&fake, b"hello, this is text").expect("write");
+        cfg.zstd_dictionary = Some(fake);
+        assert!(err(&cfg).contains("not a zstd dictionary"));
+
+        let real = dir.join("dict");
+        let mut bytes = ZSTD_DICT_MAGIC.to_vec();
+        bytes.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        std::fs::write(&real, &bytes).expect("write");
+        cfg.zstd_dictionary = Some(real.clone());
+        assert!(cfg.validate().is_ok());
+        std::fs::remove_file(&real).expect("remove");
+        let loaded = cfg.load_dictionary().expect("cached after validate");
+        assert_eq!(loaded.as_deref(), Some(&bytes[..]), "read once, kept");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn limits_name_the_key_and_the_count() {
+        let cfg = ReaderConfig {
+            wanted_dids: (0..10_001).map(|i| format!("did:plc:{i:024}")).collect(),
+            ..ReaderConfig::default()
+        };
+        let e = err(&cfg);
+        assert!(
+            e.contains("jetstream.wanted_dids") && e.contains("10001"),
+            "{e}"
+        );
+        let cfg = ReaderConfig {
+            failover_after: 0,
+            ..ReaderConfig::default()
+        };
+        assert_eq!(err(&cfg), "jetstream.failover_after: must be at least 1");
+    }
+
+    #[test]
+    fn failover_rewind_is_never_below_rewind() {
+        let cfg = ReaderConfig {
+            rewind: Duration::from_secs(30),
+            ..ReaderConfig::default()
+        };
+        assert_eq!(cfg.effective_failover_rewind(), Duration::from_secs(30));
+        assert_eq!(
+            ReaderConfig::default().effective_failover_rewind(),
+            Duration::from_secs(10)
+        );
     }
 }

@@ -1,10 +1,18 @@
-//! Jetstream room: the reader actor (`reader.rs`) and its pure logic: frame decoding,
-//! subscribe URLs and filters, heartbeat, config.
+//! Jetstream room: the reader actor (`reader.rs` shell, `read_loop.rs` dials and failover,
+//! `session.rs` one connection) and its pure logic: frame decoding, zstd inflation, subscribe
+//! URLs and filters, heartbeat, failover policy, gap detection, oversized-frame skipping,
+//! config.
 
 pub mod config;
 pub mod decode;
+pub mod failover;
+pub mod gap;
 pub mod heartbeat;
+pub mod inflate;
+pub mod oversize;
+mod read_loop;
 pub mod reader;
+mod session;
 pub mod subscribe;
 
 pub use config::ReaderConfig;

@@ -1,21 +1,20 @@
-//! The subscribe URL, rebuilt on every dial from the committed cursor (DESIGN.md §1), and the
-//! filters that go into it. Pure.
+//! The subscribe URL, rebuilt on every dial from the committed cursor (DESIGN.md §1), the
+//! filters that go into it, and the `options_update` message that carries them instead when
+//! the URL would be too long (`requireHello`), when the admin changes them on a live socket,
+//! or when the reader asks the host to skip oversized frames. Pure.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use url::Url;
+
+pub use crate::messages::Filters;
 
 /// Jetstream's documented filter limits.
 pub const MAX_WANTED_COLLECTIONS: usize = 100;
 pub const MAX_WANTED_DIDS: usize = 10_000;
 
-/// What to ask Jetstream for.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Filters {
-    #[serde(rename = "wantedCollections", default)]
-    pub wanted_collections: Vec<String>,
-    #[serde(rename = "wantedDids", default)]
-    pub wanted_dids: Vec<String>,
-}
+/// A subscribe URL longer than this goes through `requireHello` + `options_update` instead:
+/// many servers and proxies cap a request head at 8 KiB (10,000 DIDs make ~450 KB).
+pub const MAX_URL_BYTES: usize = 8 * 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FilterError {
@@ -80,23 +79,117 @@ pub fn subscribe_url(
     filters: &Filters,
     cursor: Option<u64>,
 ) -> Result<Url, url::ParseError> {
-    let mut url = Url::parse(endpoint)?;
-    {
-        let mut q = url.query_pairs_mut();
-        for c in &filters.wanted_collections {
-            q.append_pair("wantedCollections", c);
+    let plan = plan_dial(
+        endpoint,
+        &DialOptions {
+            filters,
+            cursor,
+            compress: false,
+            require_hello: false,
+            max_message_size: None,
+        },
+    )?;
+    Ok(plan.url)
+}
+
+/// Everything one dial asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct DialOptions<'a> {
+    pub filters: &'a Filters,
+    pub cursor: Option<u64>,
+    /// `compress=true`: zstd frames with the Jetstream dictionary.
+    pub compress: bool,
+    /// Force `requireHello=true` (otherwise used only when the URL would be too long).
+    pub require_hello: bool,
+    /// `maxMessageSizeBytes`: the host skips messages bigger than this (used only while
+    /// getting past an oversized frame).
+    pub max_message_size: Option<usize>,
+}
+
+/// A dial: the URL, and the `options_update` to send right after the upgrade when the
+/// filters are not in the URL (`requireHello=true`: the host sends nothing until it comes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialPlan {
+    pub url: Url,
+    pub hello: Option<String>,
+}
+
+/// Plans a dial: filters in the URL when it stays under [`MAX_URL_BYTES`] and
+/// `require_hello` is off; otherwise `requireHello=true`, no filters in the URL, and the
+/// filters (with `maxMessageSizeBytes`) as the first `options_update`.
+pub fn plan_dial(endpoint: &str, o: &DialOptions<'_>) -> Result<DialPlan, url::ParseError> {
+    let base = Url::parse(endpoint)?;
+    let build = |with_filters: bool| {
+        let mut url = base.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            if with_filters {
+                for c in &o.filters.wanted_collections {
+                    q.append_pair("wantedCollections", c);
+                }
+                for d in &o.filters.wanted_dids {
+                    q.append_pair("wantedDids", d);
+                }
+            }
+            if let Some(c) = o.cursor {
+                q.append_pair("cursor", &c.to_string());
+            }
+            if o.compress {
+                q.append_pair("compress", "true");
+            }
+            if !with_filters {
+                q.append_pair("requireHello", "true");
+            }
+            if with_filters && let Some(max) = o.max_message_size {
+                q.append_pair("maxMessageSizeBytes", &max.to_string());
+            }
         }
-        for d in &filters.wanted_dids {
-            q.append_pair("wantedDids", d);
+        if url.query() == Some("") {
+            url.set_query(None);
         }
-        if let Some(c) = cursor {
-            q.append_pair("cursor", &c.to_string());
+        url
+    };
+    if !o.require_hello {
+        let url = build(true);
+        if url.as_str().len() <= MAX_URL_BYTES {
+            return Ok(DialPlan { url, hello: None });
         }
     }
-    if url.query() == Some("") {
-        url.set_query(None);
+    Ok(DialPlan {
+        url: build(false),
+        hello: Some(options_update(o.filters, o.max_message_size)),
+    })
+}
+
+/// The Jetstream `options_update` subscriber message. It replaces the whole subscription
+/// (collections, DIDs and size cap: a field left empty means "everything" / "no cap"), so it
+/// always carries all three.
+pub fn options_update(filters: &Filters, max_message_size: Option<usize>) -> String {
+    #[derive(Serialize)]
+    struct Payload<'a> {
+        #[serde(rename = "wantedCollections")]
+        wanted_collections: &'a [String],
+        #[serde(rename = "wantedDids")]
+        wanted_dids: &'a [String],
+        #[serde(rename = "maxMessageSizeBytes")]
+        max_message_size_bytes: usize,
     }
-    Ok(url)
+    #[derive(Serialize)]
+    struct Message<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        payload: Payload<'a>,
+    }
+    let message = Message {
+        kind: "options_update",
+        payload: Payload {
+            wanted_collections: &filters.wanted_collections,
+            wanted_dids: &filters.wanted_dids,
+            max_message_size_bytes: max_message_size.unwrap_or(0),
+        },
+    };
+    // Strings and numbers only: serialising cannot fail.
+    serde_json::to_string(&message).unwrap_or_default()
 }
 
 /// `host[:port]` of an endpoint, the `source` of every job read from it.
@@ -167,5 +260,98 @@ mod tests {
             wanted_dids: vec![],
         };
         assert_eq!(many.validate(), Err(FilterError::TooManyCollections(101)));
+    }
+
+    #[test]
+    fn compress_and_size_cap_go_into_the_url() {
+        let f = Filters {
+            wanted_collections: vec!["app.bsky.feed.post".into()],
+            wanted_dids: vec![],
+        };
+        let plan = plan_dial(
+            "wss://h.example/subscribe",
+            &DialOptions {
+                filters: &f,
+                cursor: Some(5),
+                compress: true,
+                require_hello: false,
+                max_message_size: Some(1024),
+            },
+        )
+        .expect("valid");
+        assert_eq!(
+            plan.url.as_str(),
+            "wss://h.example/subscribe?wantedCollections=app.bsky.feed.post&cursor=5&compress=true&maxMessageSizeBytes=1024"
+        );
+        assert_eq!(plan.hello, None);
+    }
+
+    #[test]
+    fn require_hello_moves_filters_into_the_first_options_update() {
+        let f = Filters {
+            wanted_collections: vec!["app.bsky.feed.post".into()],
+            wanted_dids: vec!["did:plc:abc".into()],
+        };
+        let plan = plan_dial(
+            "ws://127.0.0.1:9/subscribe",
+            &DialOptions {
+                filters: &f,
+                cursor: Some(7),
+                compress: false,
+                require_hello: true,
+                max_message_size: Some(2048),
+            },
+        )
+        .expect("valid");
+        assert_eq!(
+            plan.url.as_str(),
+            "ws://127.0.0.1:9/subscribe?cursor=7&requireHello=true"
+        );
+        let hello: serde_json::Value =
+            serde_json::from_str(plan.hello.as_deref().expect("a hello")).expect("json");
+        assert_eq!(
+            hello,
+            serde_json::json!({"type": "options_update", "payload": {
+                "wantedCollections": ["app.bsky.feed.post"],
+                "wantedDids": ["did:plc:abc"],
+                "maxMessageSizeBytes": 2048
+            }})
+        );
+    }
+
+    #[test]
+    fn a_url_that_would_be_too_long_switches_to_require_hello() {
+        let many = Filters {
+            wanted_collections: vec![],
+            wanted_dids: (0..MAX_WANTED_DIDS)
+                .map(|i| format!("did:plc:{i:024}"))
+                .collect(),
+        };
+        assert_eq!(many.validate(), Ok(()));
+        let opts = DialOptions {
+            filters: &many,
+            cursor: None,
+            compress: false,
+            require_hello: false,
+            max_message_size: None,
+        };
+        let plan = plan_dial("ws://h/subscribe", &opts).expect("valid");
+        assert_eq!(plan.url.as_str(), "ws://h/subscribe?requireHello=true");
+        assert!(plan.hello.as_deref().is_some_and(|h| h.len() > 300_000));
+        let few = Filters {
+            wanted_dids: many.wanted_dids[..100].to_vec(),
+            ..Filters::default()
+        };
+        let plan = plan_dial("ws://h/subscribe", &DialOptions { filters: &few, ..opts })
+            .expect("valid");
+        assert!(plan.hello.is_none() && plan.url.as_str().len() <= MAX_URL_BYTES);
+        let over = Filters {
+            wanted_dids: (0..=MAX_WANTED_DIDS).map(|i| format!("did:plc:{i}")).collect(),
+            ..Filters::default()
+        };
+        assert_eq!(
+            over.validate().map_err(|e| e.to_string()),
+            Err("wanted_dids: 10001 entries, Jetstream accepts at most 10000".to_owned())
+        );
     }
 }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::messages::{Batch, Item};
 use crate::model::job::{entry_for_dead, entry_for_event};
-use crate::model::{StreamEntry, StreamKind};
+use crate::model::StreamEntry;
 
 /// Redis keys of one ingestor, all under its prefix.
 #[derive(Debug, Clone)]
@@ -36,26 +36,20 @@ impl Keys {
 }
 
 /// KEYS: 1 dedupe zset, 2 cursor, 3.. the streams this batch writes to.
-/// ARGV: 1 prune-below score ("" = none), 2 cursor ("" = none), 3 stream count k,
-/// 4..3+k MAXLEN per stream ("0" = untrimmed), 4+k entry count, then per entry: stream
-/// number (1..k), identity, score, field count n, then n field/value pairs.
-/// Returns {written, skipped}.
+/// ARGV: 1 prune-below score ("" = none), 2 cursor ("" = none), 3 entry count, then per
+/// entry: stream number (1.. → KEYS[2 + n]), identity, score, field count n, then n
+/// field/value pairs. Returns {written, skipped}. No trimming here: on Redis 7 `MAXLEN`
+/// would delete entries consumer groups have not read; the retention keeper trims.
 pub const COMMIT_SCRIPT: &str = r#"#!lua
-local k = tonumber(ARGV[3])
 local written, skipped = 0, 0
-local i = 5 + k
-for _ = 1, tonumber(ARGV[4 + k]) do
+local i = 4
+for _ = 1, tonumber(ARGV[3]) do
   local s = tonumber(ARGV[i])
   local nf = tonumber(ARGV[i + 3])
   local first = i + 4
   local last = first + 2 * nf - 1
   if redis.call('ZADD', KEYS[1], 'NX', ARGV[i + 2], ARGV[i + 1]) == 1 then
-    local maxlen = ARGV[3 + s]
-    if maxlen == '0' then
-      redis.call('XADD', KEYS[2 + s], '*', unpack(ARGV, first, last))
-    else
-      redis.call('XADD', KEYS[2 + s], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, first, last))
-    end
+    redis.call('XADD', KEYS[2 + s], '*', unpack(ARGV, first, last))
     written = written + 1
   else
     skipped = skipped + 1
@@ -77,8 +71,6 @@ return {written, skipped}
 /// Limits that shape the arguments.
 #[derive(Debug, Clone, Copy)]
 pub struct CommitLimits {
-    pub max_len: u64,
-    pub dead_max_len: u64,
     pub dedupe_window_us: u64,
 }
 
@@ -113,15 +105,15 @@ pub fn invocation(
     cursor: Option<u64>,
     limits: CommitLimits,
 ) -> Invocation {
-    // The distinct streams of this batch, in first-use order, with their MAXLEN.
-    let mut streams: Vec<(&str, StreamKind)> = Vec::new();
+    // The distinct streams of this batch, in first-use order.
+    let mut streams: Vec<&str> = Vec::new();
     let mut index = Vec::with_capacity(entries.len());
     for e in entries {
         let name = e.stream_name();
-        let at = match streams.iter().position(|(n, _)| *n == name) {
+        let at = match streams.iter().position(|n| *n == name) {
             Some(at) => at,
             None => {
-                streams.push((name, e.stream));
+                streams.push(name);
                 streams.len() - 1
             }
         };
@@ -130,25 +122,16 @@ pub fn invocation(
     let mut k = Vec::with_capacity(2 + streams.len());
     k.push(keys.dedupe.clone());
     k.push(keys.cursor.clone());
-    k.extend(streams.iter().map(|(n, _)| keys.stream(n)));
+    k.extend(streams.iter().map(|n| keys.stream(n)));
 
     let per_entry: usize = entries.iter().map(|e| 4 + 2 * e.fields.len()).sum();
-    let mut args = Vec::with_capacity(4 + streams.len() + per_entry);
+    let mut args = Vec::with_capacity(3 + per_entry);
     args.push(
         cursor
             .map(|c| c.saturating_sub(limits.dedupe_window_us).to_string())
             .unwrap_or_default(),
     );
     args.push(cursor.map(|c| c.to_string()).unwrap_or_default());
-    args.push(streams.len().to_string());
-    for (_, kind) in &streams {
-        let maxlen = if *kind == StreamKind::Dead {
-            limits.dead_max_len
-        } else {
-            limits.max_len
-        };
-        args.push(maxlen.to_string());
-    }
     args.push(entries.len().to_string());
     for (e, at) in entries.iter().zip(index) {
         args.push(at.to_string());
@@ -166,6 +149,7 @@ pub fn invocation(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::StreamKind;
 
     fn entry(stream: StreamKind, route: Option<&str>, id: &str) -> StreamEntry {
         StreamEntry {
@@ -179,11 +163,7 @@ mod tests {
 
     #[test]
     fn invocation_follows_the_documented_layout() {
-        let limits = CommitLimits {
-            max_len: 100,
-            dead_max_len: 5,
-            dedupe_window_us: 3,
-        };
+        let limits = CommitLimits { dedupe_window_us: 3 };
         let entries = [
             entry(StreamKind::Records, None, "x"),
             entry(StreamKind::Dead, None, "y"),
@@ -191,36 +171,19 @@ mod tests {
             entry(StreamKind::Records, None, "w"),
         ];
         let inv = invocation(&Keys::new("jsi:"), &entries, Some(50), limits);
-        assert_eq!(
-            inv.keys,
-            [
-                "jsi:dedupe",
-                "jsi:cursor",
-                "jsi:records",
-                "jsi:dead",
-                "jsi:feed"
-            ]
-        );
-        assert_eq!(
-            &inv.args[..8],
-            &["47", "50", "3", "100", "5", "100", "4", "1"]
-        );
-        assert_eq!(&inv.args[7..15], &["1", "x", "10", "2", "a", "1", "b", "2"]);
-        assert_eq!(&inv.args[15..17], &["2", "y"]);
-        assert_eq!(&inv.args[23..25], &["3", "z"]);
-        assert_eq!(&inv.args[31..33], &["1", "w"]);
-        assert_eq!(inv.args.len(), 7 + 4 * 8);
+        assert_eq!(inv.keys, ["jsi:dedupe", "jsi:cursor", "jsi:records", "jsi:dead", "jsi:feed"]);
+        assert_eq!(&inv.args[..3], &["47", "50", "4"]);
+        assert_eq!(&inv.args[3..11], &["1", "x", "10", "2", "a", "1", "b", "2"]);
+        assert_eq!(&inv.args[11..13], &["2", "y"]);
+        assert_eq!(&inv.args[19..21], &["3", "z"]);
+        assert_eq!(&inv.args[27..29], &["1", "w"]);
+        assert_eq!(inv.args.len(), 3 + 4 * 8);
     }
 
     #[test]
     fn no_cursor_means_no_prune_and_no_cursor_update() {
-        let limits = CommitLimits {
-            max_len: 0,
-            dead_max_len: 0,
-            dedupe_window_us: 3,
-        };
-        let inv = invocation(&Keys::new("p:"), &[], None, limits);
-        assert_eq!(inv.args, vec!["", "", "0", "0"]);
+        let inv = invocation(&Keys::new("p:"), &[], None, CommitLimits { dedupe_window_us: 3 });
+        assert_eq!(inv.args, vec!["", "", "0"]);
         assert_eq!(inv.keys, ["p:dedupe", "p:cursor"]);
     }
 }

@@ -12,10 +12,8 @@ pub struct WriterConfig {
     pub url: String,
     /// Prefix of every key we own (`<prefix>records`, `<prefix>cursor`, …).
     pub key_prefix: String,
-    /// `XADD … MAXLEN ~` for the records and identity streams (0 = never trim).
-    pub max_len: u64,
-    /// `XADD … MAXLEN ~` for the dead-letter stream (0 = never trim).
-    pub dead_max_len: u64,
+    /// How streams are trimmed without deleting what consumer groups still need.
+    pub retention: RetentionConfig,
     /// How long an event identity is remembered to skip replays; must exceed the reader's
     /// rewind (checked at start).
     #[serde(with = "crate::model::duration")]
@@ -38,8 +36,7 @@ impl Default for WriterConfig {
         WriterConfig {
             url: "redis://127.0.0.1:6379".to_owned(),
             key_prefix: "jsi:".to_owned(),
-            max_len: 1_000_000,
-            dead_max_len: 100_000,
+            retention: RetentionConfig::default(),
             dedupe_window: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(10),
@@ -47,6 +44,49 @@ impl Default for WriterConfig {
             retry_max: Duration::from_secs(5),
         }
     }
+}
+
+/// `[redis.retention]`: upper bounds the operator wants, applied periodically by the
+/// retention keeper, never past an entry a protected consumer group still needs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Keep at most about this many entries per job stream (0 = no length bound).
+    pub max_len: u64,
+    /// Trim entries older than this (by entry id time); "" = no age bound.
+    #[serde(with = "crate::model::duration::option")]
+    pub max_age: Option<Duration>,
+    /// The same length bound for the dead-letter stream.
+    pub dead_max_len: u64,
+    /// How often streams are checked and trimmed.
+    #[serde(with = "crate::model::duration")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { max_len: 1_000_000, max_age: None, dead_max_len: 100_000, interval: Duration::from_secs(10) }
+    }
+}
+
+/// `[[consumers]]`: a consumer group the ingestor creates at start (if missing) and protects
+/// from trimming unless `disposable`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerGroup {
+    /// Stream name after the key prefix (`records`, `identity`, a route's stream …).
+    pub stream: String,
+    pub group: String,
+    /// Where a newly created group starts: `0` (every entry still in the stream) or `$`.
+    #[serde(default = "default_start_id")]
+    pub start_id: String,
+    /// Retention may trim entries this group has not read.
+    #[serde(default)]
+    pub disposable: bool,
+}
+
+fn default_start_id() -> String {
+    "0".to_owned()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +97,32 @@ pub enum WriterConfigError {
     EmptyPrefix,
     #[error("redis.retry_max must be at least redis.retry_min")]
     RetryOrder,
+    #[error("redis.retention.interval must be at least 100ms")]
+    RetentionInterval,
+    #[error("consumers[{index}]: {message}")]
+    Consumer { index: usize, message: String },
+}
+
+/// Checks declared consumer groups (names, start ids, duplicates).
+pub fn validate_consumers(consumers: &[ConsumerGroup]) -> Result<(), WriterConfigError> {
+    for (index, c) in consumers.iter().enumerate() {
+        let bad = |message: String| Err(WriterConfigError::Consumer { index, message });
+        let name_ok = |s: &str| !s.is_empty() && s.len() <= 128 && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !name_ok(&c.stream) {
+            return bad(format!("stream {:?} must be a non-empty name without spaces", c.stream));
+        }
+        if !name_ok(&c.group) {
+            return bad(format!("group {:?} must be a non-empty name without spaces", c.group));
+        }
+        let start_ok = c.start_id == "$" || super::trim::StreamId::parse(&c.start_id).is_some();
+        if !start_ok {
+            return bad(format!("start_id {:?} must be \"0\", \"$\" or an entry id like \"1700000000000-0\"", c.start_id));
+        }
+        if consumers[..index].iter().any(|o| o.stream == c.stream && o.group == c.group) {
+            return bad(format!("group {:?} on stream {:?} is declared twice", c.group, c.stream));
+        }
+    }
+    Ok(())
 }
 
 impl WriterConfig {
@@ -68,6 +134,9 @@ impl WriterConfig {
         }
         if self.retry_max < self.retry_min {
             return Err(WriterConfigError::RetryOrder);
+        }
+        if self.retention.interval < Duration::from_millis(100) {
+            return Err(WriterConfigError::RetentionInterval);
         }
         Ok(())
     }

@@ -3,6 +3,8 @@
 
 pub mod commit;
 pub mod config;
+pub mod retention;
+pub mod trim;
 pub mod writer;
 
 pub use config::WriterConfig;

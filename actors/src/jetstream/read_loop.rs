@@ -1,0 +1,320 @@
+//! The read loop of one actor start, across sessions: picks the endpoint and the cursor of
+//! every dial, runs the session (`session.rs`), then settles how it ended: counters and
+//! backoff, the failover policy (`failover.rs`), getting past oversized frames
+//! (`oversize.rs`), and the reconnect delay.
+//!
+//! Cursor of a dial, first match wins: a skip in progress (positions computed by
+//! `oversize.rs`); an explicit cursor (`Restart { from_cursor }`, `--cursor`, replay); the
+//! committed cursor minus `failover_rewind` while the reader has just moved to another host
+//! (its clock differs) and has no events from it yet; the committed cursor minus `rewind`;
+//! live when nothing is committed.
+//!
+//! Failure: never gives up. Every session end is counted by reason; sessions without events
+//! and silent sessions are failures (backoff grows, failover may move); before each dial the
+//! loop waits for every pushed batch to be committed, so the committed cursor covers all it
+//! read.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Recipient;
+use tokio::sync::{Semaphore, watch};
+use tracing::{info, warn};
+
+use super::config::ReaderConfig;
+use super::failover::{Next, SessionOutcome};
+use super::inflate::Inflater;
+use super::oversize::{OversizeSkip, Probe, SkipDial};
+use super::reader::Shared;
+use super::session::{Pending, SessionEnd};
+use super::subscribe::source_of;
+use crate::backoff::full_jitter;
+use crate::messages::{Item, PushBatch, ReaderState};
+use crate::model::{Cursor, DeadLetter};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Control {
+    Run,
+    Pause,
+    Drain,
+}
+
+/// One dial, as decided before it happens.
+#[derive(Debug, Clone)]
+pub(super) struct Dial {
+    pub endpoint: String,
+    pub endpoint_index: usize,
+    pub cursor: Option<u64>,
+    /// Rewind subtracted from the committed cursor to get `cursor` (zero for exact dials).
+    pub rewind: Duration,
+    /// Part of getting past an oversized frame.
+    pub skip: Option<SkipDial>,
+}
+
+impl Dial {
+    /// Ask the host to skip messages above `max_frame_bytes` (lifted after the first event).
+    pub fn cap(&self) -> bool {
+        self.skip.is_some_and(|s| s.cap)
+    }
+
+    /// End at the first frame, pushing nothing.
+    pub fn probe(&self) -> bool {
+        self.skip.is_some_and(|s| s.probe)
+    }
+}
+
+pub(super) struct ReadLoop {
+    pub cfg: Arc<ReaderConfig>,
+    pub shared: Rc<Shared>,
+    pub window: Arc<Semaphore>,
+    pub downstream: Recipient<PushBatch>,
+    pub control: watch::Receiver<Control>,
+    /// zstd context and buffer, built at the first compressed dial and reused.
+    pub inflater: Option<Inflater>,
+    /// Getting past an oversized frame, if one was met.
+    skip: Option<OversizeSkip>,
+}
+
+impl ReadLoop {
+    pub fn new(
+        cfg: Arc<ReaderConfig>,
+        shared: Rc<Shared>,
+        window: Arc<Semaphore>,
+        downstream: Recipient<PushBatch>,
+        control: watch::Receiver<Control>,
+    ) -> ReadLoop {
+        ReadLoop {
+            cfg,
+            shared,
+            window,
+            downstream,
+            control,
+            inflater: None,
+            skip: None,
+        }
+    }
+
+    pub async fn run(mut self) {
+        loop {
+            let control = *self.control.borrow_and_update();
+            match control {
+                Control::Run => {}
+                Control::Pause => {
+                    self.shared.set_state(ReaderState::Paused);
+                    let _ = self.control.wait_for(|c| *c != Control::Pause).await;
+                    continue;
+                }
+                Control::Drain => {
+                    self.shared.set_state(ReaderState::Finished);
+                    return;
+                }
+            }
+            // Everything pushed so far must be committed before we pick the dial cursor.
+            self.shared.set_state(ReaderState::Connecting);
+            self.wait_window_drained().await;
+
+            let dial = self.next_dial();
+            let end = self.session(&dial).await;
+            let urgent = self.settle(&dial, &end).await;
+            if end.finished {
+                info!(reason = end.reason, "reader finished");
+                self.shared.set_state(ReaderState::Finished);
+                return;
+            }
+            if *self.control.borrow() != Control::Run || urgent {
+                continue;
+            }
+            let ceiling = self.shared.backoff.borrow_mut().next_ceiling();
+            self.shared.counters.borrow_mut().backoff_ceiling = ceiling;
+            let delay = full_jitter(ceiling);
+            let failures = self.shared.counters.borrow().consecutive_failures;
+            warn!(
+                reason = end.reason,
+                error = end.error.as_deref().unwrap_or(""),
+                consecutive_failures = failures,
+                delay_ms = delay.as_millis() as u64,
+                "jetstream session ended, reconnecting"
+            );
+            self.shared.set_state(ReaderState::Backoff);
+            let mut control = self.control.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = control.changed() => {}
+            }
+        }
+    }
+
+    async fn wait_window_drained(&self) {
+        let n = u32::try_from(self.cfg.max_in_flight_batches).unwrap_or(u32::MAX);
+        let _all = self.window.acquire_many(n).await;
+    }
+
+    fn next_dial(&mut self) -> Dial {
+        let index = self.shared.failover.borrow().current() % self.cfg.endpoints.len().max(1);
+        let endpoint = self.cfg.endpoints.get(index).cloned().unwrap_or_default();
+        *self.shared.endpoint.borrow_mut() = endpoint.clone();
+        self.shared.endpoint_index.set(index);
+        let mut dial = Dial {
+            endpoint,
+            endpoint_index: index,
+            cursor: None,
+            rewind: Duration::ZERO,
+            skip: None,
+        };
+        if let Some(skip) = self.skip.as_mut() {
+            let next = skip.next_dial();
+            dial.cursor = next.cursor;
+            dial.skip = Some(next);
+        } else if let Some(c) = self.shared.dial_override.take() {
+            dial.cursor = Some(c);
+        } else if let Some(c) = self.shared.committed.get() {
+            dial.rewind = if self.shared.failover_pending.get() {
+                self.cfg.effective_failover_rewind()
+            } else {
+                self.cfg.rewind
+            };
+            dial.cursor = Some(Cursor(c).rewound(dial.rewind).0);
+        }
+        dial
+    }
+
+    /// Counts the session, applies the failover policy and the oversize skip. Returns true
+    /// when the next dial should go out without the reconnect delay.
+    async fn settle(&mut self, dial: &Dial, end: &SessionEnd) -> bool {
+        let urgent = self.settle_oversize(dial, end).await;
+        let outcome = if end.reason == "idle_timeout" {
+            SessionOutcome::Silent
+        } else if end.reason == "stopped" || end.reason == "oversize_probe" || end.oversized.is_some() {
+            SessionOutcome::Neutral
+        } else if end.progressed {
+            SessionOutcome::Healthy
+        } else {
+            SessionOutcome::Failed
+        };
+        let failures = {
+            let mut c = self.shared.counters.borrow_mut();
+            if end.progressed && outcome != SessionOutcome::Silent {
+                self.shared.backoff.borrow_mut().reset();
+                self.shared.failover_pending.set(false);
+                c.consecutive_failures = 0;
+            }
+            if matches!(outcome, SessionOutcome::Failed | SessionOutcome::Silent) {
+                c.consecutive_failures = c.consecutive_failures.saturating_add(1);
+            }
+            if let Some(e) = &end.error {
+                c.last_error = Some(e.clone());
+            }
+            c.consecutive_failures
+        };
+        metrics::counter!("jetstream_ingestor_sessions_ended_total", "reason" => end.reason)
+            .increment(1);
+        metrics::gauge!("jetstream_ingestor_reader_consecutive_failures")
+            .set(f64::from(failures));
+        let next = self.shared.failover.borrow_mut().record(outcome);
+        if let Next::Move { from, to } = next {
+            self.shared.counters.borrow_mut().failovers += 1;
+            self.shared.failover_pending.set(true);
+            // Skip positions are in the old host's clock.
+            self.skip = None;
+            metrics::counter!("jetstream_ingestor_failovers_total").increment(1);
+            warn!(
+                from = %self.cfg.endpoints.get(from).map_or("", String::as_str),
+                to = %self.cfg.endpoints.get(to).map_or("", String::as_str),
+                reason = end.reason,
+                rewind_ms = self.cfg.effective_failover_rewind().as_millis() as u64,
+                "failing over to the next jetstream endpoint"
+            );
+            return false;
+        }
+        urgent
+    }
+
+    /// Oversized frames: feeds a skip in progress with what this dial found, or starts one
+    /// (with its dead letter) when a regular session met such a frame.
+    async fn settle_oversize(&mut self, dial: &Dial, end: &SessionEnd) -> bool {
+        let mut in_progress = false;
+        if let (Some(step), Some(skip)) = (dial.skip, self.skip.as_mut()) {
+            let found = if end.first_time.is_some() {
+                Some(Probe::Passed)
+            } else if end.oversized.is_some() {
+                Some(Probe::Refused)
+            } else {
+                None
+            };
+            match found {
+                Some(found) if skip.observe(step, found) => {
+                    let resume = if step.cap { end.first_time } else { step.cursor };
+                    info!(
+                        dials = skip.dials(),
+                        resumed_at = ?resume,
+                        "got past the oversized frame"
+                    );
+                    metrics::counter!("jetstream_ingestor_oversize_skips_total").increment(1);
+                    if let (Some(origin), Some(resume)) = (skip.origin(), resume) {
+                        self.shared
+                            .skipped
+                            .set(Some((dial.endpoint_index, origin, resume)));
+                    }
+                    self.skip = None;
+                }
+                // Nothing learnt (the dial failed): the same step is tried again later.
+                None => return false,
+                Some(_) => in_progress = true,
+            }
+        }
+        let Some(size) = end.oversized else {
+            return in_progress && self.skip.as_ref().is_some_and(OversizeSkip::urgent);
+        };
+        if in_progress {
+            return self.skip.as_ref().is_some_and(OversizeSkip::urgent);
+        }
+        // A frame refused in a regular session (or after a skip finished in this one).
+        let skip = OversizeSkip::new(end.last_time, dial.cursor);
+        if let (Some((index, origin, resume)), Some(at)) = (self.shared.skipped.get(), skip.origin())
+            && index == dial.endpoint_index
+            && origin == at
+        {
+            info!(resume, "met the oversized frame skipped before; going past it again");
+            self.shared.dial_override.set(Some(resume));
+            return true;
+        }
+        self.dead_letter_oversized(size, dial, end).await;
+        let urgent = skip.urgent();
+        self.skip = Some(skip);
+        urgent
+    }
+
+    /// `frame_too_large`: the frame itself was never read, so its dead letter carries what
+    /// we know instead of its bytes (its size, and the event it came after), unique enough
+    /// for the dead letter's dedupe identity.
+    async fn dead_letter_oversized(&mut self, size: usize, dial: &Dial, end: &SessionEnd) {
+        let after = end
+            .last_time
+            .map_or_else(|| format!("first frame from cursor {:?}", dial.cursor), |t| format!("after time_us {t}"));
+        let message = format!(
+            "frame of {size} bytes refused (jetstream.max_frame_bytes = {}), {after} on {}; skipped",
+            self.cfg.max_frame_bytes, dial.endpoint
+        );
+        warn!(size, max = self.cfg.max_frame_bytes, after_time_us = ?end.last_time, endpoint = %dial.endpoint, "oversized frame dead-lettered");
+        metrics::counter!("jetstream_ingestor_dead_letters_total", "reason" => "frame_too_large")
+            .increment(1);
+        self.shared.counters.borrow_mut().dead_letters += 1;
+        let descriptor = serde_json::json!({
+            "frame_too_large": { "size": size, "after_time_us": end.last_time, "dial_cursor": dial.cursor }
+        })
+        .to_string();
+        let mut d = DeadLetter::new("frame_too_large", message, descriptor.as_bytes());
+        d.raw_len = size;
+        let mut pending = Some(Pending {
+            items: vec![Item::Dead(d)],
+            cursor: None,
+            received_at: Instant::now(),
+        });
+        let source: Arc<str> = Arc::from(source_of(&dial.endpoint));
+        let session = self.shared.current_session.get();
+        if let Err(e) = self.flush(&mut pending, session, &source).await {
+            warn!(error = %e, "cannot hand the frame_too_large dead letter on");
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! One session: dials the planned URL (filters in the query, or `requireHello` with the
+//! filters as the first `options_update`), then reads frames until the session ends: text
+//! frames are decoded, binary frames inflated with the zstd dictionary (bounded) when
+//! `compress` is on, events grouped into batches (size or linger bound) and pushed with a
+//! credit of the in-flight window; no credit, no reading, so backpressure reaches the TCP
+//! socket. Filter updates go out as `options_update` on the live socket. The first event of
+//! the session is checked for a gap (`gap.rs`).
+//!
+//! Failure: a session ends on close, EOF, socket error, idle timeout, a frame the WebSocket
+//! layer refuses as too large (its dead letter and the skip are the read loop's business),
+//! or a stop request; it always flushes what it read first. A frame that does not decode,
+//! inflate or fit is dead-lettered and reading goes on.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tracing::{debug, info, warn};
+
+use super::decode::{Decoded, decode_frame};
+use super::gap::detect_gap;
+use super::heartbeat::{Heartbeat, Liveness};
+use super::inflate::{InflateError, Inflater};
+use super::read_loop::{Control, Dial, ReadLoop};
+use super::subscribe::{DialOptions, options_update, plan_dial, source_of};
+use crate::messages::{Batch, Credit, GapAlarm, Item, PushBatch, ReaderState};
+use crate::model::DeadLetter;
+
+/// How a session ended.
+pub(super) struct SessionEnd {
+    /// At least one event arrived: the host works, so the backoff resets.
+    pub progressed: bool,
+    pub reason: &'static str,
+    pub error: Option<String>,
+    /// Stop redialing (drain requested, or replay reached `until`).
+    pub finished: bool,
+    /// The WebSocket layer refused a message of this many bytes (`max_frame_bytes`).
+    pub oversized: Option<usize>,
+    /// `time_us` of the first and of the last frame that told one.
+    pub first_time: Option<u64>,
+    pub last_time: Option<u64>,
+}
+
+impl SessionEnd {
+    fn failed(reason: &'static str, error: String) -> Self {
+        SessionEnd {
+            progressed: false,
+            reason,
+            error: Some(error),
+            finished: false,
+            oversized: None,
+            first_time: None,
+            last_time: None,
+        }
+    }
+}
+
+/// A batch being filled.
+pub(super) struct Pending {
+    pub items: Vec<Item>,
+    pub cursor: Option<u64>,
+    pub received_at: Instant,
+}
+
+fn new_pending() -> Pending {
+    Pending {
+        items: Vec::with_capacity(64),
+        cursor: None,
+        received_at: Instant::now(),
+    }
+}
+
+/// Per-session bookkeeping.
+struct Sess {
+    id: u64,
+    source: Arc<str>,
+    pending: Option<Pending>,
+    progressed: bool,
+    first_time: Option<u64>,
+    last_time: Option<u64>,
+    /// `maxMessageSizeBytes` is in force on this socket (lifted after the first event).
+    cap_active: bool,
+}
+
+impl Sess {
+    fn end(&self, reason: &'static str, error: Option<String>, finished: bool) -> SessionEnd {
+        SessionEnd {
+            progressed: self.progressed,
+            reason,
+            error,
+            finished,
+            oversized: None,
+            first_time: self.first_time,
+            last_time: self.last_time,
+        }
+    }
+}
+
+/// What one decoded frame asks of the session.
+enum Step {
+    Continue,
+    /// Flush, then end with this reason (`finished` for replay's end).
+    End(&'static str, bool),
+}
+
+impl ReadLoop {
+    /// Dials once and reads until the session ends.
+    pub(super) async fn session(&mut self, dial: &Dial) -> SessionEnd {
+        let mut filters_rx = self.shared.filters.subscribe();
+        let filters = filters_rx.borrow_and_update().clone();
+        let max_message_size = dial.cap().then_some(self.cfg.max_frame_bytes);
+        let plan = match plan_dial(
+            &dial.endpoint,
+            &DialOptions {
+                filters: &filters,
+                cursor: dial.cursor,
+                compress: self.cfg.compress,
+                require_hello: self.cfg.require_hello,
+                max_message_size,
+            },
+        ) {
+            Ok(p) => p,
+            Err(e) => return SessionEnd::failed("bad_url", format!("{}: {e}", dial.endpoint)),
+        };
+        if let Err(e) = self.ensure_inflater() {
+            return SessionEnd::failed("bad_dictionary", e);
+        }
+        let session_id = self.shared.next_session.get();
+        self.shared.next_session.set(session_id + 1);
+        self.shared.current_session.set(session_id);
+        self.shared.counters.borrow_mut().sessions_started += 1;
+        info!(
+            session = session_id,
+            url = %plan.url,
+            require_hello = plan.hello.is_some(),
+            probe = dial.probe(),
+            "dialing jetstream"
+        );
+
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(self.cfg.max_frame_bytes))
+            .max_frame_size(Some(self.cfg.max_frame_bytes));
+        let connect =
+            tokio_tungstenite::connect_async_with_config(plan.url.as_str(), Some(ws_config), true);
+        let ws = match tokio::time::timeout(self.cfg.connect_timeout, connect).await {
+            Err(_) => {
+                metrics::counter!("jetstream_ingestor_connects_total", "outcome" => "timeout")
+                    .increment(1);
+                return SessionEnd::failed(
+                    "connect_timeout",
+                    format!(
+                        "no answer from {} within {:?}",
+                        dial.endpoint, self.cfg.connect_timeout
+                    ),
+                );
+            }
+            Ok(Err(e)) => {
+                metrics::counter!("jetstream_ingestor_connects_total", "outcome" => "failed")
+                    .increment(1);
+                return SessionEnd::failed("connect_failed", format!("{}: {e}", dial.endpoint));
+            }
+            Ok(Ok((ws, _response))) => ws,
+        };
+        metrics::counter!("jetstream_ingestor_connects_total", "outcome" => "ok").increment(1);
+        let (mut sink, mut stream) = ws.split();
+        if let Some(hello) = plan.hello {
+            // requireHello: the host sends nothing before this first options_update.
+            if let Err(e) = sink.send(WsMessage::text(hello)).await {
+                return SessionEnd::failed("ws_error", format!("sending the hello: {e}"));
+            }
+            metrics::counter!("jetstream_ingestor_options_updates_total", "why" => "hello")
+                .increment(1);
+        }
+        self.shared.set_state(ReaderState::Streaming);
+
+        let hb = Heartbeat {
+            ping_interval: self.cfg.ping_interval,
+            idle_timeout: self.cfg.idle_timeout,
+        };
+        let mut st = Sess {
+            id: session_id,
+            source: Arc::from(source_of(&dial.endpoint)),
+            pending: None,
+            progressed: false,
+            first_time: None,
+            last_time: None,
+            cap_active: max_message_size.is_some(),
+        };
+        let mut last_frame = Instant::now();
+        let mut last_ping: Option<Instant> = None;
+        let mut control = self.control.clone();
+        let mut filters_open = true;
+        let linger = self.cfg.batch_linger;
+
+        // Flushes the pending batch; evaluates to whether it waited for a credit.
+        macro_rules! flush_or_end {
+            () => {
+                match self.flush(&mut st.pending, st.id, &st.source).await {
+                    Ok(waited) => waited,
+                    Err(e) => return st.end("downstream_gone", Some(e), true),
+                }
+            };
+        }
+        macro_rules! send_or_end {
+            ($msg:expr) => {
+                if let Err(e) = sink.send($msg).await {
+                    flush_or_end!();
+                    return st.end("ws_error", Some(e.to_string()), false);
+                }
+            };
+        }
+
+        loop {
+            if st.cap_active && st.first_time.is_some() {
+                // Past the oversized frame: lift the cap so later big frames are refused
+                // (and dead-lettered) by us rather than skipped silently by the host.
+                st.cap_active = false;
+                let current = filters_rx.borrow_and_update().clone();
+                send_or_end!(WsMessage::text(options_update(&current, None)));
+                metrics::counter!("jetstream_ingestor_options_updates_total", "why" => "lift_cap")
+                    .increment(1);
+            }
+            let now = Instant::now();
+            let next_check = match hb.check(now, last_frame, last_ping) {
+                Liveness::Dead => {
+                    flush_or_end!();
+                    metrics::counter!("jetstream_ingestor_idle_timeouts_total").increment(1);
+                    warn!(session = st.id, endpoint = %dial.endpoint, idle_timeout_ms = self.cfg.idle_timeout.as_millis() as u64, "jetstream host silent");
+                    let error = format!(
+                        "no frame from {} for {:?}",
+                        dial.endpoint, self.cfg.idle_timeout
+                    );
+                    return st.end("idle_timeout", Some(error), false);
+                }
+                Liveness::SendPing => {
+                    last_ping = Some(now);
+                    debug!(session = st.id, "sending ping");
+                    send_or_end!(WsMessage::Ping(Default::default()));
+                    continue;
+                }
+                Liveness::Alive { next_check } => next_check,
+            };
+            let linger_at = st.pending.as_ref().map(|p| p.received_at + linger);
+            tokio::select! {
+                biased;
+                changed = control.changed() => {
+                    let c = if changed.is_ok() { *control.borrow_and_update() } else { Control::Drain };
+                    if c != Control::Run {
+                        flush_or_end!();
+                        let _ = sink.send(WsMessage::Close(None)).await;
+                        return st.end("stopped", None, false);
+                    }
+                }
+                changed = filters_rx.changed(), if filters_open => {
+                    if changed.is_err() {
+                        filters_open = false;
+                        continue;
+                    }
+                    let current = filters_rx.borrow_and_update().clone();
+                    let cap = st.cap_active.then_some(self.cfg.max_frame_bytes);
+                    info!(session = st.id, "sending options_update with the new filters");
+                    send_or_end!(WsMessage::text(options_update(&current, cap)));
+                    metrics::counter!("jetstream_ingestor_options_updates_total", "why" => "filters").increment(1);
+                }
+                _ = tokio::time::sleep_until(linger_at.unwrap_or(now).into()), if linger_at.is_some() => {
+                    if flush_or_end!() {
+                        last_frame = Instant::now();
+                    }
+                }
+                _ = tokio::time::sleep_until(next_check.into()) => {}
+                msg = stream.next() => {
+                    last_frame = Instant::now();
+                    let decoded = match msg {
+                        Some(Ok(WsMessage::Text(t))) => decode_frame(t.as_bytes()),
+                        Some(Ok(WsMessage::Binary(b))) => self.binary(&b),
+                        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
+                        Some(Ok(WsMessage::Close(frame))) => {
+                            flush_or_end!();
+                            let detail = frame.as_ref().map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default();
+                            return st.end("server_closed", Some(format!("close frame {detail}")), false);
+                        }
+                        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                            // The payload was never read. The read loop dead-letters it and
+                            // dials past it (oversize.rs).
+                            flush_or_end!();
+                            let mut end = st.end("frame_too_large", Some(format!("message of {size} bytes over the {max_size} limit")), false);
+                            end.oversized = Some(size);
+                            return end;
+                        }
+                        Some(Err(e)) => {
+                            flush_or_end!();
+                            return st.end("ws_error", Some(e.to_string()), false);
+                        }
+                        None => {
+                            flush_or_end!();
+                            return st.end("eof", Some("connection closed without a close frame".into()), false);
+                        }
+                    };
+                    metrics::counter!("jetstream_ingestor_frames_received_total").increment(1);
+                    match self.take(decoded, &mut st, dial) {
+                        Step::Continue => {}
+                        Step::End(reason, finished) => {
+                            flush_or_end!();
+                            return st.end(reason, None, finished);
+                        }
+                    }
+                    if st.pending.as_ref().is_some_and(|p| p.items.len() >= self.cfg.batch_max_events) && flush_or_end!() {
+                        last_frame = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Builds the zstd context the first time a compressed dial needs it.
+    fn ensure_inflater(&mut self) -> Result<(), String> {
+        if !self.cfg.compress || self.inflater.is_some() {
+            return Ok(());
+        }
+        let dictionary = match self.cfg.load_dictionary() {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                return Err("jetstream.compress is on but jetstream.zstd_dictionary is not set".into());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        self.inflater = Some(Inflater::new(
+            Some(&dictionary),
+            self.cfg.max_decompressed_bytes,
+        )?);
+        Ok(())
+    }
+
+    /// A binary frame: zstd when `compress` is on, otherwise a dead letter.
+    fn binary(&mut self, raw: &[u8]) -> Decoded {
+        let Some(inflater) = self.inflater.as_mut().filter(|_| self.cfg.compress) else {
+            return Decoded::Dead(DeadLetter::new(
+                "binary_frame",
+                "binary frame received but jetstream.compress is off",
+                raw,
+            ));
+        };
+        match inflater.inflate(raw) {
+            Ok(plain) => decode_frame(plain),
+            Err(e @ InflateError::TooLarge { .. }) => {
+                Decoded::Dead(DeadLetter::new("zstd_too_large", e.to_string(), raw))
+            }
+            Err(e @ InflateError::Corrupt(_)) => {
+                Decoded::Dead(DeadLetter::new("zstd_error", e.to_string(), raw))
+            }
+        }
+    }
+
+    /// Puts one decoded frame into the pending batch (or ends the session).
+    fn take(&mut self, decoded: Decoded, st: &mut Sess, dial: &Dial) -> Step {
+        let time = match &decoded {
+            Decoded::Event(ev) => Some(ev.time_us()),
+            Decoded::Skipped { time_us, .. } => Some(*time_us),
+            Decoded::Dead(d) => d.time_us,
+        };
+        if let Some(t) = time {
+            if st.first_time.is_none() {
+                st.first_time = Some(t);
+                if dial.probe() {
+                    // Only the position was wanted: past the oversized frame.
+                    return Step::End("oversize_probe", false);
+                }
+                if dial.skip.is_none() {
+                    self.check_gap(dial, t, st.id);
+                }
+            }
+            st.last_time = Some(t);
+        }
+        match decoded {
+            Decoded::Event(ev) => {
+                let t = ev.time_us();
+                if self.cfg.until.is_some_and(|u| t > u) {
+                    return Step::End("until_reached", true);
+                }
+                st.progressed = true;
+                self.shared.counters.borrow_mut().events_received += 1;
+                let p = st.pending.get_or_insert_with(new_pending);
+                p.cursor = Some(p.cursor.map_or(t, |c| c.max(t)));
+                p.items.push(Item::Event(ev));
+            }
+            Decoded::Skipped { time_us, kind } => {
+                debug!(kind, time_us, "skipping event of unknown kind");
+                metrics::counter!("jetstream_ingestor_events_skipped_total", "reason" => "unknown_kind").increment(1);
+                let p = st.pending.get_or_insert_with(new_pending);
+                p.cursor = Some(p.cursor.map_or(time_us, |c| c.max(time_us)));
+            }
+            Decoded::Dead(d) => {
+                warn!(reason = d.reason, message = %d.message, len = d.raw_len, "frame dead-lettered");
+                metrics::counter!("jetstream_ingestor_dead_letters_total", "reason" => d.reason)
+                    .increment(1);
+                self.shared.counters.borrow_mut().dead_letters += 1;
+                let p = st.pending.get_or_insert_with(new_pending);
+                if let Some(t) = d.time_us {
+                    p.cursor = Some(p.cursor.map_or(t, |c| c.max(t)));
+                }
+                p.items.push(Item::Dead(d));
+            }
+        }
+        Step::Continue
+    }
+
+    /// The first event of a session far beyond the position asked for: raise the alarm.
+    fn check_gap(&self, dial: &Dial, first_event_us: u64, session: u64) {
+        let Some(gap_us) = detect_gap(dial.cursor, dial.rewind, first_event_us, self.cfg.gap_threshold)
+        else {
+            return;
+        };
+        let requested_cursor = dial.cursor.unwrap_or_default();
+        warn!(
+            session,
+            endpoint = %dial.endpoint,
+            requested_cursor,
+            first_event_us,
+            gap_secs = gap_us as f64 / 1e6,
+            "gap: the host's first event is far newer than the cursor asked for; the events in between are missing (older than its retention?)"
+        );
+        metrics::counter!("jetstream_ingestor_gaps_total").increment(1);
+        let mut c = self.shared.counters.borrow_mut();
+        c.gaps += 1;
+        c.last_gap = Some(GapAlarm {
+            session,
+            endpoint: dial.endpoint.clone(),
+            requested_cursor,
+            first_event_us,
+            gap_us,
+        });
+    }
+
+    /// Sends the pending batch downstream, waiting for a credit if the window is full.
+    /// Returns whether it had to wait (the socket was not read meanwhile).
+    pub(super) async fn flush(
+        &self,
+        pending: &mut Option<Pending>,
+        session: u64,
+        source: &Arc<str>,
+    ) -> Result<bool, String> {
+        let Some(p) = pending.take() else {
+            return Ok(false);
+        };
+        let (permit, waited) = match self.window.clone().try_acquire_owned() {
+            Ok(permit) => (permit, false),
+            Err(_) => {
+                metrics::counter!("jetstream_ingestor_backpressure_waits_total").increment(1);
+                debug!(session, "in-flight window full, reading paused");
+                match self.window.clone().acquire_owned().await {
+                    Ok(permit) => (permit, true),
+                    Err(e) => return Err(format!("window closed: {e}")),
+                }
+            }
+        };
+        let seq = self.shared.next_seq.get();
+        self.shared.next_seq.set(seq + 1);
+        let batch = Batch {
+            seq,
+            session,
+            source: source.clone(),
+            items: p.items,
+            cursor: p.cursor,
+            received_at: p.received_at,
+            credit: Credit(permit),
+        };
+        self.downstream
+            .send(PushBatch(batch))
+            .await
+            .map_err(|e| format!("downstream stage is gone: {e}"))?;
+        Ok(waited)
+    }
+}

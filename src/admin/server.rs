@@ -1,0 +1,356 @@
+//! The admin HTTP API (actix-web on the process's actix System, one worker, no signal
+//! handling of its own: CRATES.md F13). Handlers only translate HTTP into supervisor
+//! messages (`Restart`, `Pause`, `Resume`, `UpdateFilters`, `GetStatus`) and back.
+//!
+//! | route | auth | answer |
+//! |---|---|---|
+//! | `GET /healthz` | none | 200 `ok` while the process serves HTTP |
+//! | `GET /readyz` | details only with the token | 200 when streaming and committing, else 503 |
+//! | `GET /metrics` | token if `admin.metrics_require_token` | Prometheus text |
+//! | `GET /admin/status` | token | [`StatusView`] JSON |
+//! | `POST /admin/restart` | token | body `{"cursor": N}` optional; 202 `{"session_id": …}` |
+//! | `POST /admin/pause`, `POST /admin/resume` | token | 202 |
+//! | `PUT /admin/filters` | token | body `{"wantedCollections": […], "wantedDids": […]}`; 200 or 400 |
+//!
+//! Failure: binding fails at start (the caller refuses to run). Afterwards a request that
+//! cannot reach the supervisor gets 503 with a JSON `error`; a bad body gets 400, a body over
+//! `admin.max_body_bytes` 413, a missing or wrong token the same bare 401 whatever was sent
+//! (checked in middleware before any body is read). Nothing here logs the token.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use actix::Addr;
+use actix_web::body::BoxBody;
+use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, ContentType};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actors::messages::{Filters, GetStatus, Pause, Restart, Resume, Status, UpdateFilters};
+use actors::supervisor::Supervisor;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::auth::{TokenCheck, unauthorized};
+use super::config::AdminConfig;
+use super::view::{Observed, StatusView, readiness};
+
+/// How long a handler waits for the supervisor before answering 503.
+const SUPERVISOR_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Set once the pipeline has started (it waits for Redis first; the API is up before that).
+pub type PipelineCell = Arc<OnceLock<Addr<Supervisor>>>;
+
+/// What every handler reads. `Send + Sync` (actix-web shares it with its worker thread).
+pub struct AdminState {
+    pub pipeline: PipelineCell,
+    pub observed: watch::Receiver<Observed>,
+    pub check: TokenCheck,
+    pub metrics: Option<PrometheusHandle>,
+    pub metrics_require_token: bool,
+    pub instance: String,
+}
+
+impl AdminState {
+    fn authorized(&self, req: &HttpRequest) -> bool {
+        self.check.allows(authorization(req.headers()))
+    }
+
+    fn supervisor(&self) -> Result<&Addr<Supervisor>, HttpResponse> {
+        self.pipeline
+            .get()
+            .ok_or_else(|| error(503, "pipeline not started yet (waiting for Redis)"))
+    }
+
+    async fn fresh_status(&self) -> Option<Status> {
+        let sup = self.pipeline.get()?;
+        match tokio::time::timeout(SUPERVISOR_TIMEOUT, sup.send(GetStatus)).await {
+            Ok(Ok(Ok(s))) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+fn authorization(headers: &header::HeaderMap) -> Option<&[u8]> {
+    headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())
+}
+
+/// A running admin server.
+pub struct AdminServer {
+    addr: SocketAddr,
+    handle: ServerHandle,
+    task: actix_rt::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl AdminServer {
+    /// Binds `cfg.listen` and starts serving. Must run inside an actix System.
+    pub fn start(cfg: &AdminConfig, state: AdminState) -> std::io::Result<AdminServer> {
+        let open = state.check.is_open();
+        let data = web::Data::new(state);
+        let limit = cfg.max_body_bytes;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(limit))
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(metrics_text))
+                .service(
+                    web::scope("/admin")
+                        .wrap(from_fn(require_token))
+                        .route("/status", web::get().to(status))
+                        .route("/restart", web::post().to(restart))
+                        .route("/pause", web::post().to(pause))
+                        .route("/resume", web::post().to(resume))
+                        .route("/filters", web::put().to(filters)),
+                )
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(2)
+        .client_request_timeout(Duration::from_secs(5))
+        .bind(cfg.listen)?;
+        let addr = server.addrs().first().copied().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no address bound")
+        })?;
+        let server = server.run();
+        let handle = server.handle();
+        let task = actix_rt::spawn(server);
+        info!(%addr, token_required = !open, "admin API listening");
+        if open {
+            warn!(%addr, "admin API has no token: every process on this host can use it");
+        }
+        Ok(AdminServer { addr, handle, task })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets running requests finish (2 s at most), then returns.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        if let Err(e) = self.task.await {
+            warn!(error = %e, "admin server task ended abnormally");
+        }
+    }
+}
+
+/// Everything under `/admin` needs the token; refused before the body is read.
+async fn require_token(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let allowed = req
+        .app_data::<web::Data<AdminState>>()
+        .is_some_and(|s| s.check.allows(authorization(req.headers())));
+    if !allowed {
+        metrics::counter!("jetstream_ingestor_admin_auth_failures_total").increment(1);
+        warn!(path = %req.path(), peer = ?req.peer_addr(), "admin request refused: missing or wrong token");
+        return Ok(req.into_response(unauthorized()));
+    }
+    next.call(req).await
+}
+
+fn error(status: u16, message: &str) -> HttpResponse {
+    let code = actix_web::http::StatusCode::from_u16(status)
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(code).json(json!({ "error": message }))
+}
+
+fn count(endpoint: &'static str, outcome: &'static str) {
+    metrics::counter!("jetstream_ingestor_admin_requests_total", "endpoint" => endpoint, "outcome" => outcome)
+        .increment(1);
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::plaintext())
+        .body("ok\n")
+}
+
+async fn readyz(state: web::Data<AdminState>, req: HttpRequest) -> HttpResponse {
+    let fresh = state.fresh_status().await;
+    let observed = state.observed.borrow().clone();
+    let status = fresh.as_ref().or(observed.status.as_ref());
+    let (ready, reason) = readiness(status);
+    let mut reply = if ready {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    };
+    if state.authorized(&req) {
+        let view = StatusView::new(&observed, fresh.as_ref(), &state.instance, SystemTime::now());
+        reply.json(json!({
+            "ready": ready,
+            "reason": reason,
+            "state": view.state,
+            "committed_cursor": view.committed_cursor,
+            "lag_seconds": view.lag_seconds,
+        }))
+    } else {
+        reply
+            .content_type(ContentType::plaintext())
+            .body(if ready { "ready\n" } else { "not ready\n" })
+    }
+}
+
+async fn metrics_text(state: web::Data<AdminState>, req: HttpRequest) -> HttpResponse {
+    if state.metrics_require_token && !state.authorized(&req) {
+        metrics::counter!("jetstream_ingestor_admin_auth_failures_total").increment(1);
+        return unauthorized();
+    }
+    match &state.metrics {
+        Some(h) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(h.render()),
+        None => error(503, "metrics recorder not installed in this process"),
+    }
+}
+
+async fn status(state: web::Data<AdminState>) -> HttpResponse {
+    let fresh = state.fresh_status().await;
+    let observed = state.observed.borrow().clone();
+    count("status", "ok");
+    HttpResponse::Ok().json(StatusView::new(
+        &observed,
+        fresh.as_ref(),
+        &state.instance,
+        SystemTime::now(),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartBody {
+    /// Dial exactly from this `time_us`; absent = the committed cursor (minus the rewind).
+    cursor: Option<u64>,
+}
+
+/// An empty body is the default value; anything else must parse.
+fn parse_body<T: Default + for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, HttpResponse> {
+    if body.trim_ascii().is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| error(400, &format!("invalid JSON body: {e}")))
+}
+
+async fn restart(state: web::Data<AdminState>, body: web::Bytes) -> HttpResponse {
+    let req: RestartBody = match parse_body(&body) {
+        Ok(r) => r,
+        Err(resp) => {
+            count("restart", "bad_request");
+            return resp;
+        }
+    };
+    let sup = match state.supervisor() {
+        Ok(s) => s,
+        Err(resp) => {
+            count("restart", "unavailable");
+            return resp;
+        }
+    };
+    let msg = Restart {
+        from_cursor: req.cursor,
+    };
+    match tokio::time::timeout(SUPERVISOR_TIMEOUT, sup.send(msg)).await {
+        Ok(Ok(session_id)) => {
+            count("restart", "ok");
+            info!(cursor = ?req.cursor, session_id, "admin: restart");
+            HttpResponse::Accepted().json(json!({ "session_id": session_id, "cursor": req.cursor }))
+        }
+        _ => {
+            count("restart", "unavailable");
+            error(503, "supervisor did not answer")
+        }
+    }
+}
+
+async fn pause(state: web::Data<AdminState>) -> HttpResponse {
+    command(&state, "pause", Pause).await
+}
+
+async fn resume(state: web::Data<AdminState>) -> HttpResponse {
+    command(&state, "resume", Resume).await
+}
+
+async fn command<M>(state: &AdminState, name: &'static str, msg: M) -> HttpResponse
+where
+    M: actix::Message<Result = ()> + Send + 'static,
+    Supervisor: actix::Handler<M>,
+{
+    let sup = match state.supervisor() {
+        Ok(s) => s,
+        Err(resp) => {
+            count(name, "unavailable");
+            return resp;
+        }
+    };
+    match tokio::time::timeout(SUPERVISOR_TIMEOUT, sup.send(msg)).await {
+        Ok(Ok(())) => {
+            count(name, "ok");
+            info!(command = name, "admin: command accepted");
+            HttpResponse::Accepted().json(json!({ "accepted": name }))
+        }
+        _ => {
+            count(name, "unavailable");
+            error(503, "supervisor did not answer")
+        }
+    }
+}
+
+/// `PUT /admin/filters`: Jetstream's own names; unknown keys are refused (a typo must not
+/// silently widen the subscription to everything).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FiltersBody {
+    #[serde(rename = "wantedCollections", default)]
+    wanted_collections: Vec<String>,
+    #[serde(rename = "wantedDids", default)]
+    wanted_dids: Vec<String>,
+}
+
+async fn filters(state: web::Data<AdminState>, body: web::Bytes) -> HttpResponse {
+    let req: FiltersBody = match parse_body(&body) {
+        Ok(r) => r,
+        Err(resp) => {
+            count("filters", "bad_request");
+            return resp;
+        }
+    };
+    let sup = match state.supervisor() {
+        Ok(s) => s,
+        Err(resp) => {
+            count("filters", "unavailable");
+            return resp;
+        }
+    };
+    let filters = Filters {
+        wanted_collections: req.wanted_collections,
+        wanted_dids: req.wanted_dids,
+    };
+    let (collections, dids) = (filters.wanted_collections.len(), filters.wanted_dids.len());
+    let msg = UpdateFilters {
+        filters: filters.clone(),
+    };
+    match tokio::time::timeout(SUPERVISOR_TIMEOUT, sup.send(msg)).await {
+        Ok(Ok(Ok(()))) => {
+            count("filters", "ok");
+            info!(collections, dids, "admin: filters updated");
+            HttpResponse::Ok().json(json!({ "applied": filters }))
+        }
+        Ok(Ok(Err(reason))) => {
+            count("filters", "bad_request");
+            error(400, &reason)
+        }
+        _ => {
+            count("filters", "unavailable");
+            error(503, "supervisor did not answer")
+        }
+    }
+}

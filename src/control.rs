@@ -1,0 +1,339 @@
+//! The Redis control stream (`admin.control_stream = true`), for fleets that share Redis but
+//! not an HTTP network: `XADD <prefix>control * cmd restart [cursor N]`, `cmd pause`,
+//! `cmd resume`. Each command is executed through the supervisor (the same messages as the
+//! admin API) and answered in `<prefix>control:acks` (`id`, `cmd`, `result` = `ok` | `error`,
+//! `session_id` for restarts, `message`, `instance`). The id of the last command handled is
+//! stored in `<prefix>control:last` in the same MULTI as its ack, so a restarted process
+//! neither re-runs old commands nor skips new ones; with nothing stored it starts after the
+//! newest entry present (commands older than the first start are not run).
+//!
+//! Talks to: Redis on a connection of its own (its XREAD blocks), and the supervisor.
+//!
+//! Failure: never fatal. Redis errors are logged and counted
+//! (`jetstream_ingestor_control_errors_total`) and retried with capped full-jitter backoff;
+//! a command that cannot be parsed or executed gets an `error` ack and is not retried.
+
+use std::time::Duration;
+
+use actix::Addr;
+use actors::backoff::Backoff;
+use actors::messages::{Pause, Restart, Resume};
+use actors::supervisor::Supervisor;
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+use tracing::{info, warn};
+
+/// How long one XREAD blocks waiting for commands.
+const BLOCK: Duration = Duration::from_secs(5);
+/// Acks kept (approximately) in `<prefix>control:acks`.
+const ACKS_MAX_LEN: usize = 10_000;
+
+/// The keys, all under the ingestor's prefix.
+#[derive(Debug, Clone)]
+pub struct ControlKeys {
+    pub stream: String,
+    pub acks: String,
+    pub last: String,
+}
+
+impl ControlKeys {
+    pub fn new(prefix: &str) -> ControlKeys {
+        ControlKeys {
+            stream: format!("{prefix}control"),
+            acks: format!("{prefix}control:acks"),
+            last: format!("{prefix}control:last"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ControlTarget {
+    pub redis_url: String,
+    pub keys: ControlKeys,
+    pub instance: String,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+/// A parsed command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Restart { cursor: Option<u64> },
+    Pause,
+    Resume,
+}
+
+impl Command {
+    /// From an entry's fields: `cmd` (case-insensitive) and, for `restart`, `cursor`.
+    pub fn parse(fields: &[(String, String)]) -> Result<Command, String> {
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.trim())
+        };
+        match get("cmd").map(str::to_ascii_lowercase).as_deref() {
+            Some("restart") => {
+                let cursor = match get("cursor") {
+                    None | Some("") => None,
+                    Some(c) => Some(
+                        c.parse::<u64>()
+                            .map_err(|_| format!("cursor {c:?} is not a time_us"))?,
+                    ),
+                };
+                Ok(Command::Restart { cursor })
+            }
+            Some("pause") => Ok(Command::Pause),
+            Some("resume") => Ok(Command::Resume),
+            Some(other) => Err(format!(
+                "unknown cmd {other:?} (restart, pause, resume)"
+            )),
+            None => Err("missing field cmd".into()),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Restart { .. } => "restart",
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+        }
+    }
+}
+
+/// The running control-stream reader.
+pub struct ControlStream {
+    task: actix_rt::task::JoinHandle<()>,
+}
+
+impl ControlStream {
+    /// Starts reading. Must run inside an actix System.
+    pub fn start(target: ControlTarget, supervisor: Addr<Supervisor>) -> ControlStream {
+        info!(stream = %target.keys.stream, "control stream enabled");
+        ControlStream {
+            task: actix_rt::spawn(run(target, supervisor)),
+        }
+    }
+
+    /// Stops reading (a command being executed is abandoned before its ack; it runs again
+    /// after a restart, which every command tolerates).
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+type Entries = Vec<(String, Vec<(String, Vec<(String, String)>)>)>;
+
+async fn connect(target: &ControlTarget) -> redis::RedisResult<MultiplexedConnection> {
+    let client = redis::Client::open(target.redis_url.as_str())?;
+    let cfg = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(target.connect_timeout))
+        .set_response_timeout(Some(BLOCK + target.response_timeout));
+    client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
+}
+
+/// Where to continue: the stored last id, else the newest entry present, else the start.
+async fn start_position(
+    con: &mut MultiplexedConnection,
+    keys: &ControlKeys,
+) -> redis::RedisResult<String> {
+    let stored: Option<String> = redis::cmd("GET").arg(&keys.last).query_async(con).await?;
+    if let Some(id) = stored {
+        return Ok(id);
+    }
+    let newest: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+        .arg(&keys.stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(con)
+        .await?;
+    Ok(newest
+        .into_iter()
+        .next()
+        .map_or_else(|| "0-0".to_owned(), |(id, _)| id))
+}
+
+async fn run(target: ControlTarget, supervisor: Addr<Supervisor>) {
+    let mut backoff = Backoff::new(target.retry_min, target.retry_max);
+    let mut con: Option<MultiplexedConnection> = None;
+    let mut position: Option<String> = None;
+    loop {
+        let step = async {
+            let c = match &mut con {
+                Some(c) => c,
+                None => con.insert(connect(&target).await?),
+            };
+            let from = match &position {
+                Some(p) => p.clone(),
+                None => {
+                    let p = start_position(c, &target.keys).await?;
+                    position = Some(p.clone());
+                    p
+                }
+            };
+            let reply: Option<Entries> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(16)
+                .arg("BLOCK")
+                .arg(u64::try_from(BLOCK.as_millis()).unwrap_or(5_000))
+                .arg("STREAMS")
+                .arg(&target.keys.stream)
+                .arg(&from)
+                .query_async(c)
+                .await?;
+            for (_stream, entries) in reply.unwrap_or_default() {
+                for (id, fields) in entries {
+                    let ack = execute(&supervisor, &id, &fields).await;
+                    acknowledge(c, &target, &id, &ack).await?;
+                    position = Some(id);
+                }
+            }
+            redis::RedisResult::Ok(())
+        }
+        .await;
+        match step {
+            Ok(()) => backoff.reset(),
+            Err(e) => {
+                con = None;
+                metrics::counter!("jetstream_ingestor_control_errors_total").increment(1);
+                let delay = backoff.next_delay();
+                warn!(error = %e, retry_in = ?delay, stream = %target.keys.stream, "control stream read failed");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// The answer written for one command.
+#[derive(Debug)]
+struct Ack {
+    cmd: String,
+    result: Result<Option<u64>, String>,
+}
+
+async fn execute(supervisor: &Addr<Supervisor>, id: &str, fields: &[(String, String)]) -> Ack {
+    let raw_cmd = fields
+        .iter()
+        .find(|(k, _)| k == "cmd")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let command = match Command::parse(fields) {
+        Ok(c) => c,
+        Err(reason) => {
+            metrics::counter!("jetstream_ingestor_control_commands_total", "cmd" => "invalid", "outcome" => "error")
+                .increment(1);
+            warn!(%id, %reason, "control command refused");
+            return Ack {
+                cmd: raw_cmd,
+                result: Err(reason),
+            };
+        }
+    };
+    let result = match command {
+        Command::Restart { cursor } => supervisor
+            .send(Restart {
+                from_cursor: cursor,
+            })
+            .await
+            .map(Some),
+        Command::Pause => supervisor.send(Pause).await.map(|()| None),
+        Command::Resume => supervisor.send(Resume).await.map(|()| None),
+    }
+    .map_err(|e| format!("supervisor unavailable: {e}"));
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics::counter!("jetstream_ingestor_control_commands_total", "cmd" => command.name(), "outcome" => outcome)
+        .increment(1);
+    info!(%id, cmd = command.name(), ?command, outcome, "control command");
+    Ack {
+        cmd: command.name().to_owned(),
+        result,
+    }
+}
+
+async fn acknowledge(
+    con: &mut MultiplexedConnection,
+    target: &ControlTarget,
+    id: &str,
+    ack: &Ack,
+) -> redis::RedisResult<()> {
+    let (result, session, message) = match &ack.result {
+        Ok(session) => (
+            "ok",
+            session.map(|s| s.to_string()).unwrap_or_default(),
+            String::new(),
+        ),
+        Err(m) => ("error", String::new(), m.clone()),
+    };
+    redis::pipe()
+        .atomic()
+        .cmd("XADD")
+        .arg(&target.keys.acks)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(ACKS_MAX_LEN)
+        .arg("*")
+        .arg("id")
+        .arg(id)
+        .arg("cmd")
+        .arg(&ack.cmd)
+        .arg("result")
+        .arg(result)
+        .arg("session_id")
+        .arg(session)
+        .arg("message")
+        .arg(message)
+        .arg("instance")
+        .arg(&target.instance)
+        .ignore()
+        .cmd("SET")
+        .arg(&target.keys.last)
+        .arg(id)
+        .ignore()
+        .query_async(con)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn commands_parse_and_bad_ones_say_why() {
+        assert_eq!(Command::parse(&f(&[("cmd", "pause")])), Ok(Command::Pause));
+        assert_eq!(Command::parse(&f(&[("cmd", "RESUME")])), Ok(Command::Resume));
+        assert_eq!(
+            Command::parse(&f(&[("cmd", "restart")])),
+            Ok(Command::Restart { cursor: None })
+        );
+        assert_eq!(
+            Command::parse(&f(&[("cmd", "restart"), ("cursor", "1700000000000000")])),
+            Ok(Command::Restart {
+                cursor: Some(1_700_000_000_000_000)
+            })
+        );
+        assert!(
+            Command::parse(&f(&[("cmd", "restart"), ("cursor", "soon")]))
+                .expect_err("bad cursor")
+                .contains("cursor")
+        );
+        assert!(
+            Command::parse(&f(&[("cmd", "drop-tables")]))
+                .expect_err("unknown")
+                .contains("unknown")
+        );
+        assert!(Command::parse(&f(&[])).is_err());
+    }
+}

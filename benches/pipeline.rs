@@ -47,7 +47,9 @@ fn records(items: &[Item]) -> Vec<(String, String)> {
     items
         .iter()
         .filter_map(|i| match i {
-            Item::Event(Event::Commit(c)) => Some((c.record.as_ref()?.get().to_owned(), c.cid.clone()?)),
+            Item::Event(Event::Commit(c)) => {
+                Some((c.record.as_ref()?.get().to_owned(), c.cid.clone()?))
+            }
             _ => None,
         })
         .collect()
@@ -58,7 +60,10 @@ fn to_ipld(v: &Value) -> Ipld {
     match v {
         Value::Null => Ipld::Null,
         Value::Bool(b) => Ipld::Bool(*b),
-        Value::Number(n) => n.as_i64().map_or_else(|| Ipld::Integer(i128::from(n.as_u64().unwrap_or(0))), |i| Ipld::Integer(i.into())),
+        Value::Number(n) => n.as_i64().map_or_else(
+            || Ipld::Integer(i128::from(n.as_u64().unwrap_or(0))),
+            |i| Ipld::Integer(i.into()),
+        ),
         Value::String(s) => Ipld::String(s.clone()),
         Value::Array(a) => Ipld::List(a.iter().map(to_ipld).collect()),
         Value::Object(m) => {
@@ -68,10 +73,18 @@ fn to_ipld(v: &Value) -> Ipld {
                 }
                 if let Some(Value::String(b)) = m.get("$bytes") {
                     use base64::Engine as _;
-                    return Ipld::Bytes(base64::engine::general_purpose::STANDARD_NO_PAD.decode(b.trim_end_matches('=')).expect("b64"));
+                    return Ipld::Bytes(
+                        base64::engine::general_purpose::STANDARD_NO_PAD
+                            .decode(b.trim_end_matches('='))
+                            .expect("b64"),
+                    );
                 }
             }
-            Ipld::Map(m.iter().map(|(k, v)| (k.clone(), to_ipld(v))).collect::<BTreeMap<_, _>>())
+            Ipld::Map(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), to_ipld(v)))
+                    .collect::<BTreeMap<_, _>>(),
+            )
         }
     }
 }
@@ -140,7 +153,9 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     let keys = Keys::new("jsi:");
-    let limits = CommitLimits { dedupe_window_us: 120_000_000 };
+    let limits = CommitLimits {
+        dedupe_window_us: 120_000_000,
+    };
     let window = Arc::new(tokio::sync::Semaphore::new(1));
     let mut g = c.benchmark_group("commit_args");
     g.throughput(Throughput::Elements(items.len() as u64));

@@ -4,8 +4,8 @@
 //! admin API) and answered in `<prefix>control:acks` (`id`, `cmd`, `result` = `ok` | `error`,
 //! `session_id` for restarts, `message`, `instance`). The id of the last command handled is
 //! stored in `<prefix>control:last` in the same MULTI as its ack, so a restarted process
-//! neither re-runs old commands nor skips new ones; with nothing stored it starts after the
-//! newest entry present (commands older than the first start are not run).
+//! neither re-runs old commands nor skips new ones; on the very first start (nothing stored)
+//! it starts at Redis's current time, so commands older than that are not run.
 //!
 //! Talks to: Redis on a connection of its own (its XREAD blocks), and the supervisor.
 //!
@@ -87,9 +87,7 @@ impl Command {
             }
             Some("pause") => Ok(Command::Pause),
             Some("resume") => Ok(Command::Resume),
-            Some(other) => Err(format!(
-                "unknown cmd {other:?} (restart, pause, resume)"
-            )),
+            Some(other) => Err(format!("unknown cmd {other:?} (restart, pause, resume)")),
             None => Err("missing field cmd".into()),
         }
     }
@@ -136,7 +134,9 @@ async fn connect(target: &ControlTarget) -> redis::RedisResult<MultiplexedConnec
         .await
 }
 
-/// Where to continue: the stored last id, else the newest entry present, else the start.
+/// Where to continue: the stored last id; with none stored (first start), Redis's clock now
+/// (`<ms>-0`, stored at once with SET NX), so commands added from then on run and older ones
+/// do not. Once `<prefix>control:last` exists, no command added later is missed.
 async fn start_position(
     con: &mut MultiplexedConnection,
     keys: &ControlKeys,
@@ -145,18 +145,16 @@ async fn start_position(
     if let Some(id) = stored {
         return Ok(id);
     }
-    let newest: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
-        .arg(&keys.stream)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(con).await?;
+    let now = format!("{}-0", secs * 1_000 + micros / 1_000);
+    let _: Option<String> = redis::cmd("SET")
+        .arg(&keys.last)
+        .arg(&now)
+        .arg("NX")
         .query_async(con)
         .await?;
-    Ok(newest
-        .into_iter()
-        .next()
-        .map_or_else(|| "0-0".to_owned(), |(id, _)| id))
+    let stored: Option<String> = redis::cmd("GET").arg(&keys.last).query_async(con).await?;
+    Ok(stored.unwrap_or(now))
 }
 
 async fn run(target: ControlTarget, supervisor: Addr<Supervisor>) {
@@ -313,7 +311,10 @@ mod tests {
     #[test]
     fn commands_parse_and_bad_ones_say_why() {
         assert_eq!(Command::parse(&f(&[("cmd", "pause")])), Ok(Command::Pause));
-        assert_eq!(Command::parse(&f(&[("cmd", "RESUME")])), Ok(Command::Resume));
+        assert_eq!(
+            Command::parse(&f(&[("cmd", "RESUME")])),
+            Ok(Command::Resume)
+        );
         assert_eq!(
             Command::parse(&f(&[("cmd", "restart")])),
             Ok(Command::Restart { cursor: None })

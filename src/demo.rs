@@ -30,8 +30,7 @@ pub fn run(seconds: u64) -> anyhow::Result<i32> {
     };
     let mut fake_cfg = FakeJetstreamConfig::new(Source::Generate { rate: 500, seed: 7 });
     fake_cfg.listen = ([127, 0, 0, 1], 0).into();
-    let fake = FakeJetstream::start(fake_cfg)
-    .context("cannot start the fake jetstream")?;
+    let fake = FakeJetstream::start(fake_cfg).context("cannot start the fake jetstream")?;
     println!("fake jetstream serving generated events at {}", fake.url());
 
     let mut settings = Settings::default();

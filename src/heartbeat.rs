@@ -208,7 +208,9 @@ mod tests {
 
     #[test]
     fn ttl_must_outlast_the_interval() {
-        HeartbeatConfig::default().validate().expect("default valid");
+        HeartbeatConfig::default()
+            .validate()
+            .expect("default valid");
         let c = HeartbeatConfig {
             ttl: Duration::from_secs(5),
             ..HeartbeatConfig::default()

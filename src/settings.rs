@@ -188,7 +188,9 @@ impl Settings {
             reason,
         };
         if self.admin.token.is_some() {
-            return Err(file_error("set only one of admin.token and admin.token_file".into()).into());
+            return Err(
+                file_error("set only one of admin.token and admin.token_file".into()).into(),
+            );
         }
         let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
         let token = text.lines().next().unwrap_or_default().trim();

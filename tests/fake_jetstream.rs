@@ -565,3 +565,135 @@ fn generate_corpus_is_deterministic_with_real_cids() {
     );
     assert!(share("update app.bsky.actor.profile") > 0.0, "{kinds:?}");
 }
+
+#[tokio::test]
+async fn clock_offset_shifts_served_times_and_reads_cursors_in_its_own_clock() {
+    let corpus = generate_corpus(20, 10, START_US);
+    let offset: i64 = -3_000_000;
+    let server = start(FakeJetstreamConfig {
+        close_at_end: true,
+        clock_offset_us: offset,
+        ..FakeJetstreamConfig::new(Source::Lines(corpus.clone()))
+    });
+    let shifted = |line: &str| time_us(line) - 3_000_000;
+    // A cursor in the server's clock: the event that has that (shifted) time comes first.
+    let cursor = shifted(&corpus[5]);
+    let mut ws = connect(&format!("{}?cursor={cursor}", server.url())).await;
+    let (frames, _) = until_close(&mut ws).await;
+    let got = texts(&frames);
+    assert_eq!(got.len(), corpus.len() - 5);
+    for (sent, original) in got.iter().zip(&corpus[5..]) {
+        assert_eq!(time_us(sent), shifted(original));
+        let (mut a, mut b) = (parse(sent), parse(original));
+        a["time_us"] = Value::Null;
+        b["time_us"] = Value::Null;
+        assert_eq!(a, b, "only time_us differs");
+        assert_eq!(sent.len(), original.len(), "the rest is byte for byte");
+    }
+}
+
+#[tokio::test]
+async fn retention_clamps_old_cursors_to_the_oldest_kept_event() {
+    let corpus = generate_corpus(100, 11, START_US);
+    let newest = corpus.iter().map(|l| time_us(l)).max().expect("events");
+    let keep = Duration::from_micros(newest - time_us(&corpus[60]));
+    let server = start(FakeJetstreamConfig {
+        close_at_end: true,
+        retention: Some(keep),
+        ..FakeJetstreamConfig::new(Source::Lines(corpus.clone()))
+    });
+    for url in [
+        format!("{}?cursor={}", server.url(), START_US - 3_600_000_000),
+        server.url(),
+    ] {
+        let mut ws = connect(&url).await;
+        let (frames, _) = until_close(&mut ws).await;
+        assert_eq!(
+            texts(&frames),
+            corpus[60..].to_vec(),
+            "silently from the oldest kept: {url}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn silent_after_stops_events_and_pongs_but_keeps_the_socket() {
+    let corpus = generate_corpus(50, 12, START_US);
+    let server = start(FakeJetstreamConfig {
+        silent_after: Some(10),
+        ..FakeJetstreamConfig::new(Source::Lines(corpus.clone()))
+    });
+    let mut ws = connect(&server.url()).await;
+    for line in &corpus[..10] {
+        assert_eq!(&next_text(&mut ws).await, line);
+    }
+    ws.send(Message::Ping(b"hello?".to_vec().into()))
+        .await
+        .expect("the socket is still open");
+    let quiet = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
+    assert!(
+        quiet.is_err(),
+        "nothing may come, not even a pong: {quiet:?}"
+    );
+    let conns = server.connections();
+    assert_eq!(conns[0].end, ConnectionEnd::Silent);
+    assert_eq!(conns[0].events_sent, 10);
+    // A new connection gets its own ten events.
+    let mut again = connect(&server.url()).await;
+    assert_eq!(next_text(&mut again).await, corpus[0]);
+}
+
+#[tokio::test]
+async fn max_message_size_is_honoured_unless_told_otherwise_and_filter_changes_are_recorded() {
+    let corpus = generate_corpus(30, 13, START_US);
+    let sizes: Vec<usize> = corpus.iter().map(String::len).collect();
+    let mut sorted = sizes.clone();
+    sorted.sort_unstable();
+    let cap = sorted[sorted.len() / 2];
+    for honour in [true, false] {
+        let server = start(FakeJetstreamConfig {
+            close_at_end: true,
+            honor_max_message_size: honour,
+            ..FakeJetstreamConfig::new(Source::Lines(corpus.clone()))
+        });
+        let url = format!("{}?maxMessageSizeBytes={cap}", server.url());
+        let mut ws = connect(&url).await;
+        let (frames, _) = until_close(&mut ws).await;
+        let expected: Vec<String> = corpus
+            .iter()
+            .filter(|l| !honour || l.len() <= cap)
+            .cloned()
+            .collect();
+        assert_eq!(texts(&frames), expected, "honour={honour}");
+    }
+
+    // A hello, then a later update: each recorded with the number of events sent before it.
+    let server = start(FakeJetstreamConfig::new(Source::Lines(corpus.clone())));
+    let mut ws = connect(&format!("{}?requireHello=true", server.url())).await;
+    ws.send(Message::text(
+        r#"{"type":"options_update","payload":{"wantedCollections":[],"wantedDids":[],"maxMessageSizeBytes":0}}"#,
+    ))
+    .await
+    .expect("send");
+    for line in &corpus {
+        assert_eq!(&next_text(&mut ws).await, line);
+    }
+    ws.send(Message::text(
+        r#"{"type":"options_update","payload":{"wantedCollections":["app.bsky.feed.post"]}}"#,
+    ))
+    .await
+    .expect("send");
+    let deadline = tokio::time::Instant::now() + STEP;
+    while server.connections()[0].options_updates < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "second update not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        server.connections()[0].filter_changes_at,
+        vec![0],
+        "the hello took effect before the first event; the late update found no event to apply to"
+    );
+}

@@ -89,14 +89,21 @@ fn zstd_replay_of_real_events_lands_the_same_jobs_as_plain_text() {
         });
         let conns = server.connections();
         assert_eq!(conns[0].compress, compress);
-        assert!(conns[0].uri.contains("compress=true") == compress, "{}", conns[0].uri);
+        assert!(
+            conns[0].uri.contains("compress=true") == compress,
+            "{}",
+            conns[0].uri
+        );
     }
 
     let mut con = redis.connection().unwrap();
     let plain = jobs_without_source(&mut con, "plain:");
     let zstd = jobs_without_source(&mut con, "zstd:");
     assert_eq!(plain.len(), distinct.len());
-    assert_eq!(plain, zstd, "compressed replay must land exactly the same jobs");
+    assert_eq!(
+        plain, zstd,
+        "compressed replay must land exactly the same jobs"
+    );
     assert!(read_stream(&mut con, "zstd:dead").is_empty());
 }
 
@@ -137,9 +144,12 @@ fn failover_to_a_host_with_another_clock_when_the_first_goes_silent() {
         );
         assert_eq!(st.reader.failovers, 1);
         assert_eq!(st.reader.endpoint, rb.url());
-        let st = wait_status(&sup, Duration::from_secs(30), "B's last event committed", |s| {
-            s.reader.committed_cursor == Some(b_last) && s.writer.queued_batches == 0
-        })
+        let st = wait_status(
+            &sup,
+            Duration::from_secs(30),
+            "B's last event committed",
+            |s| s.reader.committed_cursor == Some(b_last) && s.writer.queued_batches == 0,
+        )
         .await;
         assert_eq!(st.reader.consecutive_failures, 0, "B works");
         assert_eq!(st.reader.failovers, 1);
@@ -179,12 +189,13 @@ fn failover_after_repeated_dial_failures_to_a_host_whose_clock_is_behind() {
     s.jetstream.failover_rewind = Duration::from_secs(5);
     s.jetstream.rewind = Duration::from_millis(2);
     let b_last = times[2_999] - 3 * SEC;
+    let a_last = times[999];
     let rb = &b;
     let mut a = Some(a);
 
     with_supervisor(s, exact(times[0]), |sup| async move {
         wait_status(&sup, Duration::from_secs(30), "A's events committed", |s| {
-            s.reader.committed_cursor == Some(times[999])
+            s.reader.committed_cursor == Some(a_last)
         })
         .await;
         // A goes away for good: dials fail, three in a row move the reader to B.
@@ -244,9 +255,12 @@ fn require_hello_sends_the_filters_before_anything_is_served() {
     let n = expected.len() as u64;
 
     with_supervisor(s, exact(time_of(&lines[0]).unwrap()), |sup| async move {
-        wait_status(&sup, Duration::from_secs(30), "wanted events written", |s| {
-            s.writer.entries_written >= n && s.writer.queued_batches == 0
-        })
+        wait_status(
+            &sup,
+            Duration::from_secs(30),
+            "wanted events written",
+            |s| s.writer.entries_written >= n && s.writer.queued_batches == 0,
+        )
         .await;
     });
 
@@ -296,7 +310,11 @@ fn ten_thousand_dids_go_through_require_hello_and_one_more_is_refused() {
     let mut s = settings(&server.url(), &redis.url());
     s.jetstream.wanted_dids = wanted.clone();
     s.jetstream.wanted_dids.push("did:plc:oneover".to_owned());
-    let err = s.validate().err().map(|e| e.to_string()).unwrap_or_default();
+    let err = s
+        .validate()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(
         err.contains("jetstream.wanted_dids") && err.contains("10001") && err.contains("10000"),
         "{err}"
@@ -311,16 +329,14 @@ fn ten_thousand_dids_go_through_require_hello_and_one_more_is_refused() {
     };
     let srv = &server;
     with_supervisor(s, exact(time_of(&lines[0]).unwrap()), |sup| async move {
-        wait_status(&sup, Duration::from_secs(30), "wanted events written", |s| {
-            s.writer.entries_written >= n && s.writer.queued_batches == 0
-        })
+        wait_status(
+            &sup,
+            Duration::from_secs(30),
+            "wanted events written",
+            |s| s.writer.entries_written >= n && s.writer.queued_batches == 0,
+        )
         .await;
-        let refused = sup
-            .send(UpdateFilters {
-                filters: too_many,
-            })
-            .await
-            .unwrap();
+        let refused = sup.send(UpdateFilters { filters: too_many }).await.unwrap();
         assert!(
             refused.as_ref().is_err_and(|e| e.contains("10001")),
             "{refused:?}"
@@ -329,9 +345,15 @@ fn ten_thousand_dids_go_through_require_hello_and_one_more_is_refused() {
     });
 
     let conn = &server.connections()[0];
-    assert!(conn.require_hello, "a URL with 10,000 DIDs would be too long");
+    assert!(
+        conn.require_hello,
+        "a URL with 10,000 DIDs would be too long"
+    );
     assert!(conn.uri.len() < 8 * 1024 && !conn.uri.contains("wantedDids"));
-    assert_eq!((conn.options_updates, conn.filter_changes_at.clone()), (1, vec![0]));
+    assert_eq!(
+        (conn.options_updates, conn.filter_changes_at.clone()),
+        (1, vec![0])
+    );
     let mut con = redis.connection().unwrap();
     let (missing, dups) = compare(&mut con, "jsi:", &expected);
     assert!(missing.is_empty() && dups.is_empty());
@@ -343,7 +365,7 @@ fn an_old_cursor_on_a_clamping_host_raises_the_gap_alarm_once() {
     let redis = redis(false);
     let lines = respace(&corpus(3_000, 65), T0, 10_000);
     let times: Vec<u64> = lines.iter().map(|l| time_of(l).unwrap()).collect();
-    // The host keeps the last 10 s only (events 2000 and later); it also closes every 300
+    // The host keeps the last 10 s only (events 1999 and later); it also closes every 300
     // events, so later dials (inside its retention) show that they raise nothing.
     let server = fake_with(lines.clone(), |c| {
         c.retention = Some(Duration::from_secs(10));
@@ -353,14 +375,21 @@ fn an_old_cursor_on_a_clamping_host_raises_the_gap_alarm_once() {
     s.jetstream.gap_threshold = Duration::from_secs(5);
     s.jetstream.rewind = Duration::from_millis(2);
     let url = server.url();
+    let times_ref = &times;
 
     with_supervisor(s, exact(times[0]), |sup| async move {
-        let st = wait_status(&sup, Duration::from_secs(30), "a gap alarm", |s| s.reader.gaps > 0)
-            .await;
+        let times = times_ref;
+        let st = wait_status(&sup, Duration::from_secs(30), "a gap alarm", |s| {
+            s.reader.gaps > 0
+        })
+        .await;
         let gap = st.reader.last_gap.clone().expect("the last gap");
         assert_eq!(gap.requested_cursor, times[0]);
-        assert_eq!(gap.first_event_us, times[2_000], "clamped to the host's oldest");
-        assert_eq!(gap.gap_us, times[2_000] - times[0]);
+        assert_eq!(
+            gap.first_event_us, times[1_999],
+            "clamped to the host's oldest"
+        );
+        assert_eq!(gap.gap_us, times[1_999] - times[0]);
         assert_eq!(gap.endpoint, url);
         assert_eq!(gap.session, 1);
         let st = wait_status(&sup, Duration::from_secs(30), "the end committed", |s| {
@@ -368,11 +397,14 @@ fn an_old_cursor_on_a_clamping_host_raises_the_gap_alarm_once() {
         })
         .await;
         assert!(st.reader.sessions_started >= 4);
-        assert_eq!(st.reader.gaps, 1, "redials inside the retention raise nothing");
+        assert_eq!(
+            st.reader.gaps, 1,
+            "redials inside the retention raise nothing"
+        );
     });
     assert_eq!(server.connections()[0].cursor, Some(times[0]));
     let mut con = redis.connection().unwrap();
-    let (missing, dups) = compare(&mut con, "jsi:", &lines[2_000..]);
+    let (missing, dups) = compare(&mut con, "jsi:", &lines[1_999..]);
     assert!(missing.is_empty() && dups.is_empty());
 }
 
@@ -415,7 +447,10 @@ fn update_filters_changes_the_live_subscription_without_reconnecting() {
         })
         .await;
         let at = usize::try_from(srv.connections()[0].filter_changes_at[0]).unwrap();
-        assert!(at >= 300 && at < lines_ref.len(), "applied mid-stream at {at}");
+        assert!(
+            at >= 300 && at < lines_ref.len(),
+            "applied mid-stream at {at}"
+        );
         let expected = lines_ref[..at].len()
             + lines_ref[at..]
                 .iter()
@@ -437,7 +472,10 @@ fn update_filters_changes_the_live_subscription_without_reconnecting() {
             srv.connections().len() == 2
         })
         .await;
-        assert_eq!(srv.connections()[1].wanted_collections, vec![wanted.to_owned()]);
+        assert_eq!(
+            srv.connections()[1].wanted_collections,
+            vec![wanted.to_owned()]
+        );
     });
 
     let at = usize::try_from(server.connections()[0].filter_changes_at[0]).unwrap();
@@ -510,10 +548,21 @@ fn an_oversized_frame_is_dead_lettered_and_the_stream_goes_on_past_it() {
         if honour {
             assert_eq!(conns.len(), 2, "one dial past it: {conns:#?}");
             assert_eq!(resumed.cursor, Some(before + 1));
-            assert!(resumed.uri.contains("maxMessageSizeBytes=65536"), "{}", resumed.uri);
-            assert_eq!(resumed.options_updates, 1, "the cap is lifted after the first event");
+            assert!(
+                resumed.uri.contains("maxMessageSizeBytes=65536"),
+                "{}",
+                resumed.uri
+            );
+            assert_eq!(
+                resumed.options_updates, 1,
+                "the cap is lifted after the first event"
+            );
         } else {
-            assert_eq!(resumed.cursor, Some(huge_time + 1), "probed to just past it");
+            assert_eq!(
+                resumed.cursor,
+                Some(huge_time + 1),
+                "probed to just past it"
+            );
             assert!(conns.len() <= 2 + 2 * 12, "{} dials", conns.len());
         }
     }

@@ -11,13 +11,12 @@ use tracing::info;
 use crate::jetstream::reader::StartCursor;
 use crate::jetstream::{JetstreamReader, ReaderConfig};
 use crate::messages::{
-    Drain, GetReaderStatus, GetRetentionStatus, GetStatus, GetWriterStatus, Pause, Restart,
-    Resume, Status,
-    UpdateFilters,
+    Drain, GetReaderStatus, GetRetentionStatus, GetStatus, GetWriterStatus, Pause, Restart, Resume,
+    Status, UpdateFilters,
 };
-use crate::sink::writer::load_cursor;
 use crate::sink::config::ConsumerGroup;
 use crate::sink::retention::{RetentionKeeper, ensure_groups};
+use crate::sink::writer::load_cursor;
 use crate::sink::{RedisWriter, WriterConfig};
 use crate::verifier::VerifierConfig;
 use crate::verifier::pool::{Setup, VerifierPool};
@@ -70,7 +69,12 @@ impl Supervisor {
         cfg: PipelineConfig,
         start: StartChoice,
     ) -> Result<Addr<Supervisor>, LaunchError> {
-        let PipelineConfig { reader, writer, verifier, consumers } = cfg;
+        let PipelineConfig {
+            reader,
+            writer,
+            verifier,
+            consumers,
+        } = cfg;
         let setup = Setup::new(verifier.clone())?;
         let start = match start {
             StartChoice::From(c) => StartCursor::Exact(c),
@@ -82,14 +86,30 @@ impl Supervisor {
                 None => fallback.map_or(StartCursor::Live, StartCursor::Exact),
             },
         };
-        ensure_groups(&writer.url, &writer.key_prefix, &consumers, (writer.retry_min, writer.retry_max))
-            .await
-            .map_err(LaunchError::Consumers)?;
+        ensure_groups(
+            &writer.url,
+            &writer.key_prefix,
+            &consumers,
+            (writer.retry_min, writer.retry_max),
+        )
+        .await
+        .map_err(LaunchError::Consumers)?;
         let mut streams = vec!["records".to_owned(), "identity".to_owned()];
         streams.extend(verifier.routes.iter().map(|r| r.stream.clone()));
-        let retention =
-            RetentionKeeper::new(&writer.url, &writer.key_prefix, writer.retention.clone(), streams, &consumers)?.start();
-        info!(?start, workers = verifier.worker_count(), verify = verifier.enabled, "starting pipeline");
+        let retention = RetentionKeeper::new(
+            &writer.url,
+            &writer.key_prefix,
+            writer.retention.clone(),
+            streams,
+            &consumers,
+        )?
+        .start();
+        info!(
+            ?start,
+            workers = verifier.worker_count(),
+            verify = verifier.enabled,
+            "starting pipeline"
+        );
         let writer_ctx = Context::<RedisWriter>::new();
         let writer_addr = writer_ctx.address();
         let pool = VerifierPool::new(

@@ -103,7 +103,11 @@ impl AdminClient {
         self.send("GET", path, None)
     }
 
-    pub fn post(&self, path: &str, json: Option<&serde_json::Value>) -> Result<Response, ClientError> {
+    pub fn post(
+        &self,
+        path: &str,
+        json: Option<&serde_json::Value>,
+    ) -> Result<Response, ClientError> {
         self.send("POST", path, json)
     }
 
@@ -208,7 +212,9 @@ pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
         dechunk(rest)?
     } else if let Some(len) = find("content-length") {
         let len: usize = len.parse().map_err(|_| "bad content-length")?;
-        rest.get(..len).ok_or("body shorter than content-length")?.to_vec()
+        rest.get(..len)
+            .ok_or("body shorter than content-length")?
+            .to_vec()
     } else {
         rest.to_vec()
     };
@@ -248,8 +254,9 @@ mod tests {
 
     #[test]
     fn parses_sized_chunked_and_close_delimited_bodies() {
-        let r = parse_response(b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello")
-            .expect("parses");
+        let r =
+            parse_response(b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello")
+                .expect("parses");
         assert_eq!((r.status, r.text().as_str()), (202, "hello"));
         assert_eq!(r.header("x-a"), Some("b"));
         let r = parse_response(

@@ -163,7 +163,8 @@ pub fn render_status(v: &StatusView) -> String {
         out,
         "endpoint     {} (session {})",
         dash(&v.endpoint),
-        v.session_id.map_or_else(|| "-".to_owned(), |s| s.to_string())
+        v.session_id
+            .map_or_else(|| "-".to_owned(), |s| s.to_string())
     );
     let _ = writeln!(
         out,

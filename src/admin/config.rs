@@ -114,7 +114,10 @@ mod tests {
             ..AdminConfig::default()
         };
         let e = c.validate().expect_err("refused").to_string();
-        assert!(e.contains("admin.listen") && e.contains("admin.token"), "{e}");
+        assert!(
+            e.contains("admin.listen") && e.contains("admin.token"),
+            "{e}"
+        );
         c.token = Some(Secret::new("short"));
         assert!(c.validate().is_err());
         c.token = Some(Secret::new("a-long-enough-token-42"));

@@ -60,10 +60,8 @@ impl AdminState {
         self.check.allows(authorization(req.headers()))
     }
 
-    fn supervisor(&self) -> Result<&Addr<Supervisor>, HttpResponse> {
-        self.pipeline
-            .get()
-            .ok_or_else(|| error(503, "pipeline not started yet (waiting for Redis)"))
+    fn supervisor(&self) -> Result<&Addr<Supervisor>, ApiError> {
+        self.pipeline.get().ok_or(ApiError::NotStarted)
     }
 
     async fn fresh_status(&self) -> Option<Status> {
@@ -185,7 +183,12 @@ async fn readyz(state: web::Data<AdminState>, req: HttpRequest) -> HttpResponse 
         HttpResponse::ServiceUnavailable()
     };
     if state.authorized(&req) {
-        let view = StatusView::new(&observed, fresh.as_ref(), &state.instance, SystemTime::now());
+        let view = StatusView::new(
+            &observed,
+            fresh.as_ref(),
+            &state.instance,
+            SystemTime::now(),
+        );
         reply.json(json!({
             "ready": ready,
             "reason": reason,
@@ -194,9 +197,11 @@ async fn readyz(state: web::Data<AdminState>, req: HttpRequest) -> HttpResponse 
             "lag_seconds": view.lag_seconds,
         }))
     } else {
-        reply
-            .content_type(ContentType::plaintext())
-            .body(if ready { "ready\n" } else { "not ready\n" })
+        reply.content_type(ContentType::plaintext()).body(if ready {
+            "ready\n"
+        } else {
+            "not ready\n"
+        })
     }
 }
 
@@ -225,6 +230,59 @@ async fn status(state: web::Data<AdminState>) -> HttpResponse {
     ))
 }
 
+/// Why a command was not carried out.
+#[derive(Debug)]
+enum ApiError {
+    BadRequest(String),
+    NotStarted,
+    Unavailable,
+}
+
+impl ApiError {
+    fn outcome(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::NotStarted | ApiError::Unavailable => "unavailable",
+        }
+    }
+
+    fn response(&self) -> HttpResponse {
+        match self {
+            ApiError::BadRequest(m) => error(400, m),
+            ApiError::NotStarted => error(503, "pipeline not started yet (waiting for Redis)"),
+            ApiError::Unavailable => error(503, "supervisor did not answer"),
+        }
+    }
+}
+
+/// Counts the outcome and turns an error into its response.
+fn answer(endpoint: &'static str, result: Result<HttpResponse, ApiError>) -> HttpResponse {
+    match result {
+        Ok(r) => {
+            count(endpoint, "ok");
+            r
+        }
+        Err(e) => {
+            count(endpoint, e.outcome());
+            e.response()
+        }
+    }
+}
+
+/// Sends `msg` to the supervisor, waiting at most [`SUPERVISOR_TIMEOUT`].
+async fn ask<M>(state: &AdminState, msg: M) -> Result<M::Result, ApiError>
+where
+    M: actix::Message + Send + 'static,
+    M::Result: Send,
+    Supervisor: actix::Handler<M>,
+{
+    let sup = state.supervisor()?;
+    match tokio::time::timeout(SUPERVISOR_TIMEOUT, sup.send(msg)).await {
+        Ok(Ok(r)) => Ok(r),
+        _ => Err(ApiError::Unavailable),
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RestartBody {
@@ -233,75 +291,47 @@ struct RestartBody {
 }
 
 /// An empty body is the default value; anything else must parse.
-fn parse_body<T: Default + for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, HttpResponse> {
+fn parse_body<T: Default + for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     if body.trim_ascii().is_empty() {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| error(400, &format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 async fn restart(state: web::Data<AdminState>, body: web::Bytes) -> HttpResponse {
-    let req: RestartBody = match parse_body(&body) {
-        Ok(r) => r,
-        Err(resp) => {
-            count("restart", "bad_request");
-            return resp;
-        }
-    };
-    let sup = match state.supervisor() {
-        Ok(s) => s,
-        Err(resp) => {
-            count("restart", "unavailable");
-            return resp;
-        }
-    };
-    let msg = Restart {
-        from_cursor: req.cursor,
-    };
-    match tokio::time::timeout(SUPERVISOR_TIMEOUT, sup.send(msg)).await {
-        Ok(Ok(session_id)) => {
-            count("restart", "ok");
+    let result =
+        async {
+            let req: RestartBody = parse_body(&body)?;
+            let session_id = ask(
+                &state,
+                Restart {
+                    from_cursor: req.cursor,
+                },
+            )
+            .await?;
             info!(cursor = ?req.cursor, session_id, "admin: restart");
-            HttpResponse::Accepted().json(json!({ "session_id": session_id, "cursor": req.cursor }))
+            Ok(HttpResponse::Accepted()
+                .json(json!({ "session_id": session_id, "cursor": req.cursor })))
         }
-        _ => {
-            count("restart", "unavailable");
-            error(503, "supervisor did not answer")
-        }
-    }
+        .await;
+    answer("restart", result)
 }
 
 async fn pause(state: web::Data<AdminState>) -> HttpResponse {
-    command(&state, "pause", Pause).await
+    let result = ask(&state, Pause).await.map(|()| {
+        info!("admin: pause");
+        HttpResponse::Accepted().json(json!({ "accepted": "pause" }))
+    });
+    answer("pause", result)
 }
 
 async fn resume(state: web::Data<AdminState>) -> HttpResponse {
-    command(&state, "resume", Resume).await
-}
-
-async fn command<M>(state: &AdminState, name: &'static str, msg: M) -> HttpResponse
-where
-    M: actix::Message<Result = ()> + Send + 'static,
-    Supervisor: actix::Handler<M>,
-{
-    let sup = match state.supervisor() {
-        Ok(s) => s,
-        Err(resp) => {
-            count(name, "unavailable");
-            return resp;
-        }
-    };
-    match tokio::time::timeout(SUPERVISOR_TIMEOUT, sup.send(msg)).await {
-        Ok(Ok(())) => {
-            count(name, "ok");
-            info!(command = name, "admin: command accepted");
-            HttpResponse::Accepted().json(json!({ "accepted": name }))
-        }
-        _ => {
-            count(name, "unavailable");
-            error(503, "supervisor did not answer")
-        }
-    }
+    let result = ask(&state, Resume).await.map(|()| {
+        info!("admin: resume");
+        HttpResponse::Accepted().json(json!({ "accepted": "resume" }))
+    });
+    answer("resume", result)
 }
 
 /// `PUT /admin/filters`: Jetstream's own names; unknown keys are refused (a typo must not
@@ -316,41 +346,23 @@ struct FiltersBody {
 }
 
 async fn filters(state: web::Data<AdminState>, body: web::Bytes) -> HttpResponse {
-    let req: FiltersBody = match parse_body(&body) {
-        Ok(r) => r,
-        Err(resp) => {
-            count("filters", "bad_request");
-            return resp;
-        }
-    };
-    let sup = match state.supervisor() {
-        Ok(s) => s,
-        Err(resp) => {
-            count("filters", "unavailable");
-            return resp;
-        }
-    };
-    let filters = Filters {
-        wanted_collections: req.wanted_collections,
-        wanted_dids: req.wanted_dids,
-    };
-    let (collections, dids) = (filters.wanted_collections.len(), filters.wanted_dids.len());
-    let msg = UpdateFilters {
-        filters: filters.clone(),
-    };
-    match tokio::time::timeout(SUPERVISOR_TIMEOUT, sup.send(msg)).await {
-        Ok(Ok(Ok(()))) => {
-            count("filters", "ok");
-            info!(collections, dids, "admin: filters updated");
-            HttpResponse::Ok().json(json!({ "applied": filters }))
-        }
-        Ok(Ok(Err(reason))) => {
-            count("filters", "bad_request");
-            error(400, &reason)
-        }
-        _ => {
-            count("filters", "unavailable");
-            error(503, "supervisor did not answer")
-        }
+    let result = async {
+        let req: FiltersBody = parse_body(&body)?;
+        let filters = Filters {
+            wanted_collections: req.wanted_collections,
+            wanted_dids: req.wanted_dids,
+        };
+        let msg = UpdateFilters {
+            filters: filters.clone(),
+        };
+        ask(&state, msg).await?.map_err(ApiError::BadRequest)?;
+        info!(
+            collections = filters.wanted_collections.len(),
+            dids = filters.wanted_dids.len(),
+            "admin: filters updated"
+        );
+        Ok(HttpResponse::Ok().json(json!({ "applied": filters })))
     }
+    .await;
+    answer("filters", result)
 }

@@ -221,7 +221,10 @@ impl StatusView {
             ("events_total", self.events_received.to_string()),
             ("jobs_total", self.jobs_written.to_string()),
             ("dead_letters_total", self.dead_letters.to_string()),
-            ("events_per_second", format!("{:.1}", self.events_per_second)),
+            (
+                "events_per_second",
+                format!("{:.1}", self.events_per_second),
+            ),
             ("jobs_per_second", format!("{:.1}", self.jobs_per_second)),
             ("uptime_secs", self.uptime_secs.to_string()),
             ("ready", self.ready.to_string()),
@@ -248,7 +251,10 @@ fn ready_when(facts: Option<(ReaderState, u64, u32)>) -> (bool, Option<String>) 
         return (false, Some("pipeline starting (waiting for Redis)".into()));
     };
     if state != ReaderState::Streaming {
-        return (false, Some(format!("reader is {}", state_name(Some(state)))));
+        return (
+            false,
+            Some(format!("reader is {}", state_name(Some(state)))),
+        );
     }
     if committed == 0 {
         return (false, Some("no batch committed yet".into()));
@@ -279,7 +285,10 @@ mod tests {
             200,
             100,
         );
-        assert!((e - 100.0).abs() < 1e-9 && (j - 50.0).abs() < 1e-9, "{e} {j}");
+        assert!(
+            (e - 100.0).abs() < 1e-9 && (j - 50.0).abs() < 1e-9,
+            "{e} {j}"
+        );
         assert_eq!(s.last_event_unix_ms, Some(1_002_000));
         // Quiet for 20 s: the window forgets the burst, the last event time stays.
         let (e, _) = s.add(

@@ -395,7 +395,10 @@ mod tests {
             std::str::from_utf8(lines[0].as_bytes()).expect("utf-8"),
             line.replace("1000", "600")
         );
-        assert_eq!(lines[1].time_us, 600, "a non-event line follows the shifted event");
+        assert_eq!(
+            lines[1].time_us, 600,
+            "a non-event line follows the shifted event"
+        );
         let later = lines_from_strings(&[line.to_owned()], 2_000_000);
         assert_eq!(later[0].time_us, 2_001_000);
         assert!(top_level_time_us(br#"{"a":{"time_us":1}}"#).is_none());

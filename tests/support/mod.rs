@@ -258,7 +258,10 @@ pub fn ingestor_env(endpoint: &str, redis_url: &str) -> Vec<(&'static str, Strin
         ("JETSTREAM_INGESTOR__REDIS__RETRY_MIN", "20ms".to_owned()),
         ("JETSTREAM_INGESTOR__REDIS__RETRY_MAX", "300ms".to_owned()),
         // Tests run in parallel: the admin API on a free port, never the default 8089.
-        ("JETSTREAM_INGESTOR__ADMIN__LISTEN", "127.0.0.1:0".to_owned()),
+        (
+            "JETSTREAM_INGESTOR__ADMIN__LISTEN",
+            "127.0.0.1:0".to_owned(),
+        ),
     ]
 }
 

@@ -171,7 +171,11 @@ impl ReaderConfig {
         }
         let minimums: [(&'static str, u64, u64); 5] = [
             ("batch_max_events", self.batch_max_events as u64, 1),
-            ("max_in_flight_batches", self.max_in_flight_batches as u64, 1),
+            (
+                "max_in_flight_batches",
+                self.max_in_flight_batches as u64,
+                1,
+            ),
             ("max_frame_bytes", self.max_frame_bytes as u64, 1024),
             (
                 "max_decompressed_bytes",
@@ -272,7 +276,10 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         cfg.zstd_dictionary = Some(dir.join("missing"));
         let e = err(&cfg);
-        assert!(e.starts_with("jetstream.zstd_dictionary: ") && e.contains("missing"), "{e}");
+        assert!(
+            e.starts_with("jetstream.zstd_dictionary: ") && e.contains("missing"),
+            "{e}"
+        );
 
         let fake = dir.join("not-a-dict");
         std::fs::write(&fake, b"hello, this is text").expect("write");

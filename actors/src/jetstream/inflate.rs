@@ -57,7 +57,9 @@ impl Inflater {
         match self.dctx.decompress(&mut self.buf, src) {
             Ok(n) if n <= self.max => Ok(&self.buf[..n]),
             Ok(_) => Err(too_large(None)),
-            Err(code) if zstd_safe::is_error_kind(code, ZSTD_ErrorCode::ZSTD_error_dstSize_tooSmall) => {
+            Err(code)
+                if zstd_safe::is_error_kind(code, ZSTD_ErrorCode::ZSTD_error_dstSize_tooSmall) =>
+            {
                 Err(too_large(None))
             }
             Err(code) => Err(InflateError::Corrupt(name(code).to_owned())),

@@ -181,7 +181,12 @@ mod tests {
 
     #[test]
     fn probing_finds_exactly_the_cursor_after_the_frame() {
-        for (last, frame) in [(1_000, 1_001), (1_000, 1_002), (1_000, 1_777), (5, 90_000_005)] {
+        for (last, frame) in [
+            (1_000, 1_001),
+            (1_000, 1_002),
+            (1_000, 1_777),
+            (5, 90_000_005),
+        ] {
             let times: Vec<u64> = [last, frame + 1, frame + 2, frame + 1_000]
                 .into_iter()
                 .filter(|t| *t != frame)

@@ -185,7 +185,10 @@ impl ReadLoop {
         let urgent = self.settle_oversize(dial, end).await;
         let outcome = if end.reason == "idle_timeout" {
             SessionOutcome::Silent
-        } else if end.reason == "stopped" || end.reason == "oversize_probe" || end.oversized.is_some() {
+        } else if end.reason == "stopped"
+            || end.reason == "oversize_probe"
+            || end.oversized.is_some()
+        {
             SessionOutcome::Neutral
         } else if end.progressed {
             SessionOutcome::Healthy
@@ -209,8 +212,7 @@ impl ReadLoop {
         };
         metrics::counter!("jetstream_ingestor_sessions_ended_total", "reason" => end.reason)
             .increment(1);
-        metrics::gauge!("jetstream_ingestor_reader_consecutive_failures")
-            .set(f64::from(failures));
+        metrics::gauge!("jetstream_ingestor_reader_consecutive_failures").set(f64::from(failures));
         let next = self.shared.failover.borrow_mut().record(outcome);
         if let Next::Move { from, to } = next {
             self.shared.counters.borrow_mut().failovers += 1;
@@ -244,7 +246,11 @@ impl ReadLoop {
             };
             match found {
                 Some(found) if skip.observe(step, found) => {
-                    let resume = if step.cap { end.first_time } else { step.cursor };
+                    let resume = if step.cap {
+                        end.first_time
+                    } else {
+                        step.cursor
+                    };
                     info!(
                         dials = skip.dials(),
                         resumed_at = ?resume,
@@ -271,11 +277,15 @@ impl ReadLoop {
         }
         // A frame refused in a regular session (or after a skip finished in this one).
         let skip = OversizeSkip::new(end.last_time, dial.cursor);
-        if let (Some((index, origin, resume)), Some(at)) = (self.shared.skipped.get(), skip.origin())
+        if let (Some((index, origin, resume)), Some(at)) =
+            (self.shared.skipped.get(), skip.origin())
             && index == dial.endpoint_index
             && origin == at
         {
-            info!(resume, "met the oversized frame skipped before; going past it again");
+            info!(
+                resume,
+                "met the oversized frame skipped before; going past it again"
+            );
             self.shared.dial_override.set(Some(resume));
             return true;
         }
@@ -289,9 +299,10 @@ impl ReadLoop {
     /// we know instead of its bytes (its size, and the event it came after), unique enough
     /// for the dead letter's dedupe identity.
     async fn dead_letter_oversized(&mut self, size: usize, dial: &Dial, end: &SessionEnd) {
-        let after = end
-            .last_time
-            .map_or_else(|| format!("first frame from cursor {:?}", dial.cursor), |t| format!("after time_us {t}"));
+        let after = end.last_time.map_or_else(
+            || format!("first frame from cursor {:?}", dial.cursor),
+            |t| format!("after time_us {t}"),
+        );
         let message = format!(
             "frame of {size} bytes refused (jetstream.max_frame_bytes = {}), {after} on {}; skipped",
             self.cfg.max_frame_bytes, dial.endpoint

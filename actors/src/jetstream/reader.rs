@@ -25,8 +25,8 @@ use super::read_loop::{Control, ReadLoop};
 use super::subscribe::Filters;
 use crate::backoff::Backoff;
 use crate::messages::{
-    BatchCommitted, Drain, GapAlarm, GetReaderStatus, Pause, PushBatch, ReaderState,
-    ReaderStatus, Restart, Resume, UpdateFilters,
+    BatchCommitted, Drain, GapAlarm, GetReaderStatus, Pause, PushBatch, ReaderState, ReaderStatus,
+    Restart, Resume, UpdateFilters,
 };
 
 /// Where the first dial starts.

@@ -323,7 +323,9 @@ impl ReadLoop {
         let dictionary = match self.cfg.load_dictionary() {
             Ok(Some(d)) => d,
             Ok(None) => {
-                return Err("jetstream.compress is on but jetstream.zstd_dictionary is not set".into());
+                return Err(
+                    "jetstream.compress is on but jetstream.zstd_dictionary is not set".into(),
+                );
             }
             Err(e) => return Err(e.to_string()),
         };
@@ -380,8 +382,15 @@ impl ReadLoop {
                 if self.cfg.until.is_some_and(|u| t > u) {
                     return Step::End("until_reached", true);
                 }
-                st.progressed = true;
-                self.shared.counters.borrow_mut().events_received += 1;
+                let mut c = self.shared.counters.borrow_mut();
+                if !st.progressed {
+                    // The host works: status says so now, not when the session ends.
+                    st.progressed = true;
+                    c.consecutive_failures = 0;
+                    metrics::gauge!("jetstream_ingestor_reader_consecutive_failures").set(0.0);
+                }
+                c.events_received += 1;
+                drop(c);
                 let p = st.pending.get_or_insert_with(new_pending);
                 p.cursor = Some(p.cursor.map_or(t, |c| c.max(t)));
                 p.items.push(Item::Event(ev));
@@ -409,8 +418,12 @@ impl ReadLoop {
 
     /// The first event of a session far beyond the position asked for: raise the alarm.
     fn check_gap(&self, dial: &Dial, first_event_us: u64, session: u64) {
-        let Some(gap_us) = detect_gap(dial.cursor, dial.rewind, first_event_us, self.cfg.gap_threshold)
-        else {
+        let Some(gap_us) = detect_gap(
+            dial.cursor,
+            dial.rewind,
+            first_event_us,
+            self.cfg.gap_threshold,
+        ) else {
             return;
         };
         let requested_cursor = dial.cursor.unwrap_or_default();

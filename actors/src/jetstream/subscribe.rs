@@ -342,11 +342,19 @@ mod tests {
             wanted_dids: many.wanted_dids[..100].to_vec(),
             ..Filters::default()
         };
-        let plan = plan_dial("ws://h/subscribe", &DialOptions { filters: &few, ..opts })
-            .expect("valid");
+        let plan = plan_dial(
+            "ws://h/subscribe",
+            &DialOptions {
+                filters: &few,
+                ..opts
+            },
+        )
+        .expect("valid");
         assert!(plan.hello.is_none() && plan.url.as_str().len() <= MAX_URL_BYTES);
         let over = Filters {
-            wanted_dids: (0..=MAX_WANTED_DIDS).map(|i| format!("did:plc:{i}")).collect(),
+            wanted_dids: (0..=MAX_WANTED_DIDS)
+                .map(|i| format!("did:plc:{i}"))
+                .collect(),
             ..Filters::default()
         };
         assert_eq!(

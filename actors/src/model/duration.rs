@@ -30,7 +30,9 @@ pub mod option {
             return Ok(None);
         }
         humantime::parse_duration(s.trim()).map(Some).map_err(|e| {
-            serde::de::Error::custom(format!("invalid duration {s:?}: {e} (use e.g. \"1h\", \"7d\", or \"\" for none)"))
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?}: {e} (use e.g. \"1h\", \"7d\", or \"\" for none)"
+            ))
         })
     }
 

@@ -9,8 +9,8 @@
 use sha2::{Digest, Sha256};
 
 use crate::messages::{Batch, Item};
-use crate::model::job::{entry_for_dead, entry_for_event};
 use crate::model::StreamEntry;
+use crate::model::job::{entry_for_dead, entry_for_event};
 
 /// Redis keys of one ingestor, all under its prefix.
 #[derive(Debug, Clone)]
@@ -163,7 +163,9 @@ mod tests {
 
     #[test]
     fn invocation_follows_the_documented_layout() {
-        let limits = CommitLimits { dedupe_window_us: 3 };
+        let limits = CommitLimits {
+            dedupe_window_us: 3,
+        };
         let entries = [
             entry(StreamKind::Records, None, "x"),
             entry(StreamKind::Dead, None, "y"),
@@ -171,7 +173,16 @@ mod tests {
             entry(StreamKind::Records, None, "w"),
         ];
         let inv = invocation(&Keys::new("jsi:"), &entries, Some(50), limits);
-        assert_eq!(inv.keys, ["jsi:dedupe", "jsi:cursor", "jsi:records", "jsi:dead", "jsi:feed"]);
+        assert_eq!(
+            inv.keys,
+            [
+                "jsi:dedupe",
+                "jsi:cursor",
+                "jsi:records",
+                "jsi:dead",
+                "jsi:feed"
+            ]
+        );
         assert_eq!(&inv.args[..3], &["47", "50", "4"]);
         assert_eq!(&inv.args[3..11], &["1", "x", "10", "2", "a", "1", "b", "2"]);
         assert_eq!(&inv.args[11..13], &["2", "y"]);
@@ -182,7 +193,14 @@ mod tests {
 
     #[test]
     fn no_cursor_means_no_prune_and_no_cursor_update() {
-        let inv = invocation(&Keys::new("p:"), &[], None, CommitLimits { dedupe_window_us: 3 });
+        let inv = invocation(
+            &Keys::new("p:"),
+            &[],
+            None,
+            CommitLimits {
+                dedupe_window_us: 3,
+            },
+        );
         assert_eq!(inv.args, vec!["", "", "0"]);
         assert_eq!(inv.keys, ["p:dedupe", "p:cursor"]);
     }

@@ -65,7 +65,12 @@ pub struct RetentionConfig {
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        RetentionConfig { max_len: 1_000_000, max_age: None, dead_max_len: 100_000, interval: Duration::from_secs(10) }
+        RetentionConfig {
+            max_len: 1_000_000,
+            max_age: None,
+            dead_max_len: 100_000,
+            interval: Duration::from_secs(10),
+        }
     }
 }
 
@@ -107,19 +112,38 @@ pub enum WriterConfigError {
 pub fn validate_consumers(consumers: &[ConsumerGroup]) -> Result<(), WriterConfigError> {
     for (index, c) in consumers.iter().enumerate() {
         let bad = |message: String| Err(WriterConfigError::Consumer { index, message });
-        let name_ok = |s: &str| !s.is_empty() && s.len() <= 128 && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 128
+                && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        };
         if !name_ok(&c.stream) {
-            return bad(format!("stream {:?} must be a non-empty name without spaces", c.stream));
+            return bad(format!(
+                "stream {:?} must be a non-empty name without spaces",
+                c.stream
+            ));
         }
         if !name_ok(&c.group) {
-            return bad(format!("group {:?} must be a non-empty name without spaces", c.group));
+            return bad(format!(
+                "group {:?} must be a non-empty name without spaces",
+                c.group
+            ));
         }
         let start_ok = c.start_id == "$" || super::trim::StreamId::parse(&c.start_id).is_some();
         if !start_ok {
-            return bad(format!("start_id {:?} must be \"0\", \"$\" or an entry id like \"1700000000000-0\"", c.start_id));
+            return bad(format!(
+                "start_id {:?} must be \"0\", \"$\" or an entry id like \"1700000000000-0\"",
+                c.start_id
+            ));
         }
-        if consumers[..index].iter().any(|o| o.stream == c.stream && o.group == c.group) {
-            return bad(format!("group {:?} on stream {:?} is declared twice", c.group, c.stream));
+        if consumers[..index]
+            .iter()
+            .any(|o| o.stream == c.stream && o.group == c.group)
+        {
+            return bad(format!(
+                "group {:?} on stream {:?} is declared twice",
+                c.group, c.stream
+            ));
         }
     }
     Ok(())

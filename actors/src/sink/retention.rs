@@ -47,7 +47,12 @@ return redis.call('XTRIM', KEYS[1], 'MAXLEN', '=', n)
 
 /// Creates every declared group that does not exist yet (`XGROUP CREATE … MKSTREAM`),
 /// waiting for Redis like the cursor load does. Existing groups are left untouched.
-pub async fn ensure_groups(url: &str, prefix: &str, consumers: &[ConsumerGroup], retry: (Duration, Duration)) -> Result<(), String> {
+pub async fn ensure_groups(
+    url: &str,
+    prefix: &str,
+    consumers: &[ConsumerGroup],
+    retry: (Duration, Duration),
+) -> Result<(), String> {
     if consumers.is_empty() {
         return Ok(());
     }
@@ -65,10 +70,18 @@ pub async fn ensure_groups(url: &str, prefix: &str, consumers: &[ConsumerGroup],
         };
         for c in consumers {
             let key = keys.stream(&c.stream);
-            let res: redis::RedisResult<()> =
-                redis::cmd("XGROUP").arg("CREATE").arg(&key).arg(&c.group).arg(&c.start_id).arg("MKSTREAM").query_async(&mut con).await;
+            let res: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&key)
+                .arg(&c.group)
+                .arg(&c.start_id)
+                .arg("MKSTREAM")
+                .query_async(&mut con)
+                .await;
             match res {
-                Ok(()) => info!(stream = %key, group = %c.group, start_id = %c.start_id, "consumer group created"),
+                Ok(()) => {
+                    info!(stream = %key, group = %c.group, start_id = %c.start_id, "consumer group created")
+                }
                 Err(e) if e.code() == Some("BUSYGROUP") => {}
                 Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
                     warn!(error = %e, "redis went away while creating consumer groups; retrying");
@@ -96,9 +109,18 @@ pub struct RetentionKeeper {
 impl RetentionKeeper {
     /// `streams`: every job stream name this ingestor writes (records, identity, routes …);
     /// the dead-letter stream is added here with its own bound.
-    pub fn new(url: &str, prefix: &str, cfg: RetentionConfig, streams: Vec<String>, consumers: &[ConsumerGroup]) -> Result<Self, redis::RedisError> {
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        cfg: RetentionConfig,
+        streams: Vec<String>,
+        consumers: &[ConsumerGroup],
+    ) -> Result<Self, redis::RedisError> {
         let mut list: Vec<(String, u64)> = Vec::new();
-        for s in streams.into_iter().chain(consumers.iter().map(|c| c.stream.clone())) {
+        for s in streams
+            .into_iter()
+            .chain(consumers.iter().map(|c| c.stream.clone()))
+        {
             if s != "dead" && !list.iter().any(|(n, _)| *n == s) {
                 list.push((s, cfg.max_len));
             }
@@ -106,7 +128,10 @@ impl RetentionKeeper {
         list.push(("dead".to_owned(), cfg.dead_max_len));
         let mut disposable: HashMap<String, Vec<String>> = HashMap::new();
         for c in consumers.iter().filter(|c| c.disposable) {
-            disposable.entry(c.stream.clone()).or_default().push(c.group.clone());
+            disposable
+                .entry(c.stream.clone())
+                .or_default()
+                .push(c.group.clone());
         }
         Ok(RetentionKeeper {
             client: redis::Client::open(url)?,
@@ -129,8 +154,19 @@ impl RetentionKeeper {
             .streams
             .iter()
             .map(|(name, max_len)| {
-                let bounds = Bounds { max_len: *max_len, max_age_ms: self.cfg.max_age.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)) };
-                (name.clone(), self.keys.stream(name), bounds, self.disposable.get(name).cloned().unwrap_or_default())
+                let bounds = Bounds {
+                    max_len: *max_len,
+                    max_age_ms: self
+                        .cfg
+                        .max_age
+                        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                };
+                (
+                    name.clone(),
+                    self.keys.stream(name),
+                    bounds,
+                    self.disposable.get(name).cloned().unwrap_or_default(),
+                )
             })
             .collect();
         let work = async move {
@@ -139,7 +175,9 @@ impl RetentionKeeper {
             let now_ms = secs * 1000 + micros / 1000;
             let mut out = Vec::with_capacity(jobs.len());
             for (name, key, bounds, disposable) in jobs {
-                if let Some(r) = keep_one(&mut con, &name, &key, bounds, &disposable, now_ms).await? {
+                if let Some(r) =
+                    keep_one(&mut con, &name, &key, bounds, &disposable, now_ms).await?
+                {
                     out.push(r);
                 }
             }
@@ -182,7 +220,12 @@ async fn keep_one(
     disposable: &[String],
     now_ms: u64,
 ) -> redis::RedisResult<Option<StreamRetention>> {
-    let info: Value = match redis::cmd("XINFO").arg("STREAM").arg(key).query_async(con).await {
+    let info: Value = match redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(key)
+        .query_async(con)
+        .await
+    {
         Ok(v) => v,
         Err(e) if e.to_string().contains("no such key") => return Ok(None),
         Err(e) => return Err(e),
@@ -192,7 +235,11 @@ async fn keep_one(
         length: int(info.get("length")),
         last_generated: id(info.get("last-generated-id")).unwrap_or(StreamId { ms: 0, seq: 0 }),
     };
-    let raw_groups: Value = redis::cmd("XINFO").arg("GROUPS").arg(key).query_async(con).await?;
+    let raw_groups: Value = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(key)
+        .query_async(con)
+        .await?;
     let mut groups = Vec::new();
     if let Value::Array(list) = raw_groups {
         for g in &list {
@@ -200,7 +247,11 @@ async fn keep_one(
             let name = text(f.get("name"));
             let pending = int(f.get("pending"));
             let oldest_pending = if pending > 0 {
-                let summary: Value = redis::cmd("XPENDING").arg(key).arg(&name).query_async(con).await?;
+                let summary: Value = redis::cmd("XPENDING")
+                    .arg(key)
+                    .arg(&name)
+                    .query_async(con)
+                    .await?;
                 match summary {
                     Value::Array(parts) if parts.len() >= 2 => id(parts.get(1)),
                     _ => None,
@@ -211,7 +262,8 @@ async fn keep_one(
             groups.push(GroupState {
                 disposable: disposable.contains(&name),
                 name,
-                last_delivered: id(f.get("last-delivered-id")).unwrap_or(StreamId { ms: 0, seq: 0 }),
+                last_delivered: id(f.get("last-delivered-id"))
+                    .unwrap_or(StreamId { ms: 0, seq: 0 }),
                 pending,
                 oldest_pending,
                 lag: f.get("lag").and_then(|v| match v {
@@ -227,12 +279,27 @@ async fn keep_one(
     for t in trims {
         let n: i64 = match t {
             Trim::MaxLen(n) => {
-                let r: i64 = redis::Script::new(GUARDED_MAXLEN).key(key).arg(n).arg(disposable).invoke_async(con).await?;
+                let r: i64 = redis::Script::new(GUARDED_MAXLEN)
+                    .key(key)
+                    .arg(n)
+                    .arg(disposable)
+                    .invoke_async(con)
+                    .await?;
                 if r < 0 {
                     // A group fell behind between planning and trimming: trim by id only.
-                    let needed = groups.iter().filter(|g| !g.disposable).map(GroupState::needs_from).min();
+                    let needed = groups
+                        .iter()
+                        .filter(|g| !g.disposable)
+                        .map(GroupState::needs_from)
+                        .min();
                     if let Some(min) = needed {
-                        redis::cmd("XTRIM").arg(key).arg("MINID").arg("=").arg(min.to_string()).query_async(con).await?
+                        redis::cmd("XTRIM")
+                            .arg(key)
+                            .arg("MINID")
+                            .arg("=")
+                            .arg(min.to_string())
+                            .query_async(con)
+                            .await?
                     } else {
                         0
                     }
@@ -240,7 +307,15 @@ async fn keep_one(
                     r
                 }
             }
-            Trim::MinId(id) => redis::cmd("XTRIM").arg(key).arg("MINID").arg("=").arg(id.to_string()).query_async(con).await?,
+            Trim::MinId(id) => {
+                redis::cmd("XTRIM")
+                    .arg(key)
+                    .arg("MINID")
+                    .arg("=")
+                    .arg(id.to_string())
+                    .query_async(con)
+                    .await?
+            }
         };
         trimmed += u64::try_from(n).unwrap_or(0);
     }
@@ -249,7 +324,13 @@ async fn keep_one(
     }
     let length: u64 = redis::cmd("XLEN").arg(key).query_async(con).await?;
     blocking.sort_by(|a, b| a.group.cmp(&b.group));
-    Ok(Some(StreamRetention { stream: name.to_owned(), length, bound: bounds.max_len, trimmed_last: trimmed, blocking }))
+    Ok(Some(StreamRetention {
+        stream: name.to_owned(),
+        length,
+        bound: bounds.max_len,
+        trimmed_last: trimmed,
+        blocking,
+    }))
 }
 
 /// A RESP2 flat `[k, v, k, v …]` (or RESP3 map) as a lookup table.

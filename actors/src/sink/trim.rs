@@ -38,14 +38,20 @@ impl PartialOrd for StreamId {
 impl StreamId {
     pub fn parse(s: &str) -> Option<StreamId> {
         let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
-        Some(StreamId { ms: ms.parse().ok()?, seq: seq.parse().ok()? })
+        Some(StreamId {
+            ms: ms.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
     }
 
     /// The smallest id greater than this one.
     pub fn successor(self) -> StreamId {
         match self.seq.checked_add(1) {
             Some(seq) => StreamId { ms: self.ms, seq },
-            None => StreamId { ms: self.ms.saturating_add(1), seq: 0 },
+            None => StreamId {
+                ms: self.ms.saturating_add(1),
+                seq: 0,
+            },
         }
     }
 }
@@ -116,7 +122,10 @@ pub fn plan(stream: &StreamState, groups: &[GroupState], bounds: Bounds, now_ms:
         .filter(|g| !g.disposable && g.needs_from() <= stream.last_generated)
         .collect();
     let mut out = Plan::default();
-    let age_cut = bounds.max_age_ms.map(|age| StreamId { ms: now_ms.saturating_sub(age), seq: 0 });
+    let age_cut = bounds.max_age_ms.map(|age| StreamId {
+        ms: now_ms.saturating_sub(age),
+        seq: 0,
+    });
     let over_len = bounds.max_len > 0 && stream.length > bounds.max_len;
 
     let Some(needed) = protected.iter().map(|g| g.needs_from()).min() else {
@@ -139,9 +148,15 @@ pub fn plan(stream: &StreamState, groups: &[GroupState], bounds: Bounds, now_ms:
             _ => {
                 out.trims.push(Trim::MinId(needed));
                 for g in &protected {
-                    let need = if g.pending == 0 { g.lag } else { g.lag.map(|l| l + g.pending) };
-                    if need.is_none_or(|n| n > bounds.max_len) {
-                        out.blocking.push(Blocking { group: g.name.clone(), lag: g.lag, pending: g.pending });
+                    // Blocking: the group holding the oldest needed entry (the cut stops at
+                    // it), or one whose unread entries alone exceed the bound.
+                    let unread_over = g.lag.is_none_or(|l| l > bounds.max_len);
+                    if g.needs_from() == needed || unread_over {
+                        out.blocking.push(Blocking {
+                            group: g.name.clone(),
+                            lag: g.lag,
+                            pending: g.pending,
+                        });
                     }
                 }
             }
@@ -151,7 +166,11 @@ pub fn plan(stream: &StreamState, groups: &[GroupState], bounds: Bounds, now_ms:
         out.trims.push(Trim::MinId(cut.min(needed)));
         for g in &protected {
             if g.needs_from() < cut && !out.blocking.iter().any(|b| b.group == g.name) {
-                out.blocking.push(Blocking { group: g.name.clone(), lag: g.lag, pending: g.pending });
+                out.blocking.push(Blocking {
+                    group: g.name.clone(),
+                    lag: g.lag,
+                    pending: g.pending,
+                });
             }
         }
     }
@@ -177,12 +196,26 @@ mod tests {
         }
     }
 
-    const STREAM: StreamState = StreamState { length: 1000, last_generated: StreamId { ms: 1000, seq: 0 } };
-    const LEN: Bounds = Bounds { max_len: 250, max_age_ms: None };
+    const STREAM: StreamState = StreamState {
+        length: 1000,
+        last_generated: StreamId { ms: 1000, seq: 0 },
+    };
+    const LEN: Bounds = Bounds {
+        max_len: 250,
+        max_age_ms: None,
+    };
 
     #[test]
     fn without_groups_trim_to_the_bounds() {
-        let p = plan(&STREAM, &[], Bounds { max_len: 250, max_age_ms: Some(100) }, 5_000);
+        let p = plan(
+            &STREAM,
+            &[],
+            Bounds {
+                max_len: 250,
+                max_age_ms: Some(100),
+            },
+            5_000,
+        );
         assert_eq!(p.trims, vec![Trim::MaxLen(250), Trim::MinId(id(4_900))]);
         assert!(p.blocking.is_empty());
     }
@@ -192,7 +225,14 @@ mod tests {
         let g = group("slow", 500, None, Some(500));
         let p = plan(&STREAM, &[g], LEN, 0);
         assert_eq!(p.trims, vec![Trim::MinId(StreamId { ms: 500, seq: 1 })]);
-        assert_eq!(p.blocking, vec![Blocking { group: "slow".into(), lag: Some(500), pending: 0 }]);
+        assert_eq!(
+            p.blocking,
+            vec![Blocking {
+                group: "slow".into(),
+                lag: Some(500),
+                pending: 0
+            }]
+        );
     }
 
     #[test]
@@ -200,7 +240,10 @@ mod tests {
         let g = group("fast", 1000, None, Some(0));
         assert_eq!(plan(&STREAM, &[g], LEN, 0).trims, vec![Trim::MaxLen(250)]);
         let close = group("close", 900, None, Some(100));
-        assert_eq!(plan(&STREAM, &[close], LEN, 0).trims, vec![Trim::MaxLen(250)]);
+        assert_eq!(
+            plan(&STREAM, &[close], LEN, 0).trims,
+            vec![Trim::MaxLen(250)]
+        );
     }
 
     #[test]
@@ -208,6 +251,11 @@ mod tests {
         let g = group("worker", 1000, Some(300), Some(0));
         let p = plan(&STREAM, &[g], LEN, 0);
         assert_eq!(p.trims, vec![Trim::MinId(id(300))]);
+        assert_eq!(
+            p.blocking.len(),
+            1,
+            "a few old pending entries hold the whole stream"
+        );
         assert!(p.trims.iter().all(|t| !matches!(t, Trim::MaxLen(_))));
     }
 
@@ -225,7 +273,15 @@ mod tests {
     #[test]
     fn age_bound_stops_at_what_is_needed() {
         let g = group("slow", 200, None, Some(800));
-        let p = plan(&STREAM, &[g], Bounds { max_len: 0, max_age_ms: Some(100) }, 1_000);
+        let p = plan(
+            &STREAM,
+            &[g],
+            Bounds {
+                max_len: 0,
+                max_age_ms: Some(100),
+            },
+            1_000,
+        );
         assert_eq!(p.trims, vec![Trim::MinId(StreamId { ms: 200, seq: 1 })]);
         assert_eq!(p.blocking.len(), 1);
     }
@@ -235,7 +291,14 @@ mod tests {
         let a = StreamId::parse("5-1").expect("id");
         assert!(a < StreamId::parse("5-2").expect("id") && a < StreamId::parse("6-0").expect("id"));
         assert_eq!(a.successor().to_string(), "5-2");
-        assert_eq!(StreamId { ms: 1, seq: u64::MAX }.successor(), id(2));
+        assert_eq!(
+            StreamId {
+                ms: 1,
+                seq: u64::MAX
+            }
+            .successor(),
+            id(2)
+        );
         assert_eq!(StreamId::parse("x-1"), None);
     }
 }

@@ -53,7 +53,9 @@ impl RedisWriter {
         committed_to: Recipient<BatchCommitted>,
     ) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(cfg.url.as_str())?;
-        let limits = CommitLimits { dedupe_window_us: u64::try_from(cfg.dedupe_window.as_micros()).unwrap_or(u64::MAX) };
+        let limits = CommitLimits {
+            dedupe_window_us: u64::try_from(cfg.dedupe_window.as_micros()).unwrap_or(u64::MAX),
+        };
         Ok(RedisWriter {
             keys: Rc::new(Keys::new(&cfg.key_prefix)),
             limits,

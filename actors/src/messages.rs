@@ -12,7 +12,7 @@ use std::time::Instant;
 use actix::Message;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::model::{DeadLetter, Event};
+use crate::model::{DeadLetter, Event, StateOp, Transition};
 
 /// One permit of the reader's in-flight window. Dropping it frees the slot.
 #[derive(Debug)]
@@ -23,6 +23,10 @@ pub struct Credit(pub OwnedSemaphorePermit);
 pub enum Item {
     Event(Event),
     Dead(DeadLetter),
+    /// A bucket membership change (appended by the buckets room, in time order).
+    Transition(Transition),
+    /// A bucket state write, committed atomically with the batch.
+    State(StateOp),
 }
 
 /// A numbered group of consecutive frames from one session.

@@ -161,18 +161,24 @@ impl AdminClient {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).map_err(io)?;
-        stream.write_all(body).map_err(io)?;
-        stream.flush().map_err(io)?;
+        // A server may answer (401, 413) and close before reading the whole body: a failed
+        // write is only an error if no answer can be read afterwards.
+        let written = stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body))
+            .and_then(|()| stream.flush());
         let mut raw = Vec::new();
-        stream
+        let read = (&mut stream)
             .take(MAX_RESPONSE_BYTES as u64 + 64 * 1024)
-            .read_to_end(&mut raw)
-            .map_err(io)?;
-        parse_response(&raw).map_err(|reason| ClientError::Protocol {
-            addr: self.addr,
-            reason,
-        })
+            .read_to_end(&mut raw);
+        match (parse_response(&raw), written, read) {
+            (Ok(r), _, _) => Ok(r),
+            (Err(_), Err(e), _) | (Err(_), Ok(()), Err(e)) => Err(io(e)),
+            (Err(reason), Ok(()), Ok(_)) => Err(ClientError::Protocol {
+                addr: self.addr,
+                reason,
+            }),
+        }
     }
 }
 

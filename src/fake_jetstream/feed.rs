@@ -8,8 +8,8 @@
 //! previous event, taking its `time_us` for cursor skipping and its fate under the filters.
 //!
 //! A server with its own clock (`clock_offset_us`) gets its lines with the top-level
-//! `time_us` number rewritten at load (the rest of the line is untouched, byte for byte), and
-//! a server with a retention keeps only the recent lines.
+//! `time_us` rewritten at load (`clock.rs`), and a server with a retention keeps only the
+//! recent lines.
 //!
 //! Failure: loading never fails on content (any bytes are a line); only reading the file can,
 //! which `start` reports.
@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 
+use super::clock::shift_time_us;
 use super::live::LiveHub;
 
 /// Event kind, as far as the filters care.
@@ -174,77 +175,6 @@ pub(crate) fn retain(lines: Vec<Arc<Line>>, retention_us: Option<u64>) -> Vec<Ar
         .collect()
 }
 
-/// `t` shifted by `offset_us`, saturating at 0 and `u64::MAX`.
-pub(crate) fn shifted(t: u64, offset_us: i64) -> u64 {
-    if offset_us >= 0 {
-        t.saturating_add(offset_us.unsigned_abs())
-    } else {
-        t.saturating_sub(offset_us.unsigned_abs())
-    }
-}
-
-/// The line with its top-level `time_us` number shifted, or `None` when there is nothing to
-/// change (no offset, or no top-level `time_us` number).
-fn shift_time_us(raw: &[u8], offset_us: i64) -> Option<Vec<u8>> {
-    if offset_us == 0 {
-        return None;
-    }
-    let (start, end) = top_level_time_us(raw)?;
-    let t: u64 = std::str::from_utf8(&raw[start..end]).ok()?.parse().ok()?;
-    let mut out = Vec::with_capacity(raw.len() + 4);
-    out.extend_from_slice(&raw[..start]);
-    out.extend_from_slice(shifted(t, offset_us).to_string().as_bytes());
-    out.extend_from_slice(&raw[end..]);
-    Some(out)
-}
-
-/// Byte range of the digits of the top-level `"time_us": N` of a JSON object, found by a
-/// scan that tracks nesting and strings (a `time_us` inside a record is not touched).
-fn top_level_time_us(b: &[u8]) -> Option<(usize, usize)> {
-    let skip_ws = |mut i: usize| {
-        while b.get(i).is_some_and(u8::is_ascii_whitespace) {
-            i += 1;
-        }
-        i
-    };
-    let mut depth = 0usize;
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                let start = i + 1;
-                let mut j = start;
-                while j < b.len() && b[j] != b'"' {
-                    j += if b[j] == b'\\' { 2 } else { 1 };
-                }
-                if j >= b.len() {
-                    return None;
-                }
-                i = j + 1;
-                if depth == 1 && &b[start..j] == b"time_us" {
-                    let colon = skip_ws(i);
-                    if b.get(colon) == Some(&b':') {
-                        let digits = skip_ws(colon + 1);
-                        let mut end = digits;
-                        while b.get(end).is_some_and(u8::is_ascii_digit) {
-                            end += 1;
-                        }
-                        if end > digits {
-                            return Some((digits, end));
-                        }
-                    }
-                }
-                continue;
-            }
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        i += 1;
-    }
-    None
-}
-
 /// Where the events of a server come from, shared by every connection.
 #[derive(Clone)]
 pub(crate) enum SourceData {
@@ -384,25 +314,6 @@ mod tests {
         assert_eq!(feed.next_ready().map(|l| l.time_us), Some(30));
         let mut feed = Feed::new(&source, Some(31));
         assert!(feed.next_ready().is_none());
-    }
-
-    #[test]
-    fn clock_offset_rewrites_only_the_top_level_time_us() {
-        let line = r#"{"did":"did:plc:a","commit":{"record":{"time_us":5,"text":"\"time_us\":7"}},"time_us" : 1000,"kind":"commit"}"#;
-        let lines = lines_from_strings(&[line.to_owned(), "junk".to_owned()], -400);
-        assert_eq!(lines[0].time_us, 600);
-        assert_eq!(
-            std::str::from_utf8(lines[0].as_bytes()).expect("utf-8"),
-            line.replace("1000", "600")
-        );
-        assert_eq!(
-            lines[1].time_us, 600,
-            "a non-event line follows the shifted event"
-        );
-        let later = lines_from_strings(&[line.to_owned()], 2_000_000);
-        assert_eq!(later[0].time_us, 2_001_000);
-        assert!(top_level_time_us(br#"{"a":{"time_us":1}}"#).is_none());
-        assert!(top_level_time_us(br#"{"kind":"time_us","x":1}"#).is_none());
     }
 
     #[test]

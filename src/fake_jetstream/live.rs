@@ -161,7 +161,7 @@ pub(crate) async fn run_generator(
             let mut lines = Vec::with_capacity(count as usize);
             let mut t = first_time;
             for _ in 0..count {
-                t = super::feed::shifted(now_us(), clock_offset_us).max(t + 1);
+                t = super::clock::shifted(now_us(), clock_offset_us).max(t + 1);
                 let text = g.next_event(t);
                 lines.push(Arc::new(Line::from_bytes(text.as_bytes(), t)));
             }

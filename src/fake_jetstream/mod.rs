@@ -16,14 +16,16 @@
 //!
 //! Layout: `server` (accept loop, HTTP checks, connection records), `session` (one
 //! subscriber), `filter` (query and `options_update`), `feed` (file lines and per-connection
-//! position), `live` (generate mode's ring buffer and producer), `generate`, `posts` and `ids`
-//! (the events themselves), `http` (request heads and error responses).
+//! position), `clock` (the host's own clock), `live` (generate mode's ring buffer and
+//! producer), `generate`, `posts` and `ids` (the events themselves), `http` (request heads
+//! and error responses).
 //!
 //! Failure: [`FakeJetstream::start`] fails with an `io::Error` when the config is invalid,
 //! the address cannot be bound, or the source file or dictionary cannot be read. After that,
 //! a failing connection ends only itself (see [`ConnectionEnd`]); the server stops only on
 //! [`FakeJetstream::shutdown`] or drop.
 
+mod clock;
 mod feed;
 mod filter;
 mod generate;

@@ -43,11 +43,8 @@ pub fn start(args: &[&str], env: &[(&'static str, String)], token: Option<&str>)
             env.push(("JETSTREAM_INGESTOR__ADMIN__TOKEN", t.to_owned()));
         }
         let mut ing = Ingestor::spawn(args, &env);
-        let admin = AdminClient::new(
-            ([127, 0, 0, 1], port).into(),
-            token.map(Secret::new),
-        )
-        .with_timeout(Duration::from_secs(5));
+        let admin = AdminClient::new(([127, 0, 0, 1], port).into(), token.map(Secret::new))
+            .with_timeout(Duration::from_secs(5));
         let started = Instant::now();
         loop {
             if admin.get("/healthz").is_ok_and(|r| r.status == 200) {
@@ -67,14 +64,14 @@ pub fn start(args: &[&str], env: &[(&'static str, String)], token: Option<&str>)
 }
 
 /// `GET /admin/status` as JSON (panics on anything but 200).
-pub fn status(admin: &AdminClient) -> serde_json::Value {
+pub fn admin_status(admin: &AdminClient) -> serde_json::Value {
     let r = admin.get("/admin/status").unwrap();
     assert_eq!(r.status, 200, "status: {}", r.text());
     r.json().expect("status is JSON")
 }
 
 /// Polls the admin status until `f` holds.
-pub fn wait_status(
+pub fn wait_admin(
     admin: &AdminClient,
     limit: Duration,
     what: &str,
@@ -82,7 +79,7 @@ pub fn wait_status(
 ) -> serde_json::Value {
     let start = Instant::now();
     loop {
-        let s = status(admin);
+        let s = admin_status(admin);
         if f(&s) {
             return s;
         }

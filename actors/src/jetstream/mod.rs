@@ -6,6 +6,7 @@
 pub mod config;
 pub mod decode;
 pub mod failover;
+mod frames;
 pub mod gap;
 pub mod heartbeat;
 pub mod inflate;

@@ -24,10 +24,11 @@ use tracing::{info, warn};
 
 use super::config::ReaderConfig;
 use super::failover::{Next, SessionOutcome};
+use super::frames::Pending;
 use super::inflate::Inflater;
 use super::oversize::{OversizeSkip, Probe, SkipDial};
 use super::reader::Shared;
-use super::session::{Pending, SessionEnd};
+use super::session::SessionEnd;
 use super::subscribe::source_of;
 use crate::backoff::full_jitter;
 use crate::messages::{Item, PushBatch, ReaderState};

@@ -3,8 +3,8 @@
 //! frames are decoded, binary frames inflated with the zstd dictionary (bounded) when
 //! `compress` is on, events grouped into batches (size or linger bound) and pushed with a
 //! credit of the in-flight window; no credit, no reading, so backpressure reaches the TCP
-//! socket. Filter updates go out as `options_update` on the live socket. The first event of
-//! the session is checked for a gap (`gap.rs`).
+//! socket. Filter updates go out as `options_update` on the live socket. What each frame
+//! becomes (inflate, decode, batch, gap check, flush) is `frames.rs`.
 //!
 //! Failure: a session ends on close, EOF, socket error, idle timeout, a frame the WebSocket
 //! layer refuses as too large (its dead letter and the skip are the read loop's business),
@@ -20,14 +20,12 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, info, warn};
 
-use super::decode::{Decoded, decode_frame};
-use super::gap::detect_gap;
+use super::decode::decode_frame;
+use super::frames::{Sess, Step};
 use super::heartbeat::{Heartbeat, Liveness};
-use super::inflate::{InflateError, Inflater};
 use super::read_loop::{Control, Dial, ReadLoop};
 use super::subscribe::{DialOptions, options_update, plan_dial, source_of};
-use crate::messages::{Batch, Credit, GapAlarm, Item, PushBatch, ReaderState};
-use crate::model::DeadLetter;
+use crate::messages::ReaderState;
 
 /// How a session ended.
 pub(super) struct SessionEnd {
@@ -56,54 +54,6 @@ impl SessionEnd {
             last_time: None,
         }
     }
-}
-
-/// A batch being filled.
-pub(super) struct Pending {
-    pub items: Vec<Item>,
-    pub cursor: Option<u64>,
-    pub received_at: Instant,
-}
-
-fn new_pending() -> Pending {
-    Pending {
-        items: Vec::with_capacity(64),
-        cursor: None,
-        received_at: Instant::now(),
-    }
-}
-
-/// Per-session bookkeeping.
-struct Sess {
-    id: u64,
-    source: Arc<str>,
-    pending: Option<Pending>,
-    progressed: bool,
-    first_time: Option<u64>,
-    last_time: Option<u64>,
-    /// `maxMessageSizeBytes` is in force on this socket (lifted after the first event).
-    cap_active: bool,
-}
-
-impl Sess {
-    fn end(&self, reason: &'static str, error: Option<String>, finished: bool) -> SessionEnd {
-        SessionEnd {
-            progressed: self.progressed,
-            reason,
-            error,
-            finished,
-            oversized: None,
-            first_time: self.first_time,
-            last_time: self.last_time,
-        }
-    }
-}
-
-/// What one decoded frame asks of the session.
-enum Step {
-    Continue,
-    /// Flush, then end with this reason (`finished` for replay's end).
-    End(&'static str, bool),
 }
 
 impl ReadLoop {
@@ -313,177 +263,5 @@ impl ReadLoop {
                 }
             }
         }
-    }
-
-    /// Builds the zstd context the first time a compressed dial needs it.
-    fn ensure_inflater(&mut self) -> Result<(), String> {
-        if !self.cfg.compress || self.inflater.is_some() {
-            return Ok(());
-        }
-        let dictionary = match self.cfg.load_dictionary() {
-            Ok(Some(d)) => d,
-            Ok(None) => {
-                return Err(
-                    "jetstream.compress is on but jetstream.zstd_dictionary is not set".into(),
-                );
-            }
-            Err(e) => return Err(e.to_string()),
-        };
-        self.inflater = Some(Inflater::new(
-            Some(&dictionary),
-            self.cfg.max_decompressed_bytes,
-        )?);
-        Ok(())
-    }
-
-    /// A binary frame: zstd when `compress` is on, otherwise a dead letter.
-    fn binary(&mut self, raw: &[u8]) -> Decoded {
-        let Some(inflater) = self.inflater.as_mut().filter(|_| self.cfg.compress) else {
-            return Decoded::Dead(DeadLetter::new(
-                "binary_frame",
-                "binary frame received but jetstream.compress is off",
-                raw,
-            ));
-        };
-        match inflater.inflate(raw) {
-            Ok(plain) => decode_frame(plain),
-            Err(e @ InflateError::TooLarge { .. }) => {
-                Decoded::Dead(DeadLetter::new("zstd_too_large", e.to_string(), raw))
-            }
-            Err(e @ InflateError::Corrupt(_)) => {
-                Decoded::Dead(DeadLetter::new("zstd_error", e.to_string(), raw))
-            }
-        }
-    }
-
-    /// Puts one decoded frame into the pending batch (or ends the session).
-    fn take(&mut self, decoded: Decoded, st: &mut Sess, dial: &Dial) -> Step {
-        let time = match &decoded {
-            Decoded::Event(ev) => Some(ev.time_us()),
-            Decoded::Skipped { time_us, .. } => Some(*time_us),
-            Decoded::Dead(d) => d.time_us,
-        };
-        if let Some(t) = time {
-            if st.first_time.is_none() {
-                st.first_time = Some(t);
-                if dial.probe() {
-                    // Only the position was wanted: past the oversized frame.
-                    return Step::End("oversize_probe", false);
-                }
-                if dial.skip.is_none() {
-                    self.check_gap(dial, t, st.id);
-                }
-            }
-            st.last_time = Some(t);
-        }
-        match decoded {
-            Decoded::Event(ev) => {
-                let t = ev.time_us();
-                if self.cfg.until.is_some_and(|u| t > u) {
-                    return Step::End("until_reached", true);
-                }
-                let mut c = self.shared.counters.borrow_mut();
-                if !st.progressed {
-                    // The host works: status says so now, not when the session ends.
-                    st.progressed = true;
-                    c.consecutive_failures = 0;
-                    metrics::gauge!("jetstream_ingestor_reader_consecutive_failures").set(0.0);
-                }
-                c.events_received += 1;
-                drop(c);
-                let p = st.pending.get_or_insert_with(new_pending);
-                p.cursor = Some(p.cursor.map_or(t, |c| c.max(t)));
-                p.items.push(Item::Event(ev));
-            }
-            Decoded::Skipped { time_us, kind } => {
-                debug!(kind, time_us, "skipping event of unknown kind");
-                metrics::counter!("jetstream_ingestor_events_skipped_total", "reason" => "unknown_kind").increment(1);
-                let p = st.pending.get_or_insert_with(new_pending);
-                p.cursor = Some(p.cursor.map_or(time_us, |c| c.max(time_us)));
-            }
-            Decoded::Dead(d) => {
-                warn!(reason = d.reason, message = %d.message, len = d.raw_len, "frame dead-lettered");
-                metrics::counter!("jetstream_ingestor_dead_letters_total", "reason" => d.reason)
-                    .increment(1);
-                self.shared.counters.borrow_mut().dead_letters += 1;
-                let p = st.pending.get_or_insert_with(new_pending);
-                if let Some(t) = d.time_us {
-                    p.cursor = Some(p.cursor.map_or(t, |c| c.max(t)));
-                }
-                p.items.push(Item::Dead(d));
-            }
-        }
-        Step::Continue
-    }
-
-    /// The first event of a session far beyond the position asked for: raise the alarm.
-    fn check_gap(&self, dial: &Dial, first_event_us: u64, session: u64) {
-        let Some(gap_us) = detect_gap(
-            dial.cursor,
-            dial.rewind,
-            first_event_us,
-            self.cfg.gap_threshold,
-        ) else {
-            return;
-        };
-        let requested_cursor = dial.cursor.unwrap_or_default();
-        warn!(
-            session,
-            endpoint = %dial.endpoint,
-            requested_cursor,
-            first_event_us,
-            gap_secs = gap_us as f64 / 1e6,
-            "gap: the host's first event is far newer than the cursor asked for; the events in between are missing (older than its retention?)"
-        );
-        metrics::counter!("jetstream_ingestor_gaps_total").increment(1);
-        let mut c = self.shared.counters.borrow_mut();
-        c.gaps += 1;
-        c.last_gap = Some(GapAlarm {
-            session,
-            endpoint: dial.endpoint.clone(),
-            requested_cursor,
-            first_event_us,
-            gap_us,
-        });
-    }
-
-    /// Sends the pending batch downstream, waiting for a credit if the window is full.
-    /// Returns whether it had to wait (the socket was not read meanwhile).
-    pub(super) async fn flush(
-        &self,
-        pending: &mut Option<Pending>,
-        session: u64,
-        source: &Arc<str>,
-    ) -> Result<bool, String> {
-        let Some(p) = pending.take() else {
-            return Ok(false);
-        };
-        let (permit, waited) = match self.window.clone().try_acquire_owned() {
-            Ok(permit) => (permit, false),
-            Err(_) => {
-                metrics::counter!("jetstream_ingestor_backpressure_waits_total").increment(1);
-                debug!(session, "in-flight window full, reading paused");
-                match self.window.clone().acquire_owned().await {
-                    Ok(permit) => (permit, true),
-                    Err(e) => return Err(format!("window closed: {e}")),
-                }
-            }
-        };
-        let seq = self.shared.next_seq.get();
-        self.shared.next_seq.set(seq + 1);
-        let batch = Batch {
-            seq,
-            session,
-            source: source.clone(),
-            items: p.items,
-            cursor: p.cursor,
-            received_at: p.received_at,
-            credit: Credit(permit),
-        };
-        self.downstream
-            .send(PushBatch(batch))
-            .await
-            .map_err(|e| format!("downstream stage is gone: {e}"))?;
-        Ok(waited)
     }
 }

@@ -13,16 +13,23 @@ pub enum StreamKind {
     Records,
     Identity,
     Dead,
+    Buckets,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 3] = [StreamKind::Records, StreamKind::Identity, StreamKind::Dead];
+    pub const ALL: [StreamKind; 4] = [
+        StreamKind::Records,
+        StreamKind::Identity,
+        StreamKind::Dead,
+        StreamKind::Buckets,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             StreamKind::Records => "records",
             StreamKind::Identity => "identity",
             StreamKind::Dead => "dead",
+            StreamKind::Buckets => "buckets",
         }
     }
 }
@@ -172,6 +179,27 @@ fn account_entry(e: &AccountEvent, source: &str) -> StreamEntry {
             ("status", e.status.clone().unwrap_or_default()),
             ("payload", e.raw.get().to_owned()),
             ("source", source.to_owned()),
+        ],
+    }
+}
+
+/// The entry for a bucket transition. Its identity makes a re-committed batch write it once.
+pub fn entry_for_transition(t: &super::bucket::Transition) -> StreamEntry {
+    let idem = format!("{}|{}|{}|{}", t.bucket, t.did, t.epoch, t.kind.as_str());
+    StreamEntry {
+        stream: StreamKind::Buckets,
+        route: None,
+        identity: format!("b|{idem}"),
+        score: t.time_us,
+        fields: vec![
+            ("v", SCHEMA_VERSION.to_owned()),
+            ("idem", idem),
+            ("bucket", t.bucket.to_string()),
+            ("did", t.did.clone()),
+            ("transition", t.kind.as_str().to_owned()),
+            ("epoch", t.epoch.to_string()),
+            ("reason", t.reason.to_owned()),
+            ("time_us", t.time_us.to_string()),
         ],
     }
 }

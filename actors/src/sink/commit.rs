@@ -9,8 +9,8 @@
 use sha2::{Digest, Sha256};
 
 use crate::messages::{Batch, Item};
-use crate::model::StreamEntry;
-use crate::model::job::{entry_for_dead, entry_for_event};
+use crate::model::job::{entry_for_dead, entry_for_event, entry_for_transition};
+use crate::model::{StateOp, StreamEntry};
 
 /// Redis keys of one ingestor, all under its prefix.
 #[derive(Debug, Clone)]
@@ -35,11 +35,14 @@ impl Keys {
     }
 }
 
-/// KEYS: 1 dedupe zset, 2 cursor, 3.. the streams this batch writes to.
+/// KEYS: 1 dedupe zset, 2 cursor, 3.. the streams this batch writes to, then the hashes its
+/// state operations touch.
 /// ARGV: 1 prune-below score ("" = none), 2 cursor ("" = none), 3 entry count, then per
 /// entry: stream number (1.. → KEYS[2 + n]), identity, score, field count n, then n
-/// field/value pairs. Returns {written, skipped}. No trimming here: on Redis 7 `MAXLEN`
-/// would delete entries consumer groups have not read; the retention keeper trims.
+/// field/value pairs; then the state-operation count, then per operation: KEYS index,
+/// field, `s` (HSET) or `d` (HDEL), value. Returns {written, skipped}. No trimming here: on
+/// Redis 7 `MAXLEN` would delete entries consumer groups have not read; the retention keeper
+/// trims.
 pub const COMMIT_SCRIPT: &str = r#"#!lua
 local written, skipped = 0, 0
 local i = 4
@@ -55,6 +58,17 @@ for _ = 1, tonumber(ARGV[3]) do
     skipped = skipped + 1
   end
   i = last + 1
+end
+local nops = tonumber(ARGV[i] or '0')
+i = i + 1
+for _ = 1, nops do
+  local key = KEYS[tonumber(ARGV[i])]
+  if ARGV[i + 2] == 's' then
+    redis.call('HSET', key, ARGV[i + 1], ARGV[i + 3])
+  else
+    redis.call('HDEL', key, ARGV[i + 1])
+  end
+  i = i + 4
 end
 if ARGV[1] ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
@@ -74,19 +88,34 @@ pub struct CommitLimits {
     pub dedupe_window_us: u64,
 }
 
-/// The entries of a batch, in order.
+/// The stream entries of a batch, in order (state operations are taken by
+/// [`state_ops_of`]).
 pub fn entries_of(batch: &Batch) -> Vec<StreamEntry> {
     let fallback = batch.cursor.unwrap_or(0);
     batch
         .items
         .iter()
-        .map(|item| match item {
-            Item::Event(e) => entry_for_event(e, &batch.source),
+        .filter_map(|item| match item {
+            Item::Event(e) => Some(entry_for_event(e, &batch.source)),
             Item::Dead(d) => {
                 let digest = Sha256::digest(d.raw.as_bytes());
                 let hash = hex::encode(&digest[..16]);
-                entry_for_dead(d, &batch.source, fallback, &hash)
+                Some(entry_for_dead(d, &batch.source, fallback, &hash))
             }
+            Item::Transition(t) => Some(entry_for_transition(t)),
+            Item::State(_) => None,
+        })
+        .collect()
+}
+
+/// The state operations of a batch, in order.
+pub fn state_ops_of(batch: &Batch) -> Vec<&StateOp> {
+    batch
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            Item::State(op) => Some(op),
+            _ => None,
         })
         .collect()
 }
@@ -102,6 +131,7 @@ pub struct Invocation {
 pub fn invocation(
     keys: &Keys,
     entries: &[StreamEntry],
+    state: &[&StateOp],
     cursor: Option<u64>,
     limits: CommitLimits,
 ) -> Invocation {
@@ -143,6 +173,29 @@ pub fn invocation(
             args.push(value.clone());
         }
     }
+    args.push(state.len().to_string());
+    for op in state {
+        let full = keys.stream(&op.key);
+        let at = match k.iter().position(|existing| *existing == full) {
+            Some(at) => at + 1,
+            None => {
+                k.push(full);
+                k.len()
+            }
+        };
+        args.push(at.to_string());
+        args.push(op.field.clone());
+        match &op.value {
+            Some(v) => {
+                args.push("s".to_owned());
+                args.push(v.clone());
+            }
+            None => {
+                args.push("d".to_owned());
+                args.push(String::new());
+            }
+        }
+    }
     Invocation { keys: k, args }
 }
 
@@ -172,7 +225,23 @@ mod tests {
             entry(StreamKind::Records, Some("feed"), "z"),
             entry(StreamKind::Records, None, "w"),
         ];
-        let inv = invocation(&Keys::new("jsi:"), &entries, Some(50), limits);
+        let set = StateOp {
+            key: "bucket:b:state".into(),
+            field: "did:x".into(),
+            value: Some("{}".into()),
+        };
+        let del = StateOp {
+            key: "bucket:b:state".into(),
+            field: "did:y".into(),
+            value: None,
+        };
+        let inv = invocation(
+            &Keys::new("jsi:"),
+            &entries,
+            &[&set, &del],
+            Some(50),
+            limits,
+        );
         assert_eq!(
             inv.keys,
             [
@@ -180,7 +249,8 @@ mod tests {
                 "jsi:cursor",
                 "jsi:records",
                 "jsi:dead",
-                "jsi:feed"
+                "jsi:feed",
+                "jsi:bucket:b:state"
             ]
         );
         assert_eq!(&inv.args[..3], &["47", "50", "4"]);
@@ -188,7 +258,11 @@ mod tests {
         assert_eq!(&inv.args[11..13], &["2", "y"]);
         assert_eq!(&inv.args[19..21], &["3", "z"]);
         assert_eq!(&inv.args[27..29], &["1", "w"]);
-        assert_eq!(inv.args.len(), 3 + 4 * 8);
+        assert_eq!(
+            &inv.args[35..],
+            &["2", "6", "did:x", "s", "{}", "6", "did:y", "d", ""]
+        );
+        assert_eq!(inv.args.len(), 3 + 4 * 8 + 1 + 2 * 4);
     }
 
     #[test]
@@ -196,12 +270,13 @@ mod tests {
         let inv = invocation(
             &Keys::new("p:"),
             &[],
+            &[],
             None,
             CommitLimits {
                 dedupe_window_us: 3,
             },
         );
-        assert_eq!(inv.args, vec!["", "", "0"]);
+        assert_eq!(inv.args, vec!["", "", "0", "0"]);
         assert_eq!(inv.keys, ["p:dedupe", "p:cursor"]);
     }
 }

@@ -15,7 +15,9 @@ use actix::prelude::*;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{info, warn};
 
-use super::commit::{COMMIT_SCRIPT, CommitLimits, Invocation, Keys, entries_of, invocation};
+use super::commit::{
+    COMMIT_SCRIPT, CommitLimits, Invocation, Keys, entries_of, invocation, state_ops_of,
+};
 use super::config::WriterConfig;
 use crate::backoff::Backoff;
 use crate::messages::{BatchCommitted, Credit, GetWriterStatus, PushBatch, WriterStatus};
@@ -227,7 +229,13 @@ impl Handler<PushBatch> for RedisWriter {
 
     fn handle(&mut self, PushBatch(batch): PushBatch, ctx: &mut Self::Context) {
         let entries = entries_of(&batch);
-        let inv = invocation(&self.keys, &entries, batch.cursor, self.limits);
+        let inv = invocation(
+            &self.keys,
+            &entries,
+            &state_ops_of(&batch),
+            batch.cursor,
+            self.limits,
+        );
         self.queue.push_back(Prepared {
             seq: batch.seq,
             session: batch.session,

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use actors::buckets::{BucketConfigError, BucketDef, BucketsConfig, BucketsSection, parse_bucket_file};
 use actors::jetstream::ReaderConfig;
 use actors::jetstream::config::ReaderConfigError;
 use actors::sink::WriterConfig;
@@ -41,6 +42,11 @@ pub struct Settings {
     pub shutdown: ShutdownConfig,
     pub admin: AdminConfig,
     pub heartbeat: HeartbeatConfig,
+    /// `[buckets]`: the bucket definitions file and the shard count.
+    pub buckets: BucketsSection,
+    /// The definitions read from `buckets.file`, validated (not a config key).
+    #[serde(skip)]
+    pub bucket_defs: Vec<BucketDef>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -108,6 +114,15 @@ pub enum SettingsError {
     Admin(#[from] AdminConfigError),
     #[error(transparent)]
     Heartbeat(#[from] HeartbeatConfigError),
+    #[error("buckets.file {path}: {reason}")]
+    BucketFile { path: String, reason: String },
+    #[error("buckets.file {path}: {source}")]
+    Buckets {
+        path: String,
+        source: BucketConfigError,
+    },
+    #[error("buckets.shards: {0} is too many (at most 256)")]
+    BucketShards(usize),
     #[error(
         "redis.dedupe_window ({window:?}) must be longer than jetstream.rewind ({rewind:?}), or replayed events would be written twice"
     )]
@@ -158,6 +173,7 @@ impl Settings {
         })?;
         let mut settings: Settings = built.try_deserialize().map_err(SettingsError::Invalid)?;
         settings.read_admin_token_file()?;
+        settings.read_bucket_file()?;
         settings.validate()?;
         Ok(settings)
     }
@@ -169,7 +185,43 @@ impl Settings {
             writer: self.redis.clone(),
             verifier: self.verifier.clone(),
             consumers: self.consumers.clone(),
+            buckets: (!self.bucket_defs.is_empty()).then(|| BucketsConfig {
+                shards: self.buckets.shards,
+                buckets: self.bucket_defs.clone(),
+            }),
         }
+    }
+
+    /// `buckets.file` → `bucket_defs` (empty path: no buckets).
+    fn read_bucket_file(&mut self) -> Result<(), SettingsError> {
+        let path = self.buckets.file.trim().to_owned();
+        if path.is_empty() {
+            self.bucket_defs.clear();
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| SettingsError::BucketFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        self.load_bucket_text(&text, &path)
+    }
+
+    /// Parses and validates bucket definitions given as TOML text (`origin` names it in
+    /// errors): the file's, or the demo's built-in example.
+    pub fn load_bucket_text(&mut self, text: &str, origin: &str) -> Result<(), SettingsError> {
+        let tree: serde_json::Value = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| SettingsError::BucketFile {
+                path: origin.to_owned(),
+                reason: e.to_string(),
+            })?;
+        self.bucket_defs = parse_bucket_file(&tree).map_err(|source| SettingsError::Buckets {
+            path: origin.to_owned(),
+            source,
+        })?;
+        Ok(())
     }
 
     /// Loads with the real process environment.
@@ -223,6 +275,9 @@ impl Settings {
         self.redis.validate()?;
         self.verifier.validate()?;
         validate_consumers(&self.consumers)?;
+        if self.buckets.shards > 256 {
+            return Err(SettingsError::BucketShards(self.buckets.shards));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| SettingsError::LogLevel(e.to_string()))?;
         if self.redis.dedupe_window <= self.jetstream.rewind {

@@ -182,7 +182,13 @@ fn failover_after_repeated_dial_failures_to_a_host_whose_clock_is_behind() {
     let a = fake_with(lines[..1_000].to_vec(), |c| c.close_at_end = true);
     let a_port = a.addr().port();
     let a_url = a.url();
-    let b = fake_with(lines.clone(), |c| c.clock_offset_us = -3 * SEC as i64);
+    // B's clock is 3 s behind, and it drops the connection every 300 events (3 s of its
+    // time): its first sessions end while its times are still below the committed cursor
+    // (A's clock), so redials must start from what B itself delivered.
+    let b = fake_with(lines.clone(), |c| {
+        c.clock_offset_us = -3 * SEC as i64;
+        c.close_every = Some(300);
+    });
     let mut s = settings(&a_url, &redis.url());
     s.jetstream.endpoints = vec![a_url, b.url()];
     s.jetstream.failover_after = 3;
@@ -224,13 +230,21 @@ fn failover_after_repeated_dial_failures_to_a_host_whose_clock_is_behind() {
         assert_eq!(st.reader.consecutive_failures, 0);
         assert_eq!(st.reader.failovers, 1);
         assert_eq!(st.writer.entries_written, 3_000);
-        assert!(rb.connections().len() == 1, "B stays");
+        assert!(rb.connections().len() >= 7, "B closed every 300 events");
     });
 
+    let on_b = b.connections();
     assert_eq!(
-        b.connections()[0].cursor,
+        on_b[0].cursor,
         Some(times[999] - 5 * SEC),
         "first dial on B rewinds by failover_rewind"
+    );
+    // Its first session served A's events 799..=1098 (B time = A time - 3 s).
+    assert_eq!(on_b[0].events_sent, 300);
+    assert_eq!(
+        on_b[1].cursor,
+        Some(times[1_098] - 3 * SEC - 2_000),
+        "the redial starts from B's own last event minus the rewind, behind A's cursor"
     );
     let mut con = redis.connection().unwrap();
     let (missing, dups) = compare(&mut con, "jsi:", &lines);
@@ -514,6 +528,8 @@ fn an_oversized_frame_is_dead_lettered_and_the_stream_goes_on_past_it() {
     let normal: Vec<String> = lines.iter().filter(|l| **l != huge).cloned().collect();
     let last = time_of(normal.last().unwrap()).unwrap();
     let before = time_of(&normal[499]).unwrap();
+    let after = time_of(&normal[500]).unwrap();
+    let earlier = time_of(&normal[400]).unwrap();
 
     // A host that honours maxMessageSizeBytes, then one that ignores it.
     for honour in [true, false] {
@@ -521,6 +537,9 @@ fn an_oversized_frame_is_dead_lettered_and_the_stream_goes_on_past_it() {
         let server = fake_with(lines.clone(), |c| c.honor_max_message_size = honour);
         let mut s = settings(&server.url(), &redis.url());
         s.jetstream.max_frame_bytes = 64 * 1024;
+        let srv = &server;
+        let mut dials = 0;
+        let dials_ref = &mut dials;
         with_supervisor(s, exact(T0), |sup| async move {
             let st = wait_status(&sup, Duration::from_secs(30), "the end committed", |s| {
                 s.reader.committed_cursor == Some(last) && s.writer.queued_batches == 0
@@ -528,6 +547,30 @@ fn an_oversized_frame_is_dead_lettered_and_the_stream_goes_on_past_it() {
             .await;
             assert_eq!(st.reader.dead_letters, 1);
             assert_eq!(st.reader.consecutive_failures, 0);
+            *dials_ref = srv.connections().len();
+
+            // Read again from before the frame: it is recognised and passed at once.
+            let n = srv.connections().len();
+            sup.send(Restart {
+                from_cursor: Some(earlier),
+            })
+            .await
+            .unwrap();
+            wait_until_async(Duration::from_secs(10), "two more dials", || {
+                srv.connections().len() >= n + 2
+            })
+            .await;
+            let conns = srv.connections();
+            assert_eq!(conns[n].cursor, Some(earlier));
+            let resume = if honour { after } else { huge_time + 1 };
+            assert_eq!(conns[n + 1].cursor, Some(resume), "straight past it");
+            assert!(!conns[n + 1].uri.contains("maxMessageSizeBytes"));
+            let st = wait_status(&sup, Duration::from_secs(10), "streaming again", |s| {
+                s.reader.state == actors::messages::ReaderState::Streaming
+            })
+            .await;
+            assert_eq!(st.reader.dead_letters, 1, "not dead-lettered twice");
+            assert_eq!(srv.connections().len(), n + 2);
         });
         let mut con = redis.connection().unwrap();
         let (missing, dups) = compare(&mut con, "jsi:", &normal);
@@ -543,7 +586,7 @@ fn an_oversized_frame_is_dead_lettered_and_the_stream_goes_on_past_it() {
             dead[0]["message"]
         );
 
-        let conns = server.connections();
+        let conns = server.connections()[..dials].to_vec();
         let resumed = conns.last().unwrap();
         if honour {
             assert_eq!(conns.len(), 2, "one dial past it: {conns:#?}");
@@ -566,4 +609,33 @@ fn an_oversized_frame_is_dead_lettered_and_the_stream_goes_on_past_it() {
             assert!(conns.len() <= 2 + 2 * 12, "{} dials", conns.len());
         }
     }
+}
+
+#[test]
+fn an_explicit_start_cursor_survives_failed_dials_and_failover() {
+    let redis = redis(false);
+    let lines = corpus(500, 68);
+    let first = time_of(&lines[0]).unwrap();
+    let port = jetstream_ingestor::local_redis::free_port().unwrap();
+    let dead = format!("ws://127.0.0.1:{port}/subscribe");
+    let server = fake(lines.clone(), None);
+    let mut s = settings(&dead, &redis.url());
+    s.jetstream.endpoints = vec![dead, server.url()];
+    s.jetstream.failover_after = 2;
+    let last = time_of(lines.last().unwrap()).unwrap();
+    with_supervisor(s, exact(first), |sup| async move {
+        let st = wait_status(&sup, Duration::from_secs(30), "all committed", |s| {
+            s.reader.committed_cursor == Some(last)
+        })
+        .await;
+        assert_eq!((st.reader.failovers, st.reader.endpoint_index), (1, 1));
+    });
+    assert_eq!(
+        server.connections()[0].cursor,
+        Some(first),
+        "the asked cursor, not the live tail"
+    );
+    let mut con = redis.connection().unwrap();
+    let (missing, dups) = compare(&mut con, "jsi:", &lines);
+    assert!(missing.is_empty() && dups.is_empty());
 }

@@ -1,10 +1,11 @@
 //! The running parts of jetstream-ingestor: one room per actor, plus the shared vocabulary.
 //!
 //! Floors (DESIGN.md §7): `model` imports nothing of ours; the rooms (`jetstream`, `verifier`,
-//! `sink`) import `model` and `messages` but never each other; only `supervisor` knows the
+//! `buckets`, `sink`) import `model` and `messages` but never each other; only `supervisor` knows the
 //! whole topology and wires the rooms together with `Recipient`s.
 
 pub mod backoff;
+pub mod buckets;
 pub mod jetstream;
 pub mod messages;
 pub mod model;

@@ -215,12 +215,49 @@ pub struct RetentionStatus {
 #[rtype(result = "RetentionStatus")]
 pub struct GetRetentionStatus;
 
+/// One enabled bucket, as shown in status.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BucketInfo {
+    pub id: String,
+    /// Current members (suppressed `once_per_period` memberships included).
+    pub members: u64,
+    pub criteria_hash: String,
+    /// The hash stored in Redis at start (`None`: first run of this bucket).
+    pub stored_criteria_hash: Option<String>,
+    /// The criteria differ from the stored ones: members left with `criteria_changed`.
+    pub criteria_changed: bool,
+}
+
+/// The buckets room's view, returned by `GetBucketStatus`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BucketStatus {
+    pub shards: usize,
+    pub tracked_dids: u64,
+    /// Transitions appended to batches since start (emitted ones only).
+    pub transitions: u64,
+    /// Commit events handed to the shards / skipped as already applied.
+    pub events_evaluated: u64,
+    pub events_skipped: u64,
+    /// Every event at or before this time is in the bucket state.
+    pub applied_to: u64,
+    pub buckets: Vec<BucketInfo>,
+    /// Ids of buckets defined with `enabled = false`.
+    pub disabled: Vec<String>,
+}
+
+#[derive(Message)]
+#[rtype(result = "BucketStatus")]
+pub struct GetBucketStatus;
+
 /// Everything the supervisor knows, returned by `GetStatus`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Status {
     pub reader: ReaderStatus,
     pub writer: WriterStatus,
     pub retention: RetentionStatus,
+    /// `None` when no buckets are configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<BucketStatus>,
     pub uptime_secs: u64,
     pub reader_restarts: u64,
 }

@@ -8,10 +8,12 @@ use std::time::Instant;
 use actix::prelude::*;
 use tracing::info;
 
+use crate::buckets::load::{BucketLoadError, load_state};
+use crate::buckets::{BucketRouter, BucketsConfig};
 use crate::jetstream::reader::StartCursor;
 use crate::jetstream::{JetstreamReader, ReaderConfig};
 use crate::messages::{
-    Drain, GetReaderStatus, GetRetentionStatus, GetStatus, GetWriterStatus, Pause, Restart, Resume,
+    Drain, GetBucketStatus, GetReaderStatus, GetRetentionStatus, GetStatus, GetWriterStatus, Pause, Restart, Resume,
     Status, UpdateFilters,
 };
 use crate::sink::config::ConsumerGroup;
@@ -41,6 +43,8 @@ pub enum LaunchError {
     Verifier(#[from] crate::verifier::VerifierConfigError),
     #[error("consumer groups: {0}")]
     Consumers(String),
+    #[error("buckets: {0}")]
+    Buckets(#[from] BucketLoadError),
 }
 
 /// The configuration of every room.
@@ -51,12 +55,15 @@ pub struct PipelineConfig {
     pub verifier: VerifierConfig,
     /// Consumer groups to create at start and protect from trimming.
     pub consumers: Vec<ConsumerGroup>,
+    /// Bucket definitions; `None`: no buckets room (pool → writer directly).
+    pub buckets: Option<BucketsConfig>,
 }
 
 pub struct Supervisor {
     reader: Addr<JetstreamReader>,
     writer: Addr<RedisWriter>,
     retention: Addr<RetentionKeeper>,
+    buckets: Option<Addr<BucketRouter>>,
     started_at: Instant,
     restarts: u64,
 }
@@ -74,17 +81,36 @@ impl Supervisor {
             writer,
             verifier,
             consumers,
+            buckets,
         } = cfg;
         let setup = Setup::new(verifier.clone())?;
+        // The bucket state in Redis belongs to the stored cursor, whatever the start choice.
+        let stored = match (&start, &buckets) {
+            (StartChoice::From(_), None) => None,
+            _ => load_cursor(&writer)
+                .await
+                .map_err(LaunchError::BadStoredCursor)?,
+        };
         let start = match start {
             StartChoice::From(c) => StartCursor::Exact(c),
-            StartChoice::Resume { fallback } => match load_cursor(&writer)
-                .await
-                .map_err(LaunchError::BadStoredCursor)?
-            {
+            StartChoice::Resume { fallback } => match stored {
                 Some(c) => StartCursor::Committed(c),
                 None => fallback.map_or(StartCursor::Live, StartCursor::Exact),
             },
+        };
+        let loaded_buckets = match &buckets {
+            Some(b) => {
+                let compiled = crate::buckets::compile(b);
+                let loaded = load_state(
+                    &writer.url,
+                    &writer.key_prefix,
+                    &compiled,
+                    (writer.retry_min, writer.retry_max),
+                )
+                .await?;
+                Some((b.clone(), compiled, loaded))
+            }
+            None => None,
         };
         ensure_groups(
             &writer.url,
@@ -112,12 +138,16 @@ impl Supervisor {
         );
         let writer_ctx = Context::<RedisWriter>::new();
         let writer_addr = writer_ctx.address();
-        let pool = VerifierPool::new(
-            setup,
-            verifier.worker_count(),
-            writer_addr.clone().recipient(),
-        )
-        .start();
+        // pool → [bucket router →] writer
+        let router = loaded_buckets.map(|(cfg, compiled, loaded)| {
+            BucketRouter::new(&cfg, compiled, loaded, stored, writer_addr.clone().recipient())
+                .start()
+        });
+        let after_pool = match &router {
+            Some(r) => r.clone().recipient(),
+            None => writer_addr.clone().recipient(),
+        };
+        let pool = VerifierPool::new(setup, verifier.worker_count(), after_pool).start();
         let push = pool.recipient();
         let reader_addr =
             actix::Supervisor::start(move |_| JetstreamReader::new(reader, push, start));
@@ -127,6 +157,7 @@ impl Supervisor {
             reader: reader_addr,
             writer: writer_addr,
             retention,
+            buckets: router,
             started_at: Instant::now(),
             restarts: 0,
         }
@@ -203,6 +234,7 @@ impl Handler<GetStatus> for Supervisor {
         let reader = self.reader.clone();
         let writer = self.writer.clone();
         let retention = self.retention.clone();
+        let buckets = self.buckets.clone();
         let uptime_secs = self.started_at.elapsed().as_secs();
         let reader_restarts = self.restarts;
         Box::pin(async move {
@@ -210,6 +242,10 @@ impl Handler<GetStatus> for Supervisor {
                 reader: reader.send(GetReaderStatus).await?,
                 writer: writer.send(GetWriterStatus).await?,
                 retention: retention.send(GetRetentionStatus).await?,
+                buckets: match buckets {
+                    Some(b) => Some(b.send(GetBucketStatus).await?),
+                    None => None,
+                },
                 uptime_secs,
                 reader_restarts,
             })

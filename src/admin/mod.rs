@@ -1,7 +1,8 @@
 //! Operating surfaces around the pipeline: the admin HTTP API (`server`, `auth`, `config`),
-//! its client and the `admin` CLI commands (`client`, `command`), the operator's view of the status (`view`), and
-//! [`Surfaces`], which `app.rs` uses to start them with the heartbeat (`crate::heartbeat`)
-//! and the Redis control stream (`crate::control`), feed them status samples and stop them.
+//! its client and the `admin` CLI commands (`client`, `command`), the operator's view of the
+//! status (`view`), and [`Surfaces`], which `app.rs` uses to start them with the heartbeat
+//! (`crate::heartbeat`) and the Redis control stream (`crate::control`), feed them status
+//! samples and stop them.
 //!
 //! Order: the API and the heartbeat start before the pipeline (which waits for Redis), so
 //! `/healthz` answers and `/readyz` says "starting" meanwhile; the control stream starts once
@@ -34,7 +35,7 @@ use view::{Observed, Sampler, lag_seconds};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SurfacesError {
-    #[error("admin.listen {addr}: cannot listen: {source}")]
+    #[error("admin.listen {addr}: cannot listen")]
     Bind {
         addr: std::net::SocketAddr,
         source: std::io::Error,

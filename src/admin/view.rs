@@ -175,8 +175,8 @@ impl StatusView {
             consecutive_commit_failures: writer.map_or(0, |w| w.consecutive_commit_failures),
             last_error: reader.and_then(|r| r.last_error.clone()),
             last_commit_error: writer.and_then(|w| w.last_error.clone()),
-            events_per_second: observed.events_per_second,
-            jobs_per_second: observed.jobs_per_second,
+            events_per_second: round1(observed.events_per_second),
+            jobs_per_second: round1(observed.jobs_per_second),
             events_received: reader.map_or(0, |r| r.events_received),
             jobs_written: writer.map_or(0, |w| w.entries_written),
             jobs_skipped: writer.map_or(0, |w| w.entries_skipped),
@@ -231,6 +231,10 @@ impl StatusView {
             ("updated_unix_ms", updated_unix_ms.to_string()),
         ]
     }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
 }
 
 /// `/readyz`: streaming, at least one batch committed, and the last commit did not fail.

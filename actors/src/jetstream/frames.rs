@@ -125,7 +125,9 @@ impl ReadLoop {
                     // Only the position was wanted: past the oversized frame.
                     return Step::End("oversize_probe", false);
                 }
-                if dial.skip.is_none() {
+                if dial.skip.is_some() {
+                    self.skip_passed(dial, t);
+                } else {
                     self.check_gap(dial, t, st.id);
                 }
             }
@@ -139,8 +141,11 @@ impl ReadLoop {
                 }
                 let mut c = self.shared.counters.borrow_mut();
                 if !st.progressed {
-                    // The host works: status says so now, not when the session ends.
+                    // The host works: status says so now, not when the session ends. And an
+                    // explicit start cursor is used up: what is read from now on is committed
+                    // before the next dial, which starts from the committed cursor.
                     st.progressed = true;
+                    self.shared.dial_override.set(None);
                     c.consecutive_failures = 0;
                     metrics::gauge!("jetstream_ingestor_reader_consecutive_failures").set(0.0);
                 }

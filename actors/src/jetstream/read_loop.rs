@@ -4,10 +4,11 @@
 //! (`oversize.rs`), and the reconnect delay.
 //!
 //! Cursor of a dial, first match wins: a skip in progress (positions computed by
-//! `oversize.rs`); an explicit cursor (`Restart { from_cursor }`, `--cursor`, replay); the
-//! committed cursor minus `failover_rewind` while the reader has just moved to another host
-//! (its clock differs) and has no events from it yet; the committed cursor minus `rewind`;
-//! live when nothing is committed.
+//! `oversize.rs`); an explicit cursor (`Restart { from_cursor }`, `--cursor`, replay), kept
+//! until a session from it receives events; the newest cursor committed from the current
+//! host, minus `rewind` (in that host's clock: see `Shared::host_committed`); right after a
+//! move to another host, the committed cursor minus `failover_rewind` (the clocks differ);
+//! the committed cursor minus `rewind` at start; live when nothing is committed.
 //!
 //! Failure: never gives up. Every session end is counted by reason; sessions without events
 //! and silent sessions are failures (backoff grows, failover may move); before each dial the
@@ -167,8 +168,13 @@ impl ReadLoop {
             let next = skip.next_dial();
             dial.cursor = next.cursor;
             dial.skip = Some(next);
-        } else if let Some(c) = self.shared.dial_override.take() {
+        } else if let Some(c) = self.shared.dial_override.get() {
+            // Kept until a session makes progress: a failed first dial (or a failover) must
+            // not fall back to the live tail and skip everything from the asked cursor.
             dial.cursor = Some(c);
+        } else if let Some(c) = self.shared.host_committed.get() {
+            dial.rewind = self.cfg.rewind;
+            dial.cursor = Some(Cursor(c).rewound(dial.rewind).0);
         } else if let Some(c) = self.shared.committed.get() {
             dial.rewind = if self.shared.failover_pending.get() {
                 self.cfg.effective_failover_rewind()
@@ -200,7 +206,6 @@ impl ReadLoop {
             let mut c = self.shared.counters.borrow_mut();
             if end.progressed && outcome != SessionOutcome::Silent {
                 self.shared.backoff.borrow_mut().reset();
-                self.shared.failover_pending.set(false);
                 c.consecutive_failures = 0;
             }
             if matches!(outcome, SessionOutcome::Failed | SessionOutcome::Silent) {
@@ -218,6 +223,10 @@ impl ReadLoop {
         if let Next::Move { from, to } = next {
             self.shared.counters.borrow_mut().failovers += 1;
             self.shared.failover_pending.set(true);
+            self.shared.host_committed.set(None);
+            self.shared
+                .host_since_session
+                .set(self.shared.next_session.get());
             // Skip positions are in the old host's clock.
             self.skip = None;
             metrics::counter!("jetstream_ingestor_failovers_total").increment(1);
@@ -234,48 +243,26 @@ impl ReadLoop {
     }
 
     /// Oversized frames: feeds a skip in progress with what this dial found, or starts one
-    /// (with its dead letter) when a regular session met such a frame.
+    /// (with its dead letter) when a regular session met such a frame. A real (non-probe)
+    /// skip session that got past the frame has already ended the skip (`skip_passed`, at
+    /// its first event).
     async fn settle_oversize(&mut self, dial: &Dial, end: &SessionEnd) -> bool {
-        let mut in_progress = false;
         if let (Some(step), Some(skip)) = (dial.skip, self.skip.as_mut()) {
             let found = if end.first_time.is_some() {
-                Some(Probe::Passed)
+                Probe::Passed
             } else if end.oversized.is_some() {
-                Some(Probe::Refused)
+                Probe::Refused
             } else {
-                None
-            };
-            match found {
-                Some(found) if skip.observe(step, found) => {
-                    let resume = if step.cap {
-                        end.first_time
-                    } else {
-                        step.cursor
-                    };
-                    info!(
-                        dials = skip.dials(),
-                        resumed_at = ?resume,
-                        "got past the oversized frame"
-                    );
-                    metrics::counter!("jetstream_ingestor_oversize_skips_total").increment(1);
-                    if let (Some(origin), Some(resume)) = (skip.origin(), resume) {
-                        self.shared
-                            .skipped
-                            .set(Some((dial.endpoint_index, origin, resume)));
-                    }
-                    self.skip = None;
-                }
                 // Nothing learnt (the dial failed): the same step is tried again later.
-                None => return false,
-                Some(_) => in_progress = true,
-            }
+                return false;
+            };
+            // Not over: over is decided in-session, by `skip_passed`.
+            let _ = skip.observe(step, found);
+            return skip.urgent();
         }
         let Some(size) = end.oversized else {
-            return in_progress && self.skip.as_ref().is_some_and(OversizeSkip::urgent);
+            return false;
         };
-        if in_progress {
-            return self.skip.as_ref().is_some_and(OversizeSkip::urgent);
-        }
         // A frame refused in a regular session (or after a skip finished in this one).
         let skip = OversizeSkip::new(end.last_time, dial.cursor);
         if let (Some((index, origin, resume)), Some(at)) =
@@ -287,6 +274,8 @@ impl ReadLoop {
                 resume,
                 "met the oversized frame skipped before; going past it again"
             );
+            metrics::counter!("jetstream_ingestor_oversize_skips_total", "how" => "known")
+                .increment(1);
             self.shared.dial_override.set(Some(resume));
             return true;
         }
@@ -294,6 +283,36 @@ impl ReadLoop {
         let urgent = skip.urgent();
         self.skip = Some(skip);
         urgent
+    }
+
+    /// The first event of a real skip session: the oversized frame is behind us. Ends the
+    /// skip and remembers where it was, so a later rewind across it goes straight past.
+    pub(super) fn skip_passed(&mut self, dial: &Dial, first_time: u64) {
+        let (Some(step), Some(skip)) = (dial.skip, self.skip.as_mut()) else {
+            return;
+        };
+        if !skip.observe(step, Probe::Passed) {
+            return;
+        }
+        // Asked the host to skip it: resume at the first event after it; probed: exactly.
+        let resume = if step.cap {
+            first_time
+        } else {
+            step.cursor.unwrap_or(first_time)
+        };
+        info!(
+            dials = skip.dials(),
+            resumed_at = resume,
+            "got past the oversized frame"
+        );
+        metrics::counter!("jetstream_ingestor_oversize_skips_total", "how" => if step.cap { "host" } else { "probed" })
+            .increment(1);
+        if let Some(origin) = skip.origin() {
+            self.shared
+                .skipped
+                .set(Some((dial.endpoint_index, origin, resume)));
+        }
+        self.skip = None;
     }
 
     /// `frame_too_large`: the frame itself was never read, so its dead letter carries what

@@ -69,8 +69,15 @@ pub(super) struct Shared {
     pub endpoint: RefCell<String>,
     pub endpoint_index: Cell<usize>,
     pub failover: RefCell<Failover>,
-    /// The reader moved to another endpoint and has not received events there yet: its
-    /// dials rewind by `failover_rewind` (the committed cursor is in the old host's clock).
+    /// The newest cursor committed from batches of the current endpoint (sessions numbered
+    /// from `host_since_session`), in that host's clock. Dials start from it: after a move to
+    /// a host whose clock is behind, the global committed cursor (a maximum, in the old
+    /// host's clock) stays ahead of everything the new host sends until its clock catches
+    /// up, and a redial from it would skip events.
+    pub host_committed: Cell<Option<u64>>,
+    pub host_since_session: Cell<u64>,
+    /// The reader moved to another endpoint and nothing from it is committed yet: its dials
+    /// start from the committed cursor minus `failover_rewind` (another clock).
     pub failover_pending: Cell<bool>,
     /// The filters of every dial, and of `options_update`s on the live socket when changed.
     pub filters: watch::Sender<Arc<Filters>>,
@@ -113,6 +120,8 @@ impl JetstreamReader {
             endpoint: RefCell::new(cfg.endpoints.first().cloned().unwrap_or_default()),
             endpoint_index: Cell::new(0),
             failover: RefCell::new(Failover::new(cfg.endpoints.len(), cfg.failover_after)),
+            host_committed: Cell::new(None),
+            host_since_session: Cell::new(0),
             failover_pending: Cell::new(false),
             filters: watch::Sender::new(Arc::new(cfg.filters())),
             skipped: Cell::new(None),
@@ -161,6 +170,10 @@ impl Handler<BatchCommitted> for JetstreamReader {
             let newest = self.shared.committed.get().map_or(c, |old| old.max(c));
             self.shared.committed.set(Some(newest));
             metrics::gauge!("jetstream_ingestor_committed_cursor_us").set(newest as f64);
+            if msg.session >= self.shared.host_since_session.get() {
+                let host = self.shared.host_committed.get().map_or(c, |old| old.max(c));
+                self.shared.host_committed.set(Some(host));
+            }
         }
         self.shared.counters.borrow_mut().batches_committed += 1;
         metrics::histogram!("jetstream_ingestor_receive_to_commit_seconds")

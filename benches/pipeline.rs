@@ -172,7 +172,14 @@ fn bench(c: &mut Criterion) {
             },
             |batch| {
                 let entries = entries_of(&batch);
-                black_box(invocation(&keys, &entries, &[], batch.cursor, limits));
+                black_box(invocation(
+                    &keys,
+                    &entries,
+                    &[],
+                    batch.cursor,
+                    "bench:1",
+                    limits,
+                ));
             },
             BatchSize::LargeInput,
         )

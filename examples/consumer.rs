@@ -137,10 +137,10 @@ async fn main() -> RedisResult<()> {
         .arg("MKSTREAM")
         .query_async(&mut c.con)
         .await;
-    if let Err(e) = created {
-        if e.code() != Some("BUSYGROUP") {
-            return Err(e);
-        }
+    if let Err(e) = created
+        && e.code() != Some("BUSYGROUP")
+    {
+        return Err(e);
     }
     eprintln!(
         "consumer {} reading {} as group {}",

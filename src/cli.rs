@@ -89,6 +89,19 @@ pub struct FakeArgs {
     pub zstd_dictionary: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Shift every time_us served (and cursors read) by this many microseconds: simulates
+    /// another host's clock.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub clock_offset_us: i64,
+    /// After this many events on a connection, go silent (no events, no pongs, socket open).
+    #[arg(long)]
+    pub silent_after: Option<u64>,
+    /// Keep only this much history (e.g. "1h"): older cursors are clamped, like real Jetstream.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub retention: Option<std::time::Duration>,
+    /// Ignore the client's maxMessageSizeBytes (some hosts do).
+    #[arg(long)]
+    pub ignore_max_message_size: bool,
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Settings> {
@@ -118,9 +131,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             )
         }
         Command::CheckConfig => {
-            let settings = load(&cli)?;
-            let text = toml_of(&settings)?;
-            println!("# configuration is valid; effective settings:\n{text}");
+            let mut settings = load(&cli)?;
+            settings.redis.url = actors::sink::writer::redact(&settings.redis.url);
+            let text = effective_json(&settings)?;
+            println!("# configuration is valid; effective settings (secrets redacted):\n{text}");
             Ok(0)
         }
         Command::FakeJetstream(a) => {
@@ -136,6 +150,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             cfg.close_every = a.close_every;
             cfg.close_at_end = a.close_at_end;
             cfg.zstd_dictionary = a.zstd_dictionary.clone();
+            cfg.clock_offset_us = a.clock_offset_us;
+            cfg.silent_after = a.silent_after;
+            cfg.retention = a.retention;
+            cfg.honor_max_message_size = !a.ignore_max_message_size;
             fake_jetstream::serve_until_ctrl_c(cfg).context("fake jetstream failed")?;
             Ok(0)
         }
@@ -165,7 +183,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-fn toml_of(settings: &Settings) -> anyhow::Result<String> {
+fn effective_json(settings: &Settings) -> anyhow::Result<String> {
     let value = serde_json::to_value(settings)?;
     Ok(serde_json::to_string_pretty(&value)?)
 }

@@ -37,6 +37,8 @@ pub fn run(seconds: u64) -> anyhow::Result<i32> {
     settings.jetstream.endpoints = vec![fake.url()];
     settings.redis.url = redis_url.clone();
     settings.redis.key_prefix = prefix.clone();
+    // Any free port: the demo must not collide with a running ingestor on 8089.
+    settings.admin.listen = "127.0.0.1:0".parse()?;
     settings.validate()?;
 
     println!("ingesting for {seconds} s (Ctrl-C stops earlier) ...");

@@ -7,7 +7,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use actors::buckets::{BucketConfigError, BucketDef, BucketsConfig, BucketsSection, parse_bucket_file};
+use actors::buckets::{
+    BucketConfigError, BucketDef, BucketsConfig, BucketsSection, parse_bucket_file,
+};
 use actors::jetstream::ReaderConfig;
 use actors::jetstream::config::ReaderConfigError;
 use actors::sink::WriterConfig;

@@ -13,8 +13,8 @@ use crate::buckets::{BucketRouter, BucketsConfig};
 use crate::jetstream::reader::StartCursor;
 use crate::jetstream::{JetstreamReader, ReaderConfig};
 use crate::messages::{
-    Drain, GetBucketStatus, GetReaderStatus, GetRetentionStatus, GetStatus, GetWriterStatus, Pause, Restart, Resume,
-    Status, UpdateFilters,
+    Drain, GetBucketStatus, GetReaderStatus, GetRetentionStatus, GetStatus, GetWriterStatus, Pause,
+    Restart, Resume, Status, UpdateFilters,
 };
 use crate::sink::config::ConsumerGroup;
 use crate::sink::retention::{RetentionKeeper, ensure_groups};
@@ -140,8 +140,14 @@ impl Supervisor {
         let writer_addr = writer_ctx.address();
         // pool → [bucket router →] writer
         let router = loaded_buckets.map(|(cfg, compiled, loaded)| {
-            BucketRouter::new(&cfg, compiled, loaded, stored, writer_addr.clone().recipient())
-                .start()
+            BucketRouter::new(
+                &cfg,
+                compiled,
+                loaded,
+                stored,
+                writer_addr.clone().recipient(),
+            )
+            .start()
         });
         let after_pool = match &router {
             Some(r) => r.clone().recipient(),

@@ -94,11 +94,17 @@ impl Criteria {
             Criteria::Event(e) => e.canonical(),
             Criteria::All(v) => format!(
                 "all({})",
-                v.iter().map(Criteria::canonical).collect::<Vec<_>>().join(",")
+                v.iter()
+                    .map(Criteria::canonical)
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
             Criteria::Any(v) => format!(
                 "any({})",
-                v.iter().map(Criteria::canonical).collect::<Vec<_>>().join(",")
+                v.iter()
+                    .map(Criteria::canonical)
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
             Criteria::Not(c) => format!("not({})", c.canonical()),
         }
@@ -132,7 +138,8 @@ impl EventCondition {
             ops.join(","),
             record.join(","),
             self.check.canonical(),
-            self.within.map_or_else(|| "-".to_owned(), |d| d.as_micros().to_string()),
+            self.within
+                .map_or_else(|| "-".to_owned(), |d| d.as_micros().to_string()),
         )
     }
 }
@@ -202,7 +209,9 @@ impl Check {
     pub fn cap(&self) -> u16 {
         match self {
             Check::Exists | Check::NotExists => 1,
-            Check::Count { value, .. } => u16::try_from(value.saturating_add(1)).unwrap_or(u16::MAX),
+            Check::Count { value, .. } => {
+                u16::try_from(value.saturating_add(1)).unwrap_or(u16::MAX)
+            }
         }
     }
 

@@ -197,12 +197,13 @@ impl<'a> LazyRecord<'a> {
 }
 
 fn lookup<'v>(rec: &'v Value, path: &[String]) -> Option<&'v Value> {
-    path.iter().try_fold(rec, |v, seg| match v {
-        Value::Object(m) => m.get(seg),
-        Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
-        _ => None,
-    })
-    .filter(|v| !v.is_null())
+    path.iter()
+        .try_fold(rec, |v, seg| match v {
+            Value::Object(m) => m.get(seg),
+            Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        })
+        .filter(|v| !v.is_null())
 }
 
 /// Equality that treats `1` and `1.0` alike.

@@ -26,7 +26,9 @@ pub struct LoadedBucket {
 
 impl LoadedBucket {
     pub fn criteria_changed(&self, b: &CompiledBucket) -> bool {
-        self.stored_hash.as_ref().is_some_and(|h| *h != b.criteria_hash)
+        self.stored_hash
+            .as_ref()
+            .is_some_and(|h| *h != b.criteria_hash)
     }
 }
 
@@ -118,11 +120,7 @@ fn decode_all(
         // event times belong to the old conditions and are not read.
         let changed = loaded.criteria_changed(b);
         for (did, text) in fields {
-            let text = if changed {
-                history_only(&text)
-            } else {
-                text
-            };
+            let text = if changed { history_only(&text) } else { text };
             let slot = decode(&text, b).map_err(|reason| BucketLoadError::BadState {
                 key: format!("{prefix}{}", b.state_key),
                 field: did.clone(),

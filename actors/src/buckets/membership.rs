@@ -154,7 +154,8 @@ impl Active {
     pub fn is_rest(&self, b: &CompiledBucket) -> bool {
         self.member.is_none()
             && self.pending.is_none()
-            && ((b.limit == Limit::Once && self.epoch >= 1) || (self.times.is_empty() && !self.holds))
+            && ((b.limit == Limit::Once && self.epoch >= 1)
+                || (self.times.is_empty() && !self.holds))
     }
 
     /// The earliest timer of this state, if any.
@@ -206,7 +207,13 @@ impl Active {
     }
 
     /// An event at `t` matched these leaves. Call [`Active::advance`] to `t` first.
-    pub fn record(&mut self, b: &CompiledBucket, t: u64, matched: &[usize], out: &mut Vec<Emitted>) {
+    pub fn record(
+        &mut self,
+        b: &CompiledBucket,
+        t: u64,
+        matched: &[usize],
+        out: &mut Vec<Emitted>,
+    ) {
         for &i in matched {
             let r = self.range(i);
             if self.lens[i] >= b.leaves[i].cap {

@@ -11,11 +11,14 @@ pub mod criteria;
 pub mod load;
 pub mod membership;
 pub mod parse;
+mod parse_condition;
 pub mod router;
 pub mod shard;
 pub mod state;
 pub mod tracker;
 
+#[cfg(test)]
+mod replay_tests;
 #[cfg(test)]
 mod tests;
 

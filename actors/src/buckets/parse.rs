@@ -10,10 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::config::{
-    BucketDef, Check, CollectionPattern, CountOperator, Criteria, EntryLimit, EventCondition,
-    OperationKind, Predicate, Test,
-};
+use super::config::{BucketDef, Criteria, EntryLimit};
 
 /// Largest `value` of a `count` check: event times kept per condition are bounded by it.
 pub const MAX_COUNT: u64 = 1000;
@@ -30,15 +27,15 @@ pub struct BucketConfigError {
     pub message: String,
 }
 
-type Result<T> = std::result::Result<T, BucketConfigError>;
+pub(super) type Result<T> = std::result::Result<T, BucketConfigError>;
 
 /// Errors of one bucket carry its display name.
-struct Scope {
-    bucket: String,
+pub(super) struct Scope {
+    pub(super) bucket: String,
 }
 
 impl Scope {
-    fn err(&self, field: &str, message: impl Into<String>) -> BucketConfigError {
+    pub(super) fn err(&self, field: &str, message: impl Into<String>) -> BucketConfigError {
         BucketConfigError {
             bucket: self.bucket.clone(),
             field: field.to_owned(),
@@ -46,12 +43,17 @@ impl Scope {
         }
     }
 
-    fn table<'v>(&self, v: &'v Value, field: &str) -> Result<&'v Map<String, Value>> {
+    pub(super) fn table<'v>(&self, v: &'v Value, field: &str) -> Result<&'v Map<String, Value>> {
         v.as_object()
             .ok_or_else(|| self.err(field, format!("expected a table, found {}", kind(v))))
     }
 
-    fn only_keys(&self, t: &Map<String, Value>, field: &str, allowed: &[&str]) -> Result<()> {
+    pub(super) fn only_keys(
+        &self,
+        t: &Map<String, Value>,
+        field: &str,
+        allowed: &[&str],
+    ) -> Result<()> {
         match t.keys().find(|k| !allowed.contains(&k.as_str())) {
             Some(k) => Err(self.err(
                 &join(field, k),
@@ -61,15 +63,18 @@ impl Scope {
         }
     }
 
-    fn string<'v>(&self, v: &'v Value, field: &str) -> Result<&'v str> {
+    pub(super) fn string<'v>(&self, v: &'v Value, field: &str) -> Result<&'v str> {
         v.as_str()
             .ok_or_else(|| self.err(field, format!("expected a string, found {}", kind(v))))
     }
 
-    fn duration(&self, v: &Value, field: &str) -> Result<Duration> {
+    pub(super) fn duration(&self, v: &Value, field: &str) -> Result<Duration> {
         let s = self.string(v, field)?;
         let d = humantime::parse_duration(s.trim()).map_err(|e| {
-            self.err(field, format!("invalid duration {s:?}: {e} (use e.g. \"90s\", \"1h\", \"7d\")"))
+            self.err(
+                field,
+                format!("invalid duration {s:?}: {e} (use e.g. \"90s\", \"1h\", \"7d\")"),
+            )
         })?;
         if d.is_zero() {
             return Err(self.err(field, "must be longer than zero"));
@@ -77,12 +82,16 @@ impl Scope {
         Ok(d)
     }
 
-    fn opt_duration(&self, t: &Map<String, Value>, key: &str) -> Result<Option<Duration>> {
+    pub(super) fn opt_duration(
+        &self,
+        t: &Map<String, Value>,
+        key: &str,
+    ) -> Result<Option<Duration>> {
         t.get(key).map(|v| self.duration(v, key)).transpose()
     }
 }
 
-fn join(field: &str, key: &str) -> String {
+pub(super) fn join(field: &str, key: &str) -> String {
     if field.is_empty() {
         key.to_owned()
     } else {
@@ -90,7 +99,7 @@ fn join(field: &str, key: &str) -> String {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(super) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "nothing",
         Value::Bool(_) => "a boolean",
@@ -112,7 +121,10 @@ pub fn parse_bucket_file(root: &Value) -> Result<Vec<BucketDef>> {
         return Ok(Vec::new());
     };
     let list = list.as_array().ok_or_else(|| {
-        file.err("buckets", "expected [[buckets]] entries (an array of tables)")
+        file.err(
+            "buckets",
+            "expected [[buckets]] entries (an array of tables)",
+        )
     })?;
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(list.len());
@@ -144,20 +156,38 @@ fn parse_bucket(i: usize, v: &Value) -> Result<BucketDef> {
     scope.only_keys(
         t,
         "",
-        &["id", "enabled", "criteria", "entry_limit", "entry_period", "min_dwell", "max_dwell"],
+        &[
+            "id",
+            "enabled",
+            "criteria",
+            "entry_limit",
+            "entry_period",
+            "min_dwell",
+            "max_dwell",
+        ],
     )?;
     let enabled = match t.get("enabled") {
         None => true,
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| scope.err("enabled", format!("expected true or false, found {}", kind(v))))?,
+        Some(v) => v.as_bool().ok_or_else(|| {
+            scope.err(
+                "enabled",
+                format!("expected true or false, found {}", kind(v)),
+            )
+        })?,
     };
     let period = scope.opt_duration(t, "entry_period")?;
-    let limit = match t.get("entry_limit").map(|v| scope.string(v, "entry_limit")).transpose()? {
+    let limit = match t
+        .get("entry_limit")
+        .map(|v| scope.string(v, "entry_limit"))
+        .transpose()?
+    {
         None | Some("unlimited") => EntryLimit::Unlimited,
         Some("once") => EntryLimit::Once,
         Some("once_per_period") => EntryLimit::OncePerPeriod(period.ok_or_else(|| {
-            scope.err("entry_period", "missing: entry_limit = \"once_per_period\" needs an entry_period (e.g. \"7d\")")
+            scope.err(
+                "entry_period",
+                "missing: entry_limit = \"once_per_period\" needs an entry_period (e.g. \"7d\")",
+            )
         })?),
         Some(other) => {
             return Err(scope.err(
@@ -214,7 +244,7 @@ fn parse_node(scope: &Scope, v: &Value, field: &str, depth: usize) -> Result<Cri
     }
     let t = scope.table(v, field)?;
     if t.contains_key("collection") {
-        return parse_event(scope, t, field).map(Criteria::Event);
+        return super::parse_condition::parse_event(scope, t, field).map(Criteria::Event);
     }
     let composite: Vec<&str> = ["all", "any", "not"]
         .into_iter()
@@ -231,7 +261,10 @@ fn parse_node(scope: &Scope, v: &Value, field: &str, depth: usize) -> Result<Cri
         _ => {
             return Err(scope.err(
                 field,
-                format!("give only one of `all`, `any`, `not` per table (found {})", composite.join(", ")),
+                format!(
+                    "give only one of `all`, `any`, `not` per table (found {})",
+                    composite.join(", ")
+                ),
             ));
         }
     };
@@ -239,11 +272,19 @@ fn parse_node(scope: &Scope, v: &Value, field: &str, depth: usize) -> Result<Cri
     let at = join(field, key);
     let inner = &t[key];
     if key == "not" {
-        return Ok(Criteria::Not(Box::new(parse_node(scope, inner, &at, depth + 1)?)));
+        return Ok(Criteria::Not(Box::new(parse_node(
+            scope,
+            inner,
+            &at,
+            depth + 1,
+        )?)));
     }
-    let list = inner
-        .as_array()
-        .ok_or_else(|| scope.err(&at, format!("expected an array of conditions, found {}", kind(inner))))?;
+    let list = inner.as_array().ok_or_else(|| {
+        scope.err(
+            &at,
+            format!("expected an array of conditions, found {}", kind(inner)),
+        )
+    })?;
     if list.is_empty() {
         return Err(scope.err(&at, "empty: give at least one condition"));
     }
@@ -256,202 +297,5 @@ fn parse_node(scope: &Scope, v: &Value, field: &str, depth: usize) -> Result<Cri
         Criteria::All(children)
     } else {
         Criteria::Any(children)
-    })
-}
-
-fn parse_event(scope: &Scope, t: &Map<String, Value>, field: &str) -> Result<EventCondition> {
-    scope.only_keys(
-        t,
-        field,
-        &["collection", "operation", "record", "check", "operator", "value", "within"],
-    )?;
-    let cf = join(field, "collection");
-    let collection = parse_collection(scope.string(&t["collection"], &cf)?)
-        .map_err(|m| scope.err(&cf, m))?;
-    let operations = match t.get("operation") {
-        None => Vec::new(),
-        Some(v) => parse_operations(scope, v, &join(field, "operation"))?,
-    };
-    let record = match t.get("record") {
-        None => Vec::new(),
-        Some(v) => {
-            let rf = join(field, "record");
-            let list = v
-                .as_array()
-                .ok_or_else(|| scope.err(&rf, "expected an array of predicates like [{ path = \"langs\", contains = \"pt\" }]"))?;
-            list.iter()
-                .enumerate()
-                .map(|(i, p)| parse_predicate(scope, p, &format!("{rf}[{i}]")))
-                .collect::<Result<Vec<_>>>()?
-        }
-    };
-    let check_name = match t.get("check") {
-        None => "exists",
-        Some(v) => scope.string(v, &join(field, "check"))?,
-    };
-    let (of, vf) = (join(field, "operator"), join(field, "value"));
-    let check = match check_name {
-        "exists" | "not_exists" => {
-            for k in ["operator", "value"] {
-                if t.contains_key(k) {
-                    return Err(scope.err(&join(field, k), "only used with check = \"count\""));
-                }
-            }
-            if check_name == "exists" {
-                Check::Exists
-            } else {
-                Check::NotExists
-            }
-        }
-        "count" => {
-            let op = match t.get("operator") {
-                None => return Err(scope.err(&of, "missing operator for check = \"count\" (gt, gte, lt, lte or eq)")),
-                Some(v) => match scope.string(v, &of)? {
-                    "gt" => CountOperator::Gt,
-                    "gte" => CountOperator::Gte,
-                    "lt" => CountOperator::Lt,
-                    "lte" => CountOperator::Lte,
-                    "eq" => CountOperator::Eq,
-                    other => return Err(scope.err(&of, format!("unknown operator {other:?} (expected gt, gte, lt, lte or eq)"))),
-                },
-            };
-            let value = match t.get("value") {
-                None => return Err(scope.err(&vf, "missing value for check = \"count\"")),
-                Some(v) => v
-                    .as_u64()
-                    .filter(|n| *n <= MAX_COUNT)
-                    .ok_or_else(|| scope.err(&vf, format!("expected a whole number from 0 to {MAX_COUNT}, found {v}")))?,
-            };
-            Check::Count {
-                operator: op,
-                value: u32::try_from(value).unwrap_or(u32::MAX),
-            }
-        }
-        other => {
-            return Err(scope.err(
-                &join(field, "check"),
-                format!("unknown check {other:?} (expected \"exists\", \"not_exists\" or \"count\")"),
-            ));
-        }
-    };
-    let within = t
-        .get("within")
-        .map(|v| scope.duration(v, &join(field, "within")))
-        .transpose()?;
-    Ok(EventCondition {
-        collection,
-        operations,
-        record,
-        check,
-        within,
-    })
-}
-
-fn parse_operations(scope: &Scope, v: &Value, field: &str) -> Result<Vec<OperationKind>> {
-    let one = |s: &Value, f: &str| -> Result<OperationKind> {
-        match scope.string(s, f)? {
-            "create" => Ok(OperationKind::Create),
-            "update" => Ok(OperationKind::Update),
-            "delete" => Ok(OperationKind::Delete),
-            other => Err(scope.err(f, format!("unknown operation {other:?} (expected create, update or delete)"))),
-        }
-    };
-    match v {
-        Value::Array(list) if list.is_empty() => {
-            Err(scope.err(field, "empty list (leave `operation` out to match any)"))
-        }
-        Value::Array(list) => list
-            .iter()
-            .enumerate()
-            .map(|(i, s)| one(s, &format!("{field}[{i}]")))
-            .collect(),
-        other => Ok(vec![one(other, field)?]),
-    }
-}
-
-/// `app.bsky.feed.post` (an NSID: 3+ dot-separated segments) or `app.bsky.graph.*`.
-fn parse_collection(s: &str) -> std::result::Result<CollectionPattern, String> {
-    let hint = "expected an NSID (\"app.bsky.feed.post\") or a prefix ending in \".*\" (\"app.bsky.graph.*\")";
-    let (body, prefix) = match s.strip_suffix(".*") {
-        Some(p) => (p, true),
-        None => (s, false),
-    };
-    let segments: Vec<&str> = body.split('.').collect();
-    let ok_segment = |seg: &&str| {
-        !seg.is_empty()
-            && seg.len() <= 63
-            && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            && !seg.starts_with('-')
-            && !seg.ends_with('-')
-    };
-    if body.len() > 317 || !segments.iter().all(ok_segment) || (!prefix && segments.len() < 3) {
-        return Err(format!("unknown collection syntax {s:?}: {hint}"));
-    }
-    Ok(if prefix {
-        CollectionPattern::Prefix(format!("{body}."))
-    } else {
-        CollectionPattern::Exact(body.to_owned())
-    })
-}
-
-fn parse_predicate(scope: &Scope, v: &Value, field: &str) -> Result<Predicate> {
-    let t = scope.table(v, field)?;
-    scope.only_keys(t, field, &["path", "eq", "ne", "in", "contains", "exists", "gt", "lt"])?;
-    let pf = join(field, "path");
-    let path = match t.get("path") {
-        None => return Err(scope.err(&pf, "missing (the record field to test, e.g. \"langs\" or \"reply.root.uri\")")),
-        Some(p) => scope.string(p, &pf)?,
-    };
-    let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
-    if segments.iter().any(String::is_empty) {
-        return Err(scope.err(&pf, format!("{path:?} has an empty segment")));
-    }
-    let scalar = |key: &str| -> Result<Value> {
-        let v = &t[key];
-        match v {
-            Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok(v.clone()),
-            _ => Err(scope.err(&join(field, key), format!("expected a string, number or boolean, found {}", kind(v)))),
-        }
-    };
-    let mut tests = Vec::new();
-    for key in ["eq", "ne", "in", "contains", "exists", "gt", "lt"] {
-        if !t.contains_key(key) {
-            continue;
-        }
-        let kf = join(field, key);
-        tests.push(match key {
-            "eq" => Test::Eq(scalar(key)?),
-            "ne" => Test::Ne(scalar(key)?),
-            "contains" => Test::Contains(scalar(key)?),
-            "exists" => Test::Exists(
-                t[key]
-                    .as_bool()
-                    .ok_or_else(|| scope.err(&kf, "expected true or false"))?,
-            ),
-            "gt" | "lt" => {
-                let v = scalar(key)?;
-                if v.is_boolean() {
-                    return Err(scope.err(&kf, "expected a number or a string"));
-                }
-                if key == "gt" { Test::Gt(v) } else { Test::Lt(v) }
-            }
-            _ => {
-                let list = t[key]
-                    .as_array()
-                    .filter(|l| !l.is_empty())
-                    .ok_or_else(|| scope.err(&kf, "expected a non-empty array of values"))?;
-                if list.iter().any(|x| !(x.is_string() || x.is_number() || x.is_boolean())) {
-                    return Err(scope.err(&kf, "every value must be a string, number or boolean"));
-                }
-                Test::In(list.clone())
-            }
-        });
-    }
-    if tests.is_empty() {
-        return Err(scope.err(field, "no test: give one of eq, ne, in, contains, exists, gt, lt"));
-    }
-    Ok(Predicate {
-        path: segments,
-        tests,
     })
 }

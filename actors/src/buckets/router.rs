@@ -114,11 +114,21 @@ impl BucketRouter {
         let mut shards = Vec::with_capacity(n);
         for (i, part) in parts.into_iter().enumerate() {
             let arbiter = Arbiter::new();
-            shards.push(BucketShard::start_on(&arbiter.handle(), i, buckets.clone(), part));
+            shards.push(BucketShard::start_on(
+                &arbiter.handle(),
+                i,
+                buckets.clone(),
+                part,
+            ));
             arbiters.push(arbiter);
         }
         BucketRouter {
-            disabled: cfg.buckets.iter().filter(|d| !d.enabled).map(|d| d.id.clone()).collect(),
+            disabled: cfg
+                .buckets
+                .iter()
+                .filter(|d| !d.enabled)
+                .map(|d| d.id.clone())
+                .collect(),
             cache: HashMap::new(),
             shard_members: vec![vec![0; buckets.len()]; n],
             shard_tracked: vec![0; n],
@@ -158,7 +168,8 @@ impl BucketRouter {
     fn split(&mut self, batch: &Batch) -> (Vec<Vec<ShardEvent>>, u64, usize) {
         let threshold = self.applied_to;
         let mut clock = threshold;
-        let mut per_shard: Vec<Vec<ShardEvent>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        let mut per_shard: Vec<Vec<ShardEvent>> =
+            (0..self.shards.len()).map(|_| Vec::new()).collect();
         let (mut relevant, mut skipped) = (0usize, 0u64);
         for item in &batch.items {
             let Item::Event(Event::Commit(c)) = item else {
@@ -178,7 +189,11 @@ impl BucketRouter {
                 time_us: clock,
                 operation: c.operation,
                 leaves: cand.leaves,
-                record: if cand.needs_record { c.record.clone() } else { None },
+                record: if cand.needs_record {
+                    c.record.clone()
+                } else {
+                    None
+                },
             });
         }
         if skipped > 0 {
@@ -209,8 +224,13 @@ impl BucketRouter {
         self.status.tracked_dids = tracked as u64;
         metrics::gauge!("jetstream_ingestor_bucket_tracked_dids").set(tracked as f64);
         for (i, info) in self.status.buckets.iter_mut().enumerate() {
-            info.members = self.shard_members.iter().map(|m| m.get(i).copied().unwrap_or(0)).sum();
-            metrics::gauge!("jetstream_ingestor_bucket_members", "bucket" => info.id.clone()).set(info.members as f64);
+            info.members = self
+                .shard_members
+                .iter()
+                .map(|m| m.get(i).copied().unwrap_or(0))
+                .sum();
+            metrics::gauge!("jetstream_ingestor_bucket_members", "bucket" => info.id.clone())
+                .set(info.members as f64);
         }
     }
 }
@@ -242,9 +262,12 @@ impl Handler<PushBatch> for BucketRouter {
         } else {
             Vec::new()
         };
-        let work = join_all(self.shards.iter().zip(per_shard).map(|(s, events)| {
-            s.send(EvaluateBatch { events, watermark })
-        }));
+        let work = join_all(
+            self.shards
+                .iter()
+                .zip(per_shard)
+                .map(|(s, events)| s.send(EvaluateBatch { events, watermark })),
+        );
         ctx.spawn(work.into_actor(self).map(move |results, act, ctx| {
             let mut transitions = Vec::new();
             let mut ops = first_ops;

@@ -66,7 +66,10 @@ impl Handler<EvaluateBatch> for BucketShard {
             tracker.process(msg.events, msg.watermark)
         }));
         MessageResult(outcome.map_err(|_| {
-            error!(shard = self.index, "bucket shard panicked while evaluating a batch");
+            error!(
+                shard = self.index,
+                "bucket shard panicked while evaluating a batch"
+            );
             metrics::counter!("jetstream_ingestor_bucket_shard_panics_total").increment(1);
             format!("bucket shard {} panicked", self.index)
         }))

@@ -45,7 +45,8 @@ pub fn encode(slot: &Slot) -> String {
                 let mut start = 0usize;
                 for len in a.lens.iter() {
                     let end = start + usize::from(*len);
-                    let times: Vec<String> = a.times[start..end].iter().map(u64::to_string).collect();
+                    let times: Vec<String> =
+                        a.times[start..end].iter().map(u64::to_string).collect();
                     parts.push(times.join(","));
                     start = end;
                 }
@@ -74,10 +75,15 @@ fn number(s: &str, what: &str) -> Result<Option<u64>, String> {
 pub fn decode(text: &str, b: &CompiledBucket) -> Result<Slot, String> {
     let parts: Vec<&str> = text.split('|').collect();
     let [version, epoch, last_left, entered_at, flags, leaves] = parts.as_slice() else {
-        return Err(format!("expected 6 '|'-separated parts, found {}", parts.len()));
+        return Err(format!(
+            "expected 6 '|'-separated parts, found {}",
+            parts.len()
+        ));
     };
     if *version != VERSION {
-        return Err(format!("unknown state version {version:?} (this build reads {VERSION:?})"));
+        return Err(format!(
+            "unknown state version {version:?} (this build reads {VERSION:?})"
+        ));
     }
     let epoch: u32 = epoch
         .parse()
@@ -124,10 +130,15 @@ pub fn decode(text: &str, b: &CompiledBucket) -> Result<Slot, String> {
             }
             let times = list
                 .split(',')
-                .map(|t| t.parse::<u64>().map_err(|_| format!("event time {t:?} is not a number")))
+                .map(|t| {
+                    t.parse::<u64>()
+                        .map_err(|_| format!("event time {t:?} is not a number"))
+                })
                 .collect::<Result<Vec<u64>, String>>()?;
             if times.len() > usize::from(b.leaves[i].cap) || times.windows(2).any(|w| w[0] > w[1]) {
-                return Err(format!("condition {i}: more times than it keeps, or out of order"));
+                return Err(format!(
+                    "condition {i}: more times than it keeps, or out of order"
+                ));
             }
             a.lens[i] = u16::try_from(times.len()).unwrap_or(u16::MAX);
             a.times.extend(times);
@@ -197,7 +208,15 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_read() {
         let b = bucket();
-        for bad in ["2|1||||", "1|x||||", "1|1|||h|1/2/3", "1|1|||q|", "1|1|||c|", "1|1|||h|1,2,3/"] {
+        for bad in [
+            "2|1||||",
+            "1|x||||",
+            "1|1|||h|1/2/3",
+            "1|1|||q|",
+            "1|1|||c|",
+            "1|1|||h|1,2,3,4/",
+            "1|1|||h|2,1/",
+        ] {
             assert!(decode(bad, &b).is_err(), "{bad}");
         }
     }

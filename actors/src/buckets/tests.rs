@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use super::criteria::{CompiledBucket, candidate_leaves};
 use super::parse::parse_bucket_file;
@@ -69,11 +69,25 @@ impl H {
     }
 
     fn post(&self, did: &str, t: u64) -> ShardEvent {
-        event(&self.b, did, t, "app.bsky.feed.post", Operation::Create, Some(json!({"text": "x"})))
+        event(
+            &self.b,
+            did,
+            t,
+            "app.bsky.feed.post",
+            Operation::Create,
+            Some(json!({"text": "x"})),
+        )
     }
 
     fn like(&self, did: &str, t: u64) -> ShardEvent {
-        event(&self.b, did, t, "app.bsky.feed.like", Operation::Create, Some(json!({})))
+        event(
+            &self.b,
+            did,
+            t,
+            "app.bsky.feed.like",
+            Operation::Create,
+            Some(json!({})),
+        )
     }
 
     fn run(&mut self, events: Vec<ShardEvent>, watermark: u64) -> Vec<Seen> {
@@ -100,15 +114,33 @@ fn posters(extra: Value) -> Value {
 #[test]
 fn count_enters_on_the_third_post_and_leaves_by_watermark_alone() {
     let mut h = H::new(posters(json!({})));
-    let evs = vec![h.post("a", 0), h.post("a", S), h.post("b", S), h.post("a", 2 * S)];
-    assert_eq!(h.run(evs, 2 * S), vec![e("a", "entered", 1, "criteria", 2 * S)]);
+    let evs = vec![
+        h.post("a", 0),
+        h.post("a", S),
+        h.post("b", S),
+        h.post("a", 2 * S),
+    ];
+    assert_eq!(
+        h.run(evs, 2 * S),
+        vec![e("a", "entered", 1, "criteria", 2 * S)]
+    );
     // Nothing more from "a": the oldest of its three posts leaves the window at 10 s.
     assert_eq!(h.run(vec![], 9 * S), vec![]);
-    assert_eq!(h.run(vec![], 30 * S), vec![e("a", "left", 1, "window_expired", 10 * S)]);
+    assert_eq!(
+        h.run(vec![], 30 * S),
+        vec![e("a", "left", 1, "window_expired", 10 * S)]
+    );
     // Both DIDs' windows are empty and neither is a member: only "a"'s history is kept.
     assert_eq!(h.t.tracked_dids(), 1);
-    let evs = vec![h.post("a", 40 * S), h.post("a", 41 * S), h.post("a", 42 * S)];
-    assert_eq!(h.run(evs, 42 * S), vec![e("a", "entered", 2, "criteria", 42 * S)]);
+    let evs = vec![
+        h.post("a", 40 * S),
+        h.post("a", 41 * S),
+        h.post("a", 42 * S),
+    ];
+    assert_eq!(
+        h.run(evs, 42 * S),
+        vec![e("a", "entered", 2, "criteria", 42 * S)]
+    );
 }
 
 #[test]
@@ -119,7 +151,12 @@ fn exists_and_not_exists_since_tracking_began() {
         { "collection": "app.bsky.feed.post", "check": "not_exists" },
     ]}}]));
     let day = 86_400 * S;
-    let evs = vec![h.like("a", 0), h.like("b", S), h.post("b", 2 * S), h.post("a", 3 * S)];
+    let evs = vec![
+        h.like("a", 0),
+        h.like("b", S),
+        h.post("b", 2 * S),
+        h.post("a", 3 * S),
+    ];
     assert_eq!(
         h.run(evs, 3 * S),
         vec![
@@ -133,10 +170,13 @@ fn exists_and_not_exists_since_tracking_began() {
     let evs = vec![h.like("a", 2 * day)];
     assert_eq!(h.run(evs, 2 * day), vec![]);
     let evs = vec![h.like("c", 2 * day)];
-    assert_eq!(h.run(evs, 3 * day), vec![
-        e("c", "entered", 1, "criteria", 2 * day),
-        e("c", "left", 1, "window_expired", 3 * day),
-    ]);
+    assert_eq!(
+        h.run(evs, 3 * day),
+        vec![
+            e("c", "entered", 1, "criteria", 2 * day),
+            e("c", "left", 1, "window_expired", 3 * day),
+        ]
+    );
 }
 
 #[test]
@@ -147,11 +187,12 @@ fn any_not_and_count_below_enter_by_expiry_too() {
         { "collection": "app.bsky.feed.post", "check": "count", "operator": "lt", "value": 2, "within": "10s" },
         { "not": { "collection": "app.bsky.feed.like", "check": "exists" } },
     ]}}]));
+    // The first evaluation (a like at 0) already finds "fewer than 2 posts" true.
     let evs = vec![h.like("a", 0), h.post("a", S), h.post("a", 2 * S)];
     assert_eq!(
         h.run(evs, 20 * S),
         vec![
-            e("a", "entered", 1, "criteria", S),
+            e("a", "entered", 1, "criteria", 0),
             e("a", "left", 1, "criteria", 2 * S),
             e("a", "entered", 2, "window_expired", 11 * S),
         ]
@@ -166,14 +207,35 @@ fn record_predicates_and_operations() {
         "check": "exists", "within": "1h" }}]));
     let b = h.b.clone();
     let post = |did: &str, t: u64, rec: Value| {
-        event(&b, did, t, "app.bsky.feed.post", Operation::Create, Some(rec))
+        event(
+            &b,
+            did,
+            t,
+            "app.bsky.feed.post",
+            Operation::Create,
+            Some(rec),
+        )
     };
     let evs = vec![
         post("en", 0, json!({"langs": ["en"]})),
         post("reply", 0, json!({"langs": ["pt"], "reply": {"root": {}}})),
-        event(&b, "upd", 0, "app.bsky.feed.post", Operation::Update, Some(json!({"langs": ["pt"]}))),
+        event(
+            &b,
+            "upd",
+            0,
+            "app.bsky.feed.post",
+            Operation::Update,
+            Some(json!({"langs": ["pt"]})),
+        ),
         event(&b, "del", 0, "app.bsky.feed.post", Operation::Delete, None),
-        event(&b, "graph", 0, "app.bsky.graph.follow", Operation::Create, Some(json!({"langs": ["pt"]}))),
+        event(
+            &b,
+            "graph",
+            0,
+            "app.bsky.graph.follow",
+            Operation::Create,
+            Some(json!({"langs": ["pt"]})),
+        ),
         post("pt", S, json!({"langs": ["de", "pt"]})),
     ];
     assert_eq!(h.run(evs, S), vec![e("pt", "entered", 1, "criteria", S)]);
@@ -189,7 +251,11 @@ fn min_dwell_defers_a_leave_and_cancels_it_when_criteria_hold_again() {
     // c: falls at 5 s, holds again at 10 s and 18 s; falls at 23 s, old enough: leaves then.
     let evs = vec![h.post("a", 0), h.post("b", 0), h.post("c", 0)];
     h.run(evs, 0);
-    let evs = vec![h.post("b", 10 * S), h.post("c", 10 * S), h.post("c", 18 * S)];
+    let evs = vec![
+        h.post("b", 10 * S),
+        h.post("c", 10 * S),
+        h.post("c", 18 * S),
+    ];
     assert_eq!(h.run(evs, 18 * S), vec![]);
     assert_eq!(
         h.run(vec![], 60 * S),
@@ -208,17 +274,24 @@ fn max_dwell_forces_a_leave_and_reentry_needs_a_new_rising_edge() {
     let evs = vec![h.post("a", 0), h.post("a", 5 * S), h.post("a", 12 * S)];
     assert_eq!(
         h.run(evs, 12 * S),
-        vec![e("a", "entered", 1, "criteria", 0), e("a", "left", 1, "max_dwell", 10 * S)]
+        vec![
+            e("a", "entered", 1, "criteria", 0),
+            e("a", "left", 1, "max_dwell", 10 * S)
+        ]
     );
     // The criteria hold until 27 s without a membership; they fall silently, then rise.
     assert_eq!(h.run(vec![], 29 * S), vec![]);
     let evs = vec![h.post("a", 30 * S)];
-    assert_eq!(h.run(evs, 30 * S), vec![e("a", "entered", 2, "criteria", 30 * S)]);
+    assert_eq!(
+        h.run(evs, 30 * S),
+        vec![e("a", "entered", 2, "criteria", 30 * S)]
+    );
 }
 
 /// Posts at `at` (seconds), each membership lasting until the window (2 s) expires.
 fn flap(limit: Value, at: &[u64]) -> Vec<Seen> {
-    let mut def = json!({ "id": "x", "criteria": { "collection": "app.bsky.feed.post", "within": "2s" }});
+    let mut def =
+        json!({ "id": "x", "criteria": { "collection": "app.bsky.feed.post", "within": "2s" }});
     if let (Some(m), Some(l)) = (def.as_object_mut(), limit.as_object()) {
         m.extend(l.clone());
     }
@@ -235,19 +308,28 @@ fn entry_limits_and_epochs() {
         (0..4u32)
             .flat_map(|i| {
                 let t = times[i as usize] * S;
-                [e("a", "entered", i + 1, "criteria", t), e("a", "left", i + 1, "window_expired", t + 2 * S)]
+                [
+                    e("a", "entered", i + 1, "criteria", t),
+                    e("a", "left", i + 1, "window_expired", t + 2 * S),
+                ]
             })
             .collect::<Vec<_>>()
     );
     assert_eq!(
         flap(json!({ "entry_limit": "once" }), &times),
-        vec![e("a", "entered", 1, "criteria", 0), e("a", "left", 1, "window_expired", 2 * S)]
+        vec![
+            e("a", "entered", 1, "criteria", 0),
+            e("a", "left", 1, "window_expired", 2 * S)
+        ]
     );
     // Period 100 s from the last leave (of any membership, suppressed ones included):
     // 10 s and 20 s are suppressed (epochs 2, 3 advance silently); 130 s is 108 s after
     // the leave at 22 s, so it is announced as epoch 4.
     assert_eq!(
-        flap(json!({ "entry_limit": "once_per_period", "entry_period": "100s" }), &times),
+        flap(
+            json!({ "entry_limit": "once_per_period", "entry_period": "100s" }),
+            &times
+        ),
         vec![
             e("a", "entered", 1, "criteria", 0),
             e("a", "left", 1, "window_expired", 2 * S),
@@ -260,29 +342,56 @@ fn entry_limits_and_epochs() {
 #[test]
 fn state_and_members_operations_follow_the_final_state() {
     let mut h = H::new(posters(json!({})));
-    let evs = vec![h.post("a", 0), h.post("a", S), h.post("a", 2 * S), h.post("b", 2 * S)];
+    let evs = vec![
+        h.post("a", 0),
+        h.post("a", S),
+        h.post("a", 2 * S),
+        h.post("b", 2 * S),
+    ];
     let out = h.t.process(evs, 2 * S);
-    let mut ops: Vec<(String, String, Option<String>)> =
-        out.ops.iter().map(|o| (o.key.clone(), o.field.clone(), o.value.clone())).collect();
+    let mut ops: Vec<(String, String, Option<String>)> = out
+        .ops
+        .iter()
+        .map(|o| (o.key.clone(), o.field.clone(), o.value.clone()))
+        .collect();
     ops.sort();
     assert_eq!(
         ops,
         vec![
-            ("bucket:posters:members".into(), "a".into(), Some(format!("{}|1", 2 * S))),
-            ("bucket:posters:state".into(), "a".into(), Some(format!("1|1||{}|h|0,1000000,2000000", 2 * S))),
-            ("bucket:posters:state".into(), "b".into(), Some("1|0||||2000000".into())),
+            (
+                "bucket:posters:members".into(),
+                "a".into(),
+                Some(format!("{}|1", 2 * S))
+            ),
+            (
+                "bucket:posters:state".into(),
+                "a".into(),
+                Some(format!("1|1||{}|h|0,1000000,2000000", 2 * S))
+            ),
+            (
+                "bucket:posters:state".into(),
+                "b".into(),
+                Some("1|0||||2000000".into())
+            ),
         ]
     );
     assert_eq!(out.members, vec![1]);
     let out = h.t.process(vec![], 20 * S);
-    let mut ops: Vec<(String, String, Option<String>)> =
-        out.ops.iter().map(|o| (o.key.clone(), o.field.clone(), o.value.clone())).collect();
+    let mut ops: Vec<(String, String, Option<String>)> = out
+        .ops
+        .iter()
+        .map(|o| (o.key.clone(), o.field.clone(), o.value.clone()))
+        .collect();
     ops.sort();
     assert_eq!(
         ops,
         vec![
             ("bucket:posters:members".into(), "a".into(), None),
-            ("bucket:posters:state".into(), "a".into(), Some(format!("1|1|{}|||", 10 * S))),
+            (
+                "bucket:posters:state".into(),
+                "a".into(),
+                Some(format!("1|1|{}|||", 10 * S))
+            ),
             ("bucket:posters:state".into(), "b".into(), None),
         ]
     );
@@ -292,7 +401,9 @@ fn state_and_members_operations_follow_the_final_state() {
 
 #[test]
 fn a_changed_bucket_lets_members_leave_at_start() {
-    let b = compile(posters(json!({ "entry_limit": "once_per_period", "entry_period": "1h" })));
+    let b = compile(posters(
+        json!({ "entry_limit": "once_per_period", "entry_period": "1h" }),
+    ));
     let mut t = Tracker::new(b.clone());
     let member = super::state::decode("1|1||5|h|", &b[0]).expect("valid");
     let suppressed = super::state::decode("1|2|3|5|hs|", &b[0]).expect("valid");
@@ -301,5 +412,11 @@ fn a_changed_bucket_lets_members_leave_at_start() {
     let out = t.process(vec![], 100);
     assert_eq!(seen(&out), vec![e("a", "left", 1, "criteria_changed", 100)]);
     assert_eq!(out.members, vec![0]);
-    assert_eq!(out.ops.iter().filter(|o| o.key.ends_with(":members")).count(), 2);
+    assert_eq!(
+        out.ops
+            .iter()
+            .filter(|o| o.key.ends_with(":members"))
+            .count(),
+        2
+    );
 }

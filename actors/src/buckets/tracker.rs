@@ -130,8 +130,10 @@ impl Tracker {
         let b = usize::from(bucket);
         let slot = match (changed_at, slot) {
             (Some(at), Slot::Active(mut a)) => {
-                self.touched
-                    .insert((bucket, key.clone()), a.member.map(|m| (m.entered_at, a.epoch)));
+                self.touched.insert(
+                    (bucket, key.clone()),
+                    a.member.map(|m| (m.entered_at, a.epoch)),
+                );
                 if a.member.is_some() {
                     self.members[b] += 1;
                 }
@@ -170,7 +172,8 @@ impl Tracker {
                 self.matched.clear();
                 while i < ev.leaves.len() && (ev.leaves[i] >> 16) as u16 == bucket {
                     let leaf = (ev.leaves[i] & 0xffff) as usize;
-                    if self.buckets[usize::from(bucket)].leaves[leaf].matches(ev.operation, &mut record)
+                    if self.buckets[usize::from(bucket)].leaves[leaf]
+                        .matches(ev.operation, &mut record)
                     {
                         self.matched.push(leaf);
                     }

@@ -18,6 +18,8 @@ pub struct Keys {
     pub prefix: String,
     pub dedupe: String,
     pub cursor: String,
+    /// Token of the last committed batch: lets commits be pipelined safely.
+    pub chain: String,
 }
 
 impl Keys {
@@ -26,6 +28,7 @@ impl Keys {
             prefix: prefix.to_owned(),
             dedupe: format!("{prefix}dedupe"),
             cursor: format!("{prefix}cursor"),
+            chain: format!("{prefix}commit:chain"),
         }
     }
 
@@ -35,24 +38,32 @@ impl Keys {
     }
 }
 
-/// KEYS: 1 dedupe zset, 2 cursor, 3.. the streams this batch writes to, then the hashes its
-/// state operations touch.
-/// ARGV: 1 prune-below score ("" = none), 2 cursor ("" = none), 3 entry count, then per
-/// entry: stream number (1.. → KEYS[2 + n]), identity, score, field count n, then n
+/// KEYS: 1 dedupe zset, 2 cursor, 3 chain, 4.. the streams this batch writes to, then the
+/// hashes its state operations touch.
+/// ARGV: 1 prune-below score ("" = none), 2 cursor ("" = none), 3 the token the chain must
+/// hold before this commit ("" = unchecked), 4 this batch's token, 5 entry count, then per
+/// entry: stream number (1.. → KEYS[3 + n]), identity, score, field count n, then n
 /// field/value pairs; then the state-operation count, then per operation: KEYS index,
-/// field, `s` (HSET) or `d` (HDEL), value. Returns {written, skipped}. No trimming here: on
-/// Redis 7 `MAXLEN` would delete entries consumer groups have not read; the retention keeper
-/// trims.
+/// field, `s` (HSET) or `d` (HDEL), value. Returns {written, skipped}.
+///
+/// The chain check makes pipelining safe: several commits may be in flight on one
+/// connection, and each refuses to apply (before writing anything) unless its predecessor
+/// landed, so a failed commit can never be overtaken by its successor (which would store a
+/// cursor past events that are not in Redis). No trimming here: on Redis 7 `MAXLEN` would
+/// delete entries consumer groups have not read; the retention keeper trims.
 pub const COMMIT_SCRIPT: &str = r#"#!lua
+if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[3] then
+  return redis.error_reply('CHAIN predecessor ' .. ARGV[3] .. ' is not committed')
+end
 local written, skipped = 0, 0
-local i = 4
-for _ = 1, tonumber(ARGV[3]) do
+local i = 6
+for _ = 1, tonumber(ARGV[5]) do
   local s = tonumber(ARGV[i])
   local nf = tonumber(ARGV[i + 3])
   local first = i + 4
   local last = first + 2 * nf - 1
   if redis.call('ZADD', KEYS[1], 'NX', ARGV[i + 2], ARGV[i + 1]) == 1 then
-    redis.call('XADD', KEYS[2 + s], '*', unpack(ARGV, first, last))
+    redis.call('XADD', KEYS[3 + s], '*', unpack(ARGV, first, last))
     written = written + 1
   else
     skipped = skipped + 1
@@ -79,8 +90,13 @@ if ARGV[2] ~= '' then
     redis.call('SET', KEYS[2], ARGV[2])
   end
 end
+redis.call('SET', KEYS[3], ARGV[4])
 return {written, skipped}
 "#;
+
+/// Index in the ARGV of [`COMMIT_SCRIPT`] (0-based) of the expected predecessor token,
+/// filled in when the commit is sent.
+pub const EXPECTED_ARG: usize = 2;
 
 /// Limits that shape the arguments.
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +149,7 @@ pub fn invocation(
     entries: &[StreamEntry],
     state: &[&StateOp],
     cursor: Option<u64>,
+    token: &str,
     limits: CommitLimits,
 ) -> Invocation {
     // The distinct streams of this batch, in first-use order.
@@ -149,9 +166,10 @@ pub fn invocation(
         };
         index.push(at + 1);
     }
-    let mut k = Vec::with_capacity(2 + streams.len());
+    let mut k = Vec::with_capacity(3 + streams.len());
     k.push(keys.dedupe.clone());
     k.push(keys.cursor.clone());
+    k.push(keys.chain.clone());
     k.extend(streams.iter().map(|n| keys.stream(n)));
 
     let per_entry: usize = entries.iter().map(|e| 4 + 2 * e.fields.len()).sum();
@@ -162,6 +180,8 @@ pub fn invocation(
             .unwrap_or_default(),
     );
     args.push(cursor.map(|c| c.to_string()).unwrap_or_default());
+    args.push(String::new());
+    args.push(token.to_owned());
     args.push(entries.len().to_string());
     for (e, at) in entries.iter().zip(index) {
         args.push(at.to_string());
@@ -240,6 +260,7 @@ mod tests {
             &entries,
             &[&set, &del],
             Some(50),
+            "e:7",
             limits,
         );
         assert_eq!(
@@ -247,22 +268,27 @@ mod tests {
             [
                 "jsi:dedupe",
                 "jsi:cursor",
+                "jsi:commit:chain",
                 "jsi:records",
                 "jsi:dead",
                 "jsi:feed",
                 "jsi:bucket:b:state"
             ]
         );
-        assert_eq!(&inv.args[..3], &["47", "50", "4"]);
-        assert_eq!(&inv.args[3..11], &["1", "x", "10", "2", "a", "1", "b", "2"]);
-        assert_eq!(&inv.args[11..13], &["2", "y"]);
-        assert_eq!(&inv.args[19..21], &["3", "z"]);
-        assert_eq!(&inv.args[27..29], &["1", "w"]);
+        assert_eq!(&inv.args[..5], &["47", "50", "", "e:7", "4"]);
         assert_eq!(
-            &inv.args[35..],
-            &["2", "6", "did:x", "s", "{}", "6", "did:y", "d", ""]
+            inv.args[EXPECTED_ARG], "",
+            "the predecessor token is filled in at send time"
         );
-        assert_eq!(inv.args.len(), 3 + 4 * 8 + 1 + 2 * 4);
+        assert_eq!(&inv.args[5..13], &["1", "x", "10", "2", "a", "1", "b", "2"]);
+        assert_eq!(&inv.args[13..15], &["2", "y"]);
+        assert_eq!(&inv.args[21..23], &["3", "z"]);
+        assert_eq!(&inv.args[29..31], &["1", "w"]);
+        assert_eq!(
+            &inv.args[37..],
+            &["2", "7", "did:x", "s", "{}", "7", "did:y", "d", ""]
+        );
+        assert_eq!(inv.args.len(), 5 + 4 * 8 + 1 + 2 * 4);
     }
 
     #[test]
@@ -272,11 +298,12 @@ mod tests {
             &[],
             &[],
             None,
+            "t",
             CommitLimits {
                 dedupe_window_us: 3,
             },
         );
-        assert_eq!(inv.args, vec!["", "", "0", "0"]);
-        assert_eq!(inv.keys, ["p:dedupe", "p:cursor"]);
+        assert_eq!(inv.args, vec!["", "", "", "t", "0", "0"]);
+        assert_eq!(inv.keys, ["p:dedupe", "p:cursor", "p:commit:chain"]);
     }
 }

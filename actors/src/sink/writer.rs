@@ -1,22 +1,33 @@
-//! `RedisWriter`: applies batches strictly in arrival order, one atomic script per batch
+//! `RedisWriter`: commits batches strictly in arrival order, one atomic script per batch
 //! (`commit.rs`), then tells the reader (`BatchCommitted`, carrying the batch's credit back).
 //!
-//! Failure: a commit that fails (Redis down, OOM, paused, timeout) stays at the head of the
-//! queue and is retried with capped full-jitter backoff, forever; it is never skipped. A
-//! retry of a commit whose first attempt did land is harmless: the dedupe index skips every
-//! entry and the cursor does not move back. Meanwhile credits stay held, the reader's window
-//! fills and reading stops: nothing is dropped and nothing queues without bound.
+//! Pipelining: up to `redis.pipeline_depth` commits are in flight on the one connection, so
+//! Redis executes batch k+1 while we prepare k+2 and handle k's reply. Order holds because
+//! Redis executes a connection's commands in order, and safety holds because every script
+//! first checks that the chain key holds its predecessor's token: if commit k fails, k+1
+//! refuses to apply (before writing anything), so no cursor ever passes events that are not
+//! in Redis.
+//!
+//! Failure: when a commit fails (Redis down, OOM, paused, timeout, chain broken), nothing new
+//! is sent; once every in-flight reply is in, the writer reads the chain key to learn which
+//! queued batches did land (an unknown outcome after a dropped connection), pops those, and
+//! retries the rest from the first unlanded one, with capped full-jitter backoff, forever;
+//! nothing is skipped. A retried batch that had landed writes nothing twice (dedupe index).
+//! Meanwhile credits stay held, the reader's window fills and reading stops: nothing is
+//! dropped and nothing queues without bound.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 
 use actix::prelude::*;
+use rand::RngExt as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::commit::{
-    COMMIT_SCRIPT, CommitLimits, Invocation, Keys, entries_of, invocation, state_ops_of,
+    COMMIT_SCRIPT, CommitLimits, EXPECTED_ARG, Invocation, Keys, entries_of, invocation,
+    state_ops_of,
 };
 use super::config::WriterConfig;
 use crate::backoff::Backoff;
@@ -30,7 +41,11 @@ struct Prepared {
     received_at: Instant,
     entries: usize,
     credit: Credit,
+    /// This batch's chain token (`<writer epoch>:<seq>`).
+    token: Rc<str>,
     invocation: Rc<Invocation>,
+    /// The reply, once in: `(written, skipped)`.
+    done: Option<(u64, u64)>,
 }
 
 pub struct RedisWriter {
@@ -40,12 +55,33 @@ pub struct RedisWriter {
     client: redis::Client,
     conn: Option<ConnectionManager>,
     committed_to: Recipient<BatchCommitted>,
+    /// Uncommitted batches in order; the first `sent` of them have been sent.
     queue: VecDeque<Prepared>,
-    /// A commit (or the wait before its retry) is in progress.
-    busy: bool,
+    sent: usize,
+    /// Replies still outstanding.
+    in_flight: usize,
+    /// A commit failed: send nothing until recovery has run.
+    failed: bool,
+    /// Waiting out the backoff before resending.
+    waiting: bool,
+    /// Token of the newest batch known to be committed (`None` = unchecked).
+    last_token: Option<Rc<str>>,
+    /// Random per writer incarnation, so tokens of two runs never collide.
+    epoch: u64,
     retry: Backoff,
     script_sha: Rc<str>,
     status: WriterStatus,
+}
+
+/// How many queued batches (from the front) landed, given the chain key's value.
+pub fn landed_prefix(chain: Option<&str>, queued_tokens: &[&str]) -> usize {
+    match chain {
+        Some(c) => queued_tokens
+            .iter()
+            .position(|t| *t == c)
+            .map_or(0, |i| i + 1),
+        None => 0,
+    }
 }
 
 impl RedisWriter {
@@ -65,7 +101,12 @@ impl RedisWriter {
             conn: None,
             committed_to,
             queue: VecDeque::new(),
-            busy: false,
+            sent: 0,
+            in_flight: 0,
+            failed: false,
+            waiting: false,
+            last_token: None,
+            epoch: rand::rng().random::<u64>(),
             retry: Backoff::new(cfg.retry_min, cfg.retry_max),
             script_sha: Rc::from(redis::Script::new(COMMIT_SCRIPT).get_hash()),
             status: WriterStatus {
@@ -89,56 +130,139 @@ impl RedisWriter {
             .set_max_delay(cfg.retry_max)
     }
 
-    /// Starts the next commit if none is running.
+    /// Sends queued batches until the pipeline is full.
     fn kick(&mut self, ctx: &mut Context<Self>) {
-        if self.busy {
-            return;
-        }
-        let (Some(conn), Some(head)) = (self.conn.clone(), self.queue.front()) else {
+        let Some(conn) = self.conn.clone() else {
             return;
         };
-        self.busy = true;
-        let inv = head.invocation.clone();
-        let sha = self.script_sha.clone();
-        let started = Instant::now();
-        let fut = async move { run_commit(conn, &sha, &inv).await };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            metrics::histogram!("jetstream_ingestor_commit_duration_seconds")
-                .record(started.elapsed().as_secs_f64());
-            match res {
-                Ok((written, skipped)) => {
-                    act.busy = false;
-                    act.retry.reset();
-                    act.status.consecutive_commit_failures = 0;
-                    act.on_committed(written, skipped);
+        while !self.failed
+            && !self.waiting
+            && self.sent < self.queue.len()
+            && self.sent < self.cfg.pipeline_depth
+        {
+            let i = self.sent;
+            let expected = if i == 0 {
+                self.last_token.clone()
+            } else {
+                Some(self.queue[i - 1].token.clone())
+            };
+            let item = &self.queue[i];
+            let (inv, seq) = (item.invocation.clone(), item.seq);
+            let sha = self.script_sha.clone();
+            let conn = conn.clone();
+            let started = Instant::now();
+            self.sent += 1;
+            self.in_flight += 1;
+            let fut = async move {
+                run_commit(conn, &sha, &inv, expected.as_deref().unwrap_or("")).await
+            };
+            ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                act.in_flight -= 1;
+                metrics::histogram!("jetstream_ingestor_commit_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                match res {
+                    Ok(counts) => {
+                        if let Some(p) = act.queue.iter_mut().find(|p| p.seq == seq) {
+                            p.done = Some(counts);
+                        }
+                        act.pop_done();
+                    }
+                    Err(e) => act.on_failure(seq, &e),
+                }
+                if act.failed && act.in_flight == 0 {
+                    act.recover(ctx);
+                } else {
                     act.kick(ctx);
                 }
+            }));
+        }
+    }
+
+    /// Pops every committed batch at the front and notifies the reader.
+    fn pop_done(&mut self) {
+        while let Some((written, skipped)) = self.queue.front().and_then(|p| p.done) {
+            let Some(done) = self.queue.pop_front() else {
+                break;
+            };
+            self.sent = self.sent.saturating_sub(1);
+            self.retry.reset();
+            self.status.consecutive_commit_failures = 0;
+            self.last_token = Some(done.token.clone());
+            self.notify(done, written, skipped);
+        }
+    }
+
+    fn on_failure(&mut self, seq: u64, e: &redis::RedisError) {
+        let chain = e.code() == Some("CHAIN");
+        if !self.failed && !chain {
+            self.status.consecutive_commit_failures =
+                self.status.consecutive_commit_failures.saturating_add(1);
+            self.status.last_error = Some(e.to_string());
+            metrics::counter!("jetstream_ingestor_commit_failures_total").increment(1);
+            warn!(error = %e, seq, attempt = self.status.consecutive_commit_failures, queued = self.queue.len(), "batch commit failed; recovering (nothing is skipped)");
+        }
+        self.failed = true;
+    }
+
+    /// After a failure, with no reply outstanding: learn which batches landed from the chain
+    /// key, pop them, then resend the rest after a backoff delay.
+    fn recover(&mut self, ctx: &mut Context<Self>) {
+        let Some(mut conn) = self.conn.clone() else {
+            return;
+        };
+        let chain_key = self.keys.chain.clone();
+        let fut = async move {
+            redis::cmd("GET")
+                .arg(&chain_key)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+        };
+        self.waiting = true;
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            match res {
+                Ok(chain) => {
+                    let tokens: Vec<&str> = act.queue.iter().map(|p| &*p.token).collect();
+                    let landed = landed_prefix(chain.as_deref(), &tokens);
+                    let known = chain.as_deref() == act.last_token.as_deref();
+                    if landed == 0 && !known && chain.is_some() && act.last_token.is_some() {
+                        // Neither ours nor in the queue: Redis lost acknowledged commits (a
+                        // restart without fsync) or another writer uses this prefix.
+                        metrics::counter!("jetstream_ingestor_commit_chain_unexpected_total").increment(1);
+                        error!(chain = ?chain, last = ?act.last_token, "commit chain holds an unknown token: another writer on this key prefix, or Redis lost acknowledged writes (use appendfsync always)");
+                    }
+                    for p in act.queue.iter_mut().take(landed) {
+                        // Landed before the connection broke; counts unknown: all written.
+                        p.done = p.done.or(Some((p.entries as u64, 0)));
+                    }
+                    act.pop_done();
+                    act.last_token = chain.map(Rc::from);
+                    for p in &mut act.queue {
+                        p.done = None;
+                    }
+                    act.sent = 0;
+                    act.failed = false;
+                }
                 Err(e) => {
-                    act.status.consecutive_commit_failures =
-                        act.status.consecutive_commit_failures.saturating_add(1);
+                    act.status.consecutive_commit_failures = act.status.consecutive_commit_failures.saturating_add(1);
                     act.status.last_error = Some(e.to_string());
-                    let delay = act.retry.next_delay();
                     metrics::counter!("jetstream_ingestor_commit_failures_total").increment(1);
-                    warn!(
-                        error = %e,
-                        attempt = act.status.consecutive_commit_failures,
-                        delay_ms = delay.as_millis() as u64,
-                        queued = act.queue.len(),
-                        "batch commit failed; retrying (nothing is skipped)"
-                    );
-                    ctx.run_later(delay, |act, ctx| {
-                        act.busy = false;
-                        act.kick(ctx);
-                    });
+                    warn!(error = %e, attempt = act.status.consecutive_commit_failures, "cannot read the commit chain to recover; retrying");
                 }
             }
+            let delay = act.retry.next_delay();
+            ctx.run_later(delay, |act, ctx| {
+                act.waiting = false;
+                if act.failed {
+                    // Recovery itself failed: try it again.
+                    act.recover(ctx);
+                } else {
+                    act.kick(ctx);
+                }
+            });
         }));
     }
 
-    fn on_committed(&mut self, written: u64, skipped: u64) {
-        let Some(done) = self.queue.pop_front() else {
-            return;
-        };
+    fn notify(&mut self, done: Prepared, written: u64, skipped: u64) {
         self.status.commits += 1;
         self.status.entries_written += written;
         self.status.entries_skipped += skipped;
@@ -155,7 +279,6 @@ impl RedisWriter {
                 skipped, "entries already committed were skipped (replay overlap)"
             );
         }
-        debug_assert!(done.entries as u64 == written + skipped);
         // Bounded: every notification carries one of the reader's credits.
         self.committed_to.do_send(BatchCommitted {
             seq: done.seq,
@@ -169,17 +292,23 @@ impl RedisWriter {
     }
 }
 
-/// One attempt: EVALSHA, loading the script first if Redis lost it (restart, flush).
+/// One attempt: EVALSHA (with the predecessor token filled in), loading the script first if
+/// Redis lost it (restart, flush).
 async fn run_commit(
     mut conn: ConnectionManager,
     sha: &str,
     inv: &Invocation,
+    expected: &str,
 ) -> redis::RedisResult<(u64, u64)> {
     let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(sha)
-        .arg(inv.keys.len())
-        .arg(&inv.keys)
-        .arg(&inv.args);
+    cmd.arg(sha).arg(inv.keys.len()).arg(&inv.keys);
+    for (i, a) in inv.args.iter().enumerate() {
+        if i == EXPECTED_ARG {
+            cmd.arg(expected);
+        } else {
+            cmd.arg(a);
+        }
+    }
     match cmd.query_async::<(u64, u64)>(&mut conn).await {
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
             info!("commit script not cached on the server; loading it");
@@ -229,11 +358,13 @@ impl Handler<PushBatch> for RedisWriter {
 
     fn handle(&mut self, PushBatch(batch): PushBatch, ctx: &mut Self::Context) {
         let entries = entries_of(&batch);
+        let token: Rc<str> = Rc::from(format!("{:x}:{}", self.epoch, batch.seq));
         let inv = invocation(
             &self.keys,
             &entries,
             &state_ops_of(&batch),
             batch.cursor,
+            &token,
             self.limits,
         );
         self.queue.push_back(Prepared {
@@ -243,7 +374,9 @@ impl Handler<PushBatch> for RedisWriter {
             received_at: batch.received_at,
             entries: entries.len(),
             credit: batch.credit,
+            token,
             invocation: Rc::new(inv),
+            done: None,
         });
         metrics::gauge!("jetstream_ingestor_writer_queue_batches").set(self.queue.len() as f64);
         self.kick(ctx);
@@ -300,5 +433,23 @@ pub async fn load_cursor(cfg: &WriterConfig) -> Result<Option<u64>, String> {
         }
         metrics::counter!("jetstream_ingestor_redis_connect_failures_total").increment(1);
         tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::landed_prefix;
+
+    #[test]
+    fn the_chain_tells_how_many_queued_batches_landed() {
+        let q = ["e:1", "e:2", "e:3"];
+        assert_eq!(landed_prefix(Some("e:2"), &q), 2);
+        assert_eq!(landed_prefix(Some("e:3"), &q), 3);
+        assert_eq!(
+            landed_prefix(Some("e:0"), &q),
+            0,
+            "the chain still holds the last known commit"
+        );
+        assert_eq!(landed_prefix(None, &q), 0);
     }
 }

@@ -1,0 +1,375 @@
+//! Buckets end to end, real Redis + fake Jetstream: the same generated events replayed
+//! twice into fresh Redis (different batch sizes and shard counts) give identical
+//! `jsi:buckets` streams and state; `kill -9` of the binary at several points and a restart
+//! give the uninterrupted run's stream and state; status and the members hash agree; a
+//! criteria change is detected and applied at start; docs/jobs.md lists every field.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use actors::supervisor::StartChoice;
+use jetstream_ingestor::settings::Settings;
+use rand::{RngExt as _, SeedableRng as _};
+use support::*;
+
+/// Events of the determinism test. The issue asks for 200k; CI runs 50k (≈11 s of event
+/// time, ~30k transitions with the windows below) to stay fast: raise it to 200_000 to run
+/// the full size (`cargo test --test buckets -- determinism`).
+const DETERMINISM_EVENTS: usize = 50_000;
+const CRASH_EVENTS: usize = 30_000;
+
+/// Windows in hundreds of milliseconds: a generated corpus spans ~225 µs per event, so the
+/// hot accounts (an event every ~60 ms) enter and leave many times.
+const TEST_BUCKETS: &str = r#"
+[[buckets]]
+id = "posters"
+min_dwell = "300ms"
+[buckets.criteria]
+collection = "app.bsky.feed.post"
+operation = "create"
+check = "count"
+operator = "gte"
+value = 3
+within = "2s"
+
+[[buckets]]
+id = "lurkers"
+entry_limit = "once_per_period"
+entry_period = "2s"
+[buckets.criteria]
+all = [
+  { collection = "app.bsky.feed.like", within = "1s" },
+  { collection = "app.bsky.feed.post", check = "not_exists", within = "3s" },
+]
+
+[[buckets]]
+id = "follow_burst"
+max_dwell = "400ms"
+[buckets.criteria]
+collection = "app.bsky.graph.*"
+operation = "create"
+check = "count"
+operator = "gt"
+value = 1
+within = "1s"
+
+[[buckets]]
+id = "pt"
+entry_limit = "once"
+[buckets.criteria]
+collection = "app.bsky.feed.post"
+record = [{ path = "langs", contains = "pt" }]
+within = "5s"
+
+[[buckets]]
+id = "quiet"
+[buckets.criteria]
+not = { collection = "app.bsky.feed.*", check = "count", operator = "gte", value = 2, within = "700ms" }
+"#;
+
+const IDS: [&str; 5] = ["posters", "lurkers", "follow_burst", "pt", "quiet"];
+
+fn with_buckets(mut s: Settings, text: &str, shards: usize) -> Settings {
+    s.buckets.shards = shards;
+    s.load_bucket_text(text, "test buckets")
+        .expect("test buckets are valid");
+    s.validate().expect("valid");
+    s
+}
+
+/// Runs `lines` in-process into `redis_url` until the last event is committed.
+fn replay(lines: &[String], redis_url: &str, batch: usize, shards: usize) {
+    let server = fake(lines.to_vec(), None);
+    let mut s = settings(&server.url(), redis_url);
+    s.jetstream.batch_max_events = batch;
+    let s = with_buckets(s, TEST_BUCKETS, shards);
+    let last = lines.iter().filter_map(|l| time_of(l)).max().unwrap();
+    with_supervisor(
+        s,
+        StartChoice::Resume {
+            fallback: time_of(&lines[0]),
+        },
+        |sup| async move {
+            let st = wait_status(&sup, Duration::from_secs(180), "all committed", |s| {
+                s.reader.committed_cursor == Some(last) && s.writer.queued_batches == 0
+            })
+            .await;
+            let b = st.buckets.expect("bucket status");
+            assert_eq!(b.applied_to, last);
+            assert!(b.events_evaluated > 0 && b.tracked_dids > 0, "{b:?}");
+        },
+    );
+}
+
+/// The transitions, in stream order, as sorted field lists (stream ids differ by run).
+fn transitions(con: &mut redis::Connection, prefix: &str) -> Vec<Vec<(String, String)>> {
+    read_stream(con, &format!("{prefix}buckets"))
+        .into_iter()
+        .map(|e| {
+            e.into_iter()
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect()
+        })
+        .collect()
+}
+
+/// Every bucket's state and members hashes.
+fn hashes(con: &mut redis::Connection, prefix: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for id in IDS {
+        for part in ["state", "members", "meta"] {
+            let key = format!("{prefix}bucket:{id}:{part}");
+            let h: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&key).query(con).unwrap();
+            out.insert(key, h);
+        }
+    }
+    out
+}
+
+#[test]
+fn determinism_two_replays_into_fresh_redis_write_identical_transitions() {
+    let lines = corpus(DETERMINISM_EVENTS, 404);
+    let (r1, r2) = (redis(false), redis(false));
+    replay(&lines, &r1.url(), 64, 1);
+    replay(&lines, &r2.url(), 500, 3);
+    let (mut c1, mut c2) = (r1.connection().unwrap(), r2.connection().unwrap());
+    let (t1, t2) = (transitions(&mut c1, "jsi:"), transitions(&mut c2, "jsi:"));
+    eprintln!(
+        "{} events → {} transitions, identical in both runs",
+        lines.len(),
+        t1.len()
+    );
+    assert!(t1.len() > 5_000, "only {} transitions", t1.len());
+    assert_eq!(t1.len(), t2.len());
+    if let Some(i) = (0..t1.len()).find(|i| t1[*i] != t2[*i]) {
+        panic!("first difference at entry {i}: {:?} vs {:?}", t1[i], t2[i]);
+    }
+    assert_eq!(hashes(&mut c1, "jsi:"), hashes(&mut c2, "jsi:"));
+    // Every bucket moved, every reason and both kinds appear.
+    let field = |k: &str| -> BTreeSet<String> {
+        t1.iter()
+            .flat_map(|e| e.iter().filter(|(f, _)| f == k).map(|(_, v)| v.clone()))
+            .collect()
+    };
+    assert_eq!(field("bucket"), IDS.iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        field("reason"),
+        ["criteria", "max_dwell", "window_expired"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    assert_eq!(field("transition").len(), 2);
+}
+
+#[test]
+fn kill9_at_several_points_then_restart_gives_the_uninterrupted_transitions() {
+    let lines = respace(&corpus(CRASH_EVENTS, 77), 1_700_000_000_000_000, 250);
+    let first = time_of(&lines[0]).unwrap();
+    let last = time_of(lines.last().unwrap()).unwrap();
+    let reference = redis(false);
+    replay(&lines, &reference.url(), 128, 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("buckets.toml");
+    std::fs::write(&file, TEST_BUCKETS).unwrap();
+    let crashed = redis(false);
+    let server = fake(lines.clone(), None);
+    let mut env = ingestor_env(&server.url(), &crashed.url());
+    env.push(("JETSTREAM_INGESTOR__JETSTREAM__REWIND", "100ms".to_owned()));
+    env.push((
+        "JETSTREAM_INGESTOR__BUCKETS__FILE",
+        file.display().to_string(),
+    ));
+    env.push(("JETSTREAM_INGESTOR__BUCKETS__SHARDS", "2".to_owned()));
+    let cursor_arg = first.to_string();
+    let args = ["run", "--cursor", cursor_arg.as_str()];
+    let mut con = crashed.connection().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(77);
+    let kills = 4;
+    for k in 1..=kills {
+        let mut ing = Ingestor::spawn(&args, &env);
+        let target = first
+            + (last - first) * k / (kills + 1)
+            + rng.random_range(0..(last - first) / (kills * 4));
+        let start = Instant::now();
+        while !stored_cursor(&mut con, "jsi:").is_some_and(|c| c >= target) {
+            assert!(
+                ing.child.try_wait().unwrap().is_none(),
+                "ingestor exited early"
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "no progress towards {target}"
+            );
+            std::thread::sleep(Duration::from_millis(rng.random_range(1..10)));
+        }
+        ing.kill9();
+    }
+    let mut ing = Ingestor::spawn(&args, &env);
+    wait_until(
+        Duration::from_secs(90),
+        "final run reaches the last event",
+        || stored_cursor(&mut con, "jsi:") == Some(last),
+    );
+    ing.sigterm();
+    assert!(
+        ing.wait_exit(Duration::from_secs(10))
+            .expect("exits")
+            .success()
+    );
+
+    let mut ref_con = reference.connection().unwrap();
+    let (want, got) = (
+        transitions(&mut ref_con, "jsi:"),
+        transitions(&mut con, "jsi:"),
+    );
+    eprintln!(
+        "{} events, {kills} kills → {} transitions",
+        lines.len(),
+        want.len()
+    );
+    assert!(want.len() > 1_000, "only {} transitions", want.len());
+    if let Some(i) = (0..want.len().max(got.len())).find(|i| want.get(*i) != got.get(*i)) {
+        panic!(
+            "after {kills} kills the stream differs at entry {i} (of {} vs {}): {:?} vs {:?}",
+            want.len(),
+            got.len(),
+            want.get(i),
+            got.get(i)
+        );
+    }
+    assert_eq!(hashes(&mut ref_con, "jsi:"), hashes(&mut con, "jsi:"));
+}
+
+#[test]
+fn status_members_hash_and_a_criteria_change_at_restart() {
+    let lines = corpus(6_000, 12);
+    let last = lines.iter().filter_map(|l| time_of(l)).max().unwrap();
+    let redis = redis(false);
+    let server = fake(lines.clone(), None);
+    let base = settings(&server.url(), &redis.url());
+    let wide = TEST_BUCKETS.replace("within = \"5s\"", "within = \"1h\"");
+    let n = lines.len();
+    let run = |text: &str| {
+        let s = with_buckets(base.clone(), text, 2);
+        let mut seen = None;
+        with_supervisor(
+            s,
+            StartChoice::Resume {
+                fallback: time_of(&lines[0]),
+            },
+            |sup| {
+                let seen = &mut seen;
+                async move {
+                    // A restart re-reads everything (the rewind covers the corpus); the drain
+                    // after this body commits what is still in flight.
+                    let st = wait_status(
+                        &sup,
+                        Duration::from_secs(60),
+                        "all read and committed",
+                        |s| {
+                            s.reader.committed_cursor == Some(last)
+                                && s.writer.queued_batches == 0
+                                && s.reader.events_received as usize >= n
+                        },
+                    )
+                    .await;
+                    *seen = st.buckets;
+                }
+            },
+        );
+        seen.expect("bucket status")
+    };
+    let first = run(&wide);
+    let mut con = redis.connection().unwrap();
+    let hlen = |con: &mut redis::Connection, id: &str| -> u64 {
+        redis::cmd("HLEN")
+            .arg(format!("jsi:bucket:{id}:members"))
+            .query(con)
+            .unwrap()
+    };
+    for b in &first.buckets {
+        assert_eq!(b.members, hlen(&mut con, &b.id), "{}", b.id);
+        assert!(!b.criteria_changed && b.stored_criteria_hash.is_none());
+    }
+    let pt_members = hlen(&mut con, "pt");
+    assert!(pt_members > 0, "the 1h window keeps pt members at the end");
+
+    // Same file again: nothing changed, nothing new (every event is at or before the cursor).
+    let before = transitions(&mut con, "jsi:").len();
+    let again = run(&wide);
+    assert!(again.buckets.iter().all(|b| !b.criteria_changed));
+    assert_eq!(transitions(&mut con, "jsi:").len(), before);
+    assert_eq!(again.events_evaluated, 0);
+
+    // The pt window changes: its members leave with `criteria_changed`, the others stay.
+    let changed = run(TEST_BUCKETS);
+    let pt = changed.buckets.iter().find(|b| b.id == "pt").unwrap();
+    assert!(
+        pt.criteria_changed && pt.stored_criteria_hash.is_some(),
+        "{pt:?}"
+    );
+    assert_eq!(pt.members, 0);
+    assert_eq!(hlen(&mut con, "pt"), 0);
+    assert!(
+        changed
+            .buckets
+            .iter()
+            .filter(|b| b.id != "pt")
+            .all(|b| !b.criteria_changed)
+    );
+    let all = transitions(&mut con, "jsi:");
+    let left: Vec<_> = all[before..]
+        .iter()
+        .filter(|e| e.contains(&("reason".into(), "criteria_changed".into())))
+        .collect();
+    assert_eq!(left.len() as u64, pt_members);
+    let stored: String = redis::cmd("HGET")
+        .arg("jsi:bucket:pt:meta")
+        .arg("criteria_hash")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(stored, pt.criteria_hash);
+}
+
+#[test]
+fn every_field_of_the_buckets_stream_is_documented() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/jobs.md")).unwrap();
+    let section = text
+        .split("\n## ")
+        .find(|s| s.starts_with("`<prefix>buckets`"))
+        .expect("docs/jobs.md has a `<prefix>buckets` section");
+    let documented: BTreeSet<String> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| "))
+        .flat_map(|row| {
+            let first = row.split(" | ").next().unwrap_or("").to_owned();
+            first
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|f| f != "field")
+        .collect();
+    let lines = corpus(3_000, 5);
+    let redis = redis(false);
+    replay(&lines, &redis.url(), 64, 1);
+    let mut con = redis.connection().unwrap();
+    let written: BTreeSet<String> = read_stream(&mut con, "jsi:buckets")
+        .into_iter()
+        .flat_map(|e| e.into_keys())
+        .collect();
+    assert!(!written.is_empty());
+    assert_eq!(
+        written, documented,
+        "fields written vs fields in docs/jobs.md"
+    );
+}

@@ -8,17 +8,24 @@
 //! - `cid/ours` vs `cid/serde_ipld_dagcbor`: the CID recompute with our single-pass
 //!   canonical encoder vs `serde_json::Value` → `Ipld` → `serde_ipld_dagcbor` (the reference
 //!   the tests compare against byte for byte), to keep the choice honest;
-//! - `commit_args`: events → stream entries → the commit script's KEYS/ARGV.
+//! - `commit_args`: events → stream entries → the commit script's KEYS/ARGV;
+//! - `buckets/route`: the router's pre-filter (collection → candidate conditions, memoised)
+//!   and the copy of what a shard needs; `buckets/evaluate`: one shard applying the events
+//!   to the buckets of `config/buckets.example.toml` (state kept across iterations, time
+//!   moving on). Before measuring, it prints the memory per tracked DID for 100k DIDs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
+use actors::buckets::BucketsConfig;
+use actors::buckets::criteria::{CompiledBucket, candidate_leaves};
+use actors::buckets::tracker::{ShardEvent, Tracker};
 use actors::jetstream::decode::{Decoded, decode_frame};
 use actors::messages::{Batch, Credit, Item};
-use actors::model::Event;
+use actors::model::{Event, Operation};
 use actors::sink::commit::{CommitLimits, Keys, entries_of, invocation};
 use actors::verifier::pool::Setup;
 use actors::verifier::{VerifierConfig, record_cid};
@@ -187,5 +194,156 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Conditions a collection can match, and whether one of them reads the record.
+type Candidates = (Arc<[u32]>, bool);
+
+/// What the router hands the shards for these items (one shard here), `offset` µs later.
+fn shard_events(buckets: &[CompiledBucket], items: &[Item], offset: u64) -> Vec<ShardEvent> {
+    let mut memo: HashMap<&str, Option<Candidates>> = HashMap::new();
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Event(Event::Commit(c)) => Some(c),
+            _ => None,
+        })
+        .filter_map(|c| {
+            let (leaves, needs_record) = memo
+                .entry(c.collection.as_str())
+                .or_insert_with(|| {
+                    let (l, n) = candidate_leaves(buckets, &c.collection);
+                    (!l.is_empty()).then(|| (Arc::from(l), n))
+                })
+                .clone()?;
+            Some(ShardEvent {
+                did: c.did.clone(),
+                time_us: c.time_us + offset,
+                operation: c.operation,
+                leaves,
+                record: if needs_record { c.record.clone() } else { None },
+            })
+        })
+        .collect()
+}
+
+fn example_buckets() -> Arc<[CompiledBucket]> {
+    let mut s = jetstream_ingestor::settings::Settings::default();
+    s.load_bucket_text(
+        include_str!("../config/buckets.example.toml"),
+        "buckets.example.toml",
+    )
+    .expect("example buckets are valid");
+    actors::buckets::compile(&BucketsConfig {
+        shards: 1,
+        buckets: s.bucket_defs,
+    })
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// 100k DIDs that each posted once and liked once (three active states each: posters
+/// counting, a lurker member, an onboarding member): bytes per tracked DID, as counted by
+/// the tracker (sizes + heap, no allocator overhead) and as an RSS delta.
+fn memory_per_tracked_did(buckets: &Arc<[CompiledBucket]>) {
+    const DIDS: usize = 100_000;
+    let (post, post_rec) = candidate_leaves(buckets, "app.bsky.feed.post");
+    let (like, _) = candidate_leaves(buckets, "app.bsky.feed.like");
+    let (post, like): (Arc<[u32]>, Arc<[u32]>) = (post.into(), like.into());
+    let before = rss_kib();
+    let mut tracker = Tracker::new(buckets.clone());
+    let mut t = 1_700_000_000_000_000u64;
+    for chunk in (0..DIDS).collect::<Vec<_>>().chunks(1000) {
+        let mut events = Vec::with_capacity(2 * chunk.len());
+        for i in chunk {
+            let did = format!("did:plc:{:024}", i);
+            t += 10;
+            events.push(ShardEvent {
+                did: did.clone(),
+                time_us: t,
+                operation: Operation::Create,
+                leaves: like.clone(),
+                record: None,
+            });
+            t += 10;
+            events.push(ShardEvent {
+                did,
+                time_us: t,
+                operation: Operation::Create,
+                leaves: post.clone(),
+                record: post_rec.then(|| {
+                    serde_json::value::RawValue::from_string(
+                        r#"{"langs":["en"],"text":"hi"}"#.into(),
+                    )
+                    .expect("json")
+                }),
+            });
+        }
+        black_box(tracker.process(events, t));
+    }
+    let after = rss_kib();
+    println!(
+        "buckets/memory: {} tracked DIDs, {} B/DID counted (sizes + heap), {} B/DID RSS delta",
+        tracker.tracked_dids(),
+        tracker.approx_bytes() / tracker.tracked_dids().max(1),
+        (after.saturating_sub(before) * 1024) / tracker.tracked_dids().max(1) as u64
+    );
+}
+
+fn bench_buckets(c: &mut Criterion) {
+    let lines = corpus();
+    let items = decoded(&lines);
+    let buckets = example_buckets();
+    memory_per_tracked_did(&buckets);
+    let span = 1 + items
+        .iter()
+        .map(|i| match i {
+            Item::Event(e) => e.time_us(),
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0)
+        - items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Event(e) => Some(e.time_us()),
+                _ => None,
+            })
+            .min()
+            .unwrap_or(0);
+
+    let mut g = c.benchmark_group("buckets");
+    g.throughput(Throughput::Elements(items.len() as u64));
+    g.bench_function("route", |b| {
+        b.iter(|| black_box(shard_events(&buckets, black_box(&items), 0)))
+    });
+    let mut tracker = Tracker::new(buckets.clone());
+    let mut round = 0u64;
+    g.bench_function("evaluate", |b| {
+        b.iter_batched(
+            || {
+                round += 1;
+                let events = shard_events(&buckets, &items, round * span);
+                let watermark = events.last().map_or(0, |e| e.time_us);
+                (events, watermark)
+            },
+            |(events, watermark)| black_box(tracker.process(events, watermark)),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+    println!(
+        "buckets/evaluate: {} DIDs tracked after {round} rounds",
+        tracker.tracked_dids()
+    );
+}
+
+criterion_group!(benches, bench, bench_buckets);
 criterion_main!(benches);

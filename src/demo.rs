@@ -1,6 +1,8 @@
 //! `demo`: a first look in one command. Starts the fake Jetstream (generated, realistic
 //! events), uses `REDIS_URL` or a private `redis-server` on a free port, runs the real
-//! pipeline for a few seconds, prints what landed and a few sample jobs, cleans up.
+//! pipeline for a few seconds, prints what landed and a few sample jobs, cleans up. The
+//! buckets of `config/buckets.example.toml` (built in) run too: the report shows their
+//! members and the newest transitions.
 //!
 //! Failure: no Redis to be had → a clear error with the install command.
 
@@ -13,6 +15,9 @@ use crate::fake_jetstream::{FakeJetstream, FakeJetstreamConfig, Source};
 use crate::local_redis::{LocalRedis, LocalRedisOptions};
 use crate::settings::{LogConfig, Settings};
 use crate::{cli, telemetry};
+
+/// The shipped example bucket file, so the demo runs from any directory.
+const EXAMPLE_BUCKETS: &str = include_str!("../config/buckets.example.toml");
 
 pub fn run(seconds: u64) -> anyhow::Result<i32> {
     telemetry::init_logging(&LogConfig {
@@ -39,6 +44,7 @@ pub fn run(seconds: u64) -> anyhow::Result<i32> {
     settings.redis.key_prefix = prefix.clone();
     // Any free port: the demo must not collide with a running ingestor on 8089.
     settings.admin.listen = "127.0.0.1:0".parse()?;
+    settings.load_bucket_text(EXAMPLE_BUCKETS, "config/buckets.example.toml (built in)")?;
     settings.validate()?;
 
     println!("ingesting for {seconds} s (Ctrl-C stops earlier) ...");
@@ -61,7 +67,7 @@ pub fn run(seconds: u64) -> anyhow::Result<i32> {
 fn report(url: &str, prefix: &str) -> anyhow::Result<()> {
     let mut con = redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(5))?;
     println!("\nwhat landed in Redis ({url}):");
-    for stream in ["records", "identity", "dead"] {
+    for stream in ["records", "identity", "dead", "buckets"] {
         let key = format!("{prefix}{stream}");
         let len: u64 = redis::cmd("XLEN").arg(&key).query(&mut con)?;
         println!("  {key:<24} {len:>8} entries");
@@ -96,6 +102,49 @@ fn report(url: &str, prefix: &str) -> anyhow::Result<()> {
             println!("    {k:<10} {shown}");
         }
     }
+    report_buckets(&mut con, prefix)?;
     println!("\nread them yourself: redis-cli -u {url} XRANGE {prefix}records - + COUNT 5");
+    Ok(())
+}
+
+/// Members per example bucket and the newest transitions.
+fn report_buckets(con: &mut redis::Connection, prefix: &str) -> anyhow::Result<()> {
+    println!("\nbucket members (config/buckets.example.toml; {prefix}bucket:<id>:members):");
+    for id in [
+        "active_posters",
+        "lurkers",
+        "portuguese_writers",
+        "onboarding",
+        "follow_burst",
+    ] {
+        let n: u64 = redis::cmd("HLEN")
+            .arg(format!("{prefix}bucket:{id}:members"))
+            .query(con)?;
+        println!("  {id:<24} {n:>8}");
+    }
+    let newest: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+        .arg(format!("{prefix}buckets"))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(5)
+        .query(con)?;
+    println!("\nthe newest transitions in {prefix}buckets:");
+    for (_, fields) in newest {
+        let get = |k: &str| {
+            fields
+                .iter()
+                .find(|(f, _)| f == k)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        println!(
+            "  {:<8} {:<20} {} epoch {} ({})",
+            get("transition"),
+            get("bucket"),
+            get("did"),
+            get("epoch"),
+            get("reason")
+        );
+    }
     Ok(())
 }

@@ -126,7 +126,7 @@ pub enum SettingsError {
     #[error("buckets.shards: {0} is too many (at most 256)")]
     BucketShards(usize),
     #[error(
-        "redis.dedupe_window ({window:?}) must be longer than jetstream.rewind ({rewind:?}), or replayed events would be written twice"
+        "redis.dedupe_window ({window:?}) must be longer than jetstream.rewind and jetstream.failover_rewind ({rewind:?}), or replayed events would be written twice"
     )]
     DedupeWindow { window: Duration, rewind: Duration },
 }
@@ -282,10 +282,11 @@ impl Settings {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| SettingsError::LogLevel(e.to_string()))?;
-        if self.redis.dedupe_window <= self.jetstream.rewind {
+        let longest_rewind = self.jetstream.effective_failover_rewind();
+        if self.redis.dedupe_window <= longest_rewind {
             return Err(SettingsError::DedupeWindow {
                 window: self.redis.dedupe_window,
-                rewind: self.jetstream.rewind,
+                rewind: longest_rewind,
             });
         }
         Ok(())

@@ -2,6 +2,8 @@
 //! stored cursor, starts the writer and the reader, wires them with `Recipient`s, keeps the
 //! reader under `actix::Supervisor` (restarted with its state when it stops) and is the one
 //! address the admin surfaces talk to (`Restart`, `Pause`, `Resume`, `Drain`, `GetStatus`).
+//! With buckets configured it loads their state (belonging to the stored cursor) and puts the
+//! bucket router between the verifier pool and the writer.
 
 use std::time::Instant;
 
@@ -122,6 +124,9 @@ impl Supervisor {
         .map_err(LaunchError::Consumers)?;
         let mut streams = vec!["records".to_owned(), "identity".to_owned()];
         streams.extend(verifier.routes.iter().map(|r| r.stream.clone()));
+        if buckets.is_some() {
+            streams.push("buckets".to_owned());
+        }
         let retention = RetentionKeeper::new(
             &writer.url,
             &writer.key_prefix,

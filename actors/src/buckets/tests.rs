@@ -420,3 +420,29 @@ fn a_changed_bucket_lets_members_leave_at_start() {
         2
     );
 }
+
+#[test]
+fn memory_per_tracked_did_stays_small_and_idle_state_is_dropped() {
+    let mut h = H::new(json!([
+        { "id": "posters", "criteria": { "collection": "app.bsky.feed.post", "check": "count",
+          "operator": "gte", "value": 3, "within": "1h" }},
+        { "id": "lurkers", "criteria": { "all": [
+          { "collection": "app.bsky.feed.like", "within": "24h" },
+          { "collection": "app.bsky.feed.post", "check": "not_exists" } ]}},
+    ]));
+    let mut evs = Vec::new();
+    for i in 0..10_000u64 {
+        let did = format!("did:plc:{i:024}");
+        evs.push(h.like(&did, 2 * i));
+        evs.push(h.post(&did, 2 * i + 1));
+    }
+    h.run(evs, 20_000);
+    assert_eq!(h.t.tracked_dids(), 10_000);
+    let per_did = h.t.approx_bytes() / h.t.tracked_dids();
+    assert!(per_did < 600, "{per_did} bytes per tracked DID");
+    // A day later every window is empty: only the lurkers' history (epoch 1) is left.
+    h.run(vec![], 2 * 86_400 * S);
+    assert_eq!(h.t.tracked_dids(), 10_000);
+    let rest = h.t.approx_bytes() / h.t.tracked_dids();
+    assert!(rest < per_did, "{rest} bytes per DID at rest");
+}

@@ -15,6 +15,9 @@
 //! nothing is skipped. A retried batch that had landed writes nothing twice (dedupe index).
 //! Meanwhile credits stay held, the reader's window fills and reading stops: nothing is
 //! dropped and nothing queues without bound.
+//!
+//! Tests only (cargo feature `failpoints`, see [`failpoint`]): the process can be made to
+//! abort at a named commit boundary, to prove the rules above against real crashes.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -151,6 +154,7 @@ impl RedisWriter {
             let sha = self.script_sha.clone();
             let conn = conn.clone();
             let started = Instant::now();
+            failpoint::hit(failpoint::Point::BeforeCommit);
             self.sent += 1;
             self.in_flight += 1;
             let fut = async move {
@@ -162,6 +166,8 @@ impl RedisWriter {
                     .record(started.elapsed().as_secs_f64());
                 match res {
                     Ok(counts) => {
+                        failpoint::hit(failpoint::Point::AfterCommitBeforeAck);
+                        failpoint::hit(failpoint::Point::DuringDrain);
                         if let Some(p) = act.queue.iter_mut().find(|p| p.seq == seq) {
                             p.done = Some(counts);
                         }
@@ -327,6 +333,7 @@ impl Actor for RedisWriter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        failpoint::watch_drain();
         let client = self.client.clone();
         let config = Self::manager_config(&self.cfg);
         let mut backoff = Backoff::new(self.cfg.retry_min, self.cfg.retry_max);
@@ -434,6 +441,102 @@ pub async fn load_cursor(cfg: &WriterConfig) -> Result<Option<u64>, String> {
         metrics::counter!("jetstream_ingestor_redis_connect_failures_total").increment(1);
         tokio::time::sleep(backoff.next_delay()).await;
     }
+}
+
+/// Test-only crash points, compiled in with the cargo feature `failpoints` (the binary that
+/// `cargo test` builds; never a release build) and empty functions without it.
+///
+/// `JETSTREAM_INGESTOR_FAILPOINT` arms one point; the process then calls
+/// `std::process::abort()` (no unwinding, no flushing: as abrupt as kill -9) when it reaches
+/// that point for the N-th time (N from 1):
+/// - `before_commit:N`: the N-th commit attempt is about to be sent (earlier ones may still
+///   be in flight, so Redis may or may not have applied them);
+/// - `after_commit_before_ack:N`: Redis acknowledged the N-th commit, the reader has not
+///   heard of it (its cursor and credit are not updated);
+/// - `during_drain[:N]`: the N-th commit acknowledged after SIGTERM, while the shutdown
+///   drain commits what is in flight.
+///
+/// Read from the environment here rather than in settings: it is not a setting, and builds
+/// without the feature do not know it. An unknown value aborts at start, loudly.
+#[cfg(feature = "failpoints")]
+mod failpoint {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Point {
+        BeforeCommit,
+        AfterCommitBeforeAck,
+        DuringDrain,
+    }
+
+    static ARMED: OnceLock<Option<(Point, u64)>> = OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    /// SIGTERM seen: the drain has begun.
+    static DRAINING: AtomicBool = AtomicBool::new(false);
+
+    fn armed() -> Option<(Point, u64)> {
+        *ARMED.get_or_init(|| {
+            let value = std::env::var("JETSTREAM_INGESTOR_FAILPOINT").ok()?;
+            let (name, n) = value.split_once(':').unwrap_or((value.as_str(), "1"));
+            let point = match name {
+                "before_commit" => Some(Point::BeforeCommit),
+                "after_commit_before_ack" => Some(Point::AfterCommitBeforeAck),
+                "during_drain" => Some(Point::DuringDrain),
+                _ => None,
+            };
+            match (point, n.parse::<u64>()) {
+                (Some(p), Ok(n)) if n > 0 => Some((p, n)),
+                _ => {
+                    eprintln!("invalid JETSTREAM_INGESTOR_FAILPOINT {value:?}; aborting");
+                    std::process::abort();
+                }
+            }
+        })
+    }
+
+    /// Reached `point`: aborts if it is the armed one, for the N-th time.
+    pub fn hit(point: Point) {
+        let Some((armed, n)) = armed() else {
+            return;
+        };
+        if armed != point || (point == Point::DuringDrain && !DRAINING.load(Ordering::SeqCst)) {
+            return;
+        }
+        if HITS.fetch_add(1, Ordering::SeqCst) + 1 == n {
+            eprintln!("failpoint {point:?}:{n} reached; aborting");
+            std::process::abort();
+        }
+    }
+
+    /// With `during_drain` armed: notes the SIGTERM that starts the drain.
+    pub fn watch_drain() {
+        #[cfg(unix)]
+        if matches!(armed(), Some((Point::DuringDrain, _))) {
+            actix::spawn(async {
+                use tokio::signal::unix::{SignalKind, signal};
+                if let Ok(mut term) = signal(SignalKind::terminate()) {
+                    term.recv().await;
+                    DRAINING.store(true, Ordering::SeqCst);
+                }
+            });
+        }
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+mod failpoint {
+    pub enum Point {
+        BeforeCommit,
+        AfterCommitBeforeAck,
+        DuringDrain,
+    }
+
+    #[inline(always)]
+    pub fn hit(_: Point) {}
+
+    #[inline(always)]
+    pub fn watch_drain() {}
 }
 
 #[cfg(test)]

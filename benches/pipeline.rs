@@ -181,7 +181,7 @@ fn bench(c: &mut Criterion) {
                 let entries = entries_of(&batch);
                 black_box(invocation(
                     &keys,
-                    &entries,
+                    entries,
                     &[],
                     batch.cursor,
                     "bench:1",
@@ -249,9 +249,9 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// 100k DIDs that each posted once and liked once (three active states each: posters
-/// counting, a lurker member, an onboarding member): bytes per tracked DID, as counted by
-/// the tracker (sizes + heap, no allocator overhead) and as an RSS delta.
+/// 100k DIDs that each liked once and posted once (three live states each: a post count,
+/// the like and the post `lurkers` remembers, an onboarding membership): bytes per tracked
+/// DID, as counted by the tracker (sizes + heap, no allocator overhead) and as an RSS delta.
 fn memory_per_tracked_did(buckets: &Arc<[CompiledBucket]>) {
     const DIDS: usize = 100_000;
     let (post, post_rec) = candidate_leaves(buckets, "app.bsky.feed.post");

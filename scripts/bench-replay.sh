@@ -14,7 +14,7 @@ N=${1:-200000}
 RUNS=${2:-3}
 source scripts/ensure-deps.sh
 cargo build --release --locked --quiet
-BIN=$PWD/target/release/jetstream-ingestor
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/jetstream-ingestor
 
 work=$(mktemp -d)
 pids=()

@@ -375,3 +375,4 @@ pub fn jobs_without_source(
     }
     out
 }
+pub mod fault_proxy;

@@ -216,6 +216,10 @@ impl Active {
     ) {
         for &i in matched {
             let r = self.range(i);
+            if self.times.len() == self.times.capacity() {
+                // Lists are short and bounded: grow by one, not by doubling.
+                self.times.reserve_exact(1);
+            }
             if self.lens[i] >= b.leaves[i].cap {
                 self.times.remove(r.start);
                 self.times.insert(r.end - 1, t);

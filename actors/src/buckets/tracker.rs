@@ -203,6 +203,7 @@ impl Tracker {
         let at = match entries.iter().position(|e| e.bucket == bucket) {
             Some(at) => at,
             None => {
+                entries.reserve_exact(1);
                 entries.push(Entry {
                     bucket,
                     slot: EMPTY,

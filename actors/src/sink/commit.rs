@@ -146,7 +146,7 @@ pub struct Invocation {
 /// The KEYS and ARGV of [`COMMIT_SCRIPT`] for these entries.
 pub fn invocation(
     keys: &Keys,
-    entries: &[StreamEntry],
+    entries: Vec<StreamEntry>,
     state: &[&StateOp],
     cursor: Option<u64>,
     token: &str,
@@ -155,7 +155,7 @@ pub fn invocation(
     // The distinct streams of this batch, in first-use order.
     let mut streams: Vec<&str> = Vec::new();
     let mut index = Vec::with_capacity(entries.len());
-    for e in entries {
+    for e in &entries {
         let name = e.stream_name();
         let at = match streams.iter().position(|n| *n == name) {
             Some(at) => at,
@@ -183,14 +183,15 @@ pub fn invocation(
     args.push(String::new());
     args.push(token.to_owned());
     args.push(entries.len().to_string());
-    for (e, at) in entries.iter().zip(index) {
-        args.push(at.to_string());
-        args.push(e.identity.clone());
+    let mut next = index.into_iter();
+    for e in entries {
+        args.push(next.next().unwrap_or(1).to_string());
+        args.push(e.identity);
         args.push(e.score.to_string());
         args.push(e.fields.len().to_string());
-        for (name, value) in &e.fields {
-            args.push((*name).to_owned());
-            args.push(value.clone());
+        for (name, value) in e.fields {
+            args.push(name.to_owned());
+            args.push(value);
         }
     }
     args.push(state.len().to_string());

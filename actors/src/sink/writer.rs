@@ -365,10 +365,11 @@ impl Handler<PushBatch> for RedisWriter {
 
     fn handle(&mut self, PushBatch(batch): PushBatch, ctx: &mut Self::Context) {
         let entries = entries_of(&batch);
+        let count = entries.len();
         let token: Rc<str> = Rc::from(format!("{:x}:{}", self.epoch, batch.seq));
         let inv = invocation(
             &self.keys,
-            &entries,
+            entries,
             &state_ops_of(&batch),
             batch.cursor,
             &token,
@@ -379,7 +380,7 @@ impl Handler<PushBatch> for RedisWriter {
             session: batch.session,
             cursor: batch.cursor,
             received_at: batch.received_at,
-            entries: entries.len(),
+            entries: count,
             credit: batch.credit,
             token,
             invocation: Rc::new(inv),

@@ -258,7 +258,7 @@ mod tests {
         };
         let inv = invocation(
             &Keys::new("jsi:"),
-            &entries,
+            entries.to_vec(),
             &[&set, &del],
             Some(50),
             "e:7",
@@ -296,7 +296,7 @@ mod tests {
     fn no_cursor_means_no_prune_and_no_cursor_update() {
         let inv = invocation(
             &Keys::new("p:"),
-            &[],
+            Vec::new(),
             &[],
             None,
             "t",

@@ -20,6 +20,8 @@ pub mod tracker;
 #[cfg(test)]
 mod replay_tests;
 #[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod tests;
 
 pub use config::{BucketDef, BucketsConfig, BucketsSection};

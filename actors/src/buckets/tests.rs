@@ -1,7 +1,8 @@
 //! Hand-written event sequences through a shard's pure core ([`Tracker`]) with the exact
 //! transitions expected: every criteria kind, window expiry by watermark alone, `min_dwell`
 //! deferral, `max_dwell`, the three entry limits and epochs. Bucket definitions go through
-//! the real parser. Batching invariance and stored-state round trips are in `replay_tests`.
+//! the real parser. Batching invariance and stored-state round trips are in `replay_tests`,
+//! state operations, criteria changes and memory in `store_tests`.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 use super::criteria::{CompiledBucket, candidate_leaves};
 use super::parse::parse_bucket_file;
 use super::tracker::{ShardEvent, ShardOutput, Tracker};
-use crate::model::{Operation, TransitionKind};
+use crate::model::Operation;
 
 /// One second of event time.
 pub const S: u64 = 1_000_000;
@@ -54,13 +55,13 @@ pub fn seen(out: &ShardOutput) -> Vec<Seen> {
     v
 }
 
-struct H {
-    b: Arc<[CompiledBucket]>,
-    t: Tracker,
+pub struct H {
+    pub b: Arc<[CompiledBucket]>,
+    pub t: Tracker,
 }
 
 impl H {
-    fn new(defs: Value) -> H {
+    pub fn new(defs: Value) -> H {
         let b = compile(defs);
         H {
             t: Tracker::new(b.clone()),
@@ -68,7 +69,7 @@ impl H {
         }
     }
 
-    fn post(&self, did: &str, t: u64) -> ShardEvent {
+    pub fn post(&self, did: &str, t: u64) -> ShardEvent {
         event(
             &self.b,
             did,
@@ -79,7 +80,7 @@ impl H {
         )
     }
 
-    fn like(&self, did: &str, t: u64) -> ShardEvent {
+    pub fn like(&self, did: &str, t: u64) -> ShardEvent {
         event(
             &self.b,
             did,
@@ -90,16 +91,16 @@ impl H {
         )
     }
 
-    fn run(&mut self, events: Vec<ShardEvent>, watermark: u64) -> Vec<Seen> {
+    pub fn run(&mut self, events: Vec<ShardEvent>, watermark: u64) -> Vec<Seen> {
         seen(&self.t.process(events, watermark))
     }
 }
 
-fn e(did: &str, kind: &'static str, epoch: u32, reason: &'static str, t: u64) -> Seen {
+pub fn e(did: &str, kind: &'static str, epoch: u32, reason: &'static str, t: u64) -> Seen {
     (did.to_owned(), kind, epoch, reason, t)
 }
 
-fn posters(extra: Value) -> Value {
+pub fn posters(extra: Value) -> Value {
     let mut b = json!({
         "id": "posters",
         "criteria": { "collection": "app.bsky.feed.post", "check": "count", "operator": "gte",
@@ -337,112 +338,4 @@ fn entry_limits_and_epochs() {
             e("a", "left", 4, "window_expired", 132 * S),
         ]
     );
-}
-
-#[test]
-fn state_and_members_operations_follow_the_final_state() {
-    let mut h = H::new(posters(json!({})));
-    let evs = vec![
-        h.post("a", 0),
-        h.post("a", S),
-        h.post("a", 2 * S),
-        h.post("b", 2 * S),
-    ];
-    let out = h.t.process(evs, 2 * S);
-    let mut ops: Vec<(String, String, Option<String>)> = out
-        .ops
-        .iter()
-        .map(|o| (o.key.clone(), o.field.clone(), o.value.clone()))
-        .collect();
-    ops.sort();
-    assert_eq!(
-        ops,
-        vec![
-            (
-                "bucket:posters:members".into(),
-                "a".into(),
-                Some(format!("{}|1", 2 * S))
-            ),
-            (
-                "bucket:posters:state".into(),
-                "a".into(),
-                Some(format!("1|1||{}|h|0,1000000,2000000", 2 * S))
-            ),
-            (
-                "bucket:posters:state".into(),
-                "b".into(),
-                Some("1|0||||2000000".into())
-            ),
-        ]
-    );
-    assert_eq!(out.members, vec![1]);
-    let out = h.t.process(vec![], 20 * S);
-    let mut ops: Vec<(String, String, Option<String>)> = out
-        .ops
-        .iter()
-        .map(|o| (o.key.clone(), o.field.clone(), o.value.clone()))
-        .collect();
-    ops.sort();
-    assert_eq!(
-        ops,
-        vec![
-            ("bucket:posters:members".into(), "a".into(), None),
-            (
-                "bucket:posters:state".into(),
-                "a".into(),
-                Some(format!("1|1|{}|||", 10 * S))
-            ),
-            ("bucket:posters:state".into(), "b".into(), None),
-        ]
-    );
-    assert_eq!(out.members, vec![0]);
-    assert_eq!(out.transitions[0].kind, TransitionKind::Left);
-}
-
-#[test]
-fn a_changed_bucket_lets_members_leave_at_start() {
-    let b = compile(posters(
-        json!({ "entry_limit": "once_per_period", "entry_period": "1h" }),
-    ));
-    let mut t = Tracker::new(b.clone());
-    let member = super::state::decode("1|1||5|h|", &b[0]).expect("valid");
-    let suppressed = super::state::decode("1|2|3|5|hs|", &b[0]).expect("valid");
-    t.load(0, "a", member, Some(100));
-    t.load(0, "s", suppressed, Some(100));
-    let out = t.process(vec![], 100);
-    assert_eq!(seen(&out), vec![e("a", "left", 1, "criteria_changed", 100)]);
-    assert_eq!(out.members, vec![0]);
-    assert_eq!(
-        out.ops
-            .iter()
-            .filter(|o| o.key.ends_with(":members"))
-            .count(),
-        2
-    );
-}
-
-#[test]
-fn memory_per_tracked_did_stays_small_and_idle_state_is_dropped() {
-    let mut h = H::new(json!([
-        { "id": "posters", "criteria": { "collection": "app.bsky.feed.post", "check": "count",
-          "operator": "gte", "value": 3, "within": "1h" }},
-        { "id": "lurkers", "criteria": { "all": [
-          { "collection": "app.bsky.feed.like", "within": "24h" },
-          { "collection": "app.bsky.feed.post", "check": "not_exists" } ]}},
-    ]));
-    let mut evs = Vec::new();
-    for i in 0..10_000u64 {
-        let did = format!("did:plc:{i:024}");
-        evs.push(h.like(&did, 2 * i));
-        evs.push(h.post(&did, 2 * i + 1));
-    }
-    h.run(evs, 20_000);
-    assert_eq!(h.t.tracked_dids(), 10_000);
-    let per_did = h.t.approx_bytes() / h.t.tracked_dids();
-    assert!(per_did < 600, "{per_did} bytes per tracked DID");
-    // A day later every window is empty: only the lurkers' history (epoch 1) is left.
-    h.run(vec![], 2 * 86_400 * S);
-    assert_eq!(h.t.tracked_dids(), 10_000);
-    let rest = h.t.approx_bytes() / h.t.tracked_dids();
-    assert!(rest < per_did, "{rest} bytes per DID at rest");
 }

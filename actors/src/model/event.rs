@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
+use sha2::Digest as _;
 
 /// A commit's operation on a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,6 +129,10 @@ pub struct DeadLetter {
     pub raw: String,
     /// Full size of the frame before capping.
     pub raw_len: usize,
+    /// SHA-256 of the whole frame as received: the dead letter's identity. Not of `raw`,
+    /// which is capped and lossy, so frames that differ only past the cap or only in bytes
+    /// that are not UTF-8 would share it (and all but the first be skipped as replays).
+    pub frame_sha256: [u8; 32],
 }
 
 impl DeadLetter {
@@ -152,6 +157,7 @@ impl DeadLetter {
             did: None,
             raw: text,
             raw_len: raw.len(),
+            frame_sha256: sha2::Sha256::digest(raw).into(),
         }
     }
 }

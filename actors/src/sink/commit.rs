@@ -6,8 +6,6 @@
 //!
 //! Pure: key names, argument layout and the script text. The writer actor runs it.
 
-use sha2::{Digest, Sha256};
-
 use crate::messages::{Batch, Item};
 use crate::model::job::{entry_for_dead, entry_for_event, entry_for_transition};
 use crate::model::{StateOp, StreamEntry};
@@ -114,8 +112,7 @@ pub fn entries_of(batch: &Batch) -> Vec<StreamEntry> {
         .filter_map(|item| match item {
             Item::Event(e) => Some(entry_for_event(e, &batch.source)),
             Item::Dead(d) => {
-                let digest = Sha256::digest(d.raw.as_bytes());
-                let hash = hex::encode(&digest[..16]);
+                let hash = hex::encode(&d.frame_sha256[..16]);
                 Some(entry_for_dead(d, &batch.source, fallback, &hash))
             }
             Item::Transition(t) => Some(entry_for_transition(t)),

@@ -8,7 +8,8 @@
 //! - [`FaultProxy::reset_all`]: every current connection is aborted with a RST on both sides
 //!   (`SO_LINGER 0`, then close);
 //! - [`FaultProxy::close_all`]: every current connection gets a clean FIN on both sides;
-//! - [`FaultProxy::stall`]: stop forwarding (sockets kept, nothing lost), until unstalled;
+//! - [`FaultProxy::stall`]: stop forwarding (sockets kept, nothing lost) until unstalled:
+//!   congestion, or a peer that stopped reading;
 //! - [`FaultProxy::blackhole_current`]: the current connections silently swallow everything,
 //!   both ways, while their sockets stay open (a dead path); new connections work;
 //! - [`FaultProxy::slow`]: forward at most so many bytes per second, each way;
@@ -241,7 +242,8 @@ impl FaultProxy {
     }
 
     /// Applies one planned fault: `Close`, `Reset`, `Blackhole` act at once; `Cut` arms the
-    /// cut. Returns the number of connections hit (0 for `Cut`).
+    /// cut; `Stall` starts the stall (the caller ends it with `stall(false)` after its
+    /// duration). Returns the number of connections hit (0 for `Cut`).
     pub fn apply(&self, fault: Fault) -> usize {
         match fault {
             Fault::Close => self.close_all(),
@@ -250,6 +252,10 @@ impl FaultProxy {
             Fault::Cut { after_bytes } => {
                 self.cut_after(after_bytes);
                 0
+            }
+            Fault::Stall { .. } => {
+                self.stall(true);
+                self.stats().active
             }
         }
     }
@@ -275,11 +281,14 @@ pub enum Fault {
     Blackhole,
     /// A RST after this many more bytes towards the client (mid-message, usually).
     Cut { after_bytes: u64 },
+    /// Nothing forwarded for this long, then everything (a congested link, not a dead one).
+    Stall { ms: u64 },
 }
 
-/// `n` faults drawn from `seed`, cycling through the four kinds in a seeded order so each
-/// appears about `n / 4` times; cut points are drawn in `1..max_cut`.
-pub fn plan(seed: u64, n: usize, max_cut: u64) -> Vec<Fault> {
+/// `n` faults drawn from `seed`, cycling through the five kinds in a seeded order so each
+/// appears about `n / 5` times; cut points are drawn in `1..max_cut`, stalls in
+/// `1..max_stall_ms` milliseconds.
+pub fn plan(seed: u64, n: usize, max_cut: u64, max_stall_ms: u64) -> Vec<Fault> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
@@ -288,6 +297,7 @@ pub fn plan(seed: u64, n: usize, max_cut: u64) -> Vec<Fault> {
             Fault::Reset,
             Fault::Blackhole,
             Fault::Cut { after_bytes: 0 },
+            Fault::Stall { ms: 0 },
         ];
         for i in (1..round.len()).rev() {
             round.swap(i, rng.random_range(0..=i));
@@ -296,6 +306,9 @@ pub fn plan(seed: u64, n: usize, max_cut: u64) -> Vec<Fault> {
             out.push(match f {
                 Fault::Cut { .. } => Fault::Cut {
                     after_bytes: rng.random_range(1..max_cut.max(2)),
+                },
+                Fault::Stall { .. } => Fault::Stall {
+                    ms: rng.random_range(1..max_stall_ms.max(2)),
                 },
                 other => other,
             });
@@ -610,10 +623,15 @@ impl JobTracker {
 
 /// The peak resident set (`VmHWM`) of a running process, in KiB.
 pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "VmHWM")
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM` …), in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
         .trim()
         .trim_end_matches("kB")
         .trim()

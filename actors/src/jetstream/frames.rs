@@ -55,7 +55,7 @@ impl Sess {
             reason,
             error,
             finished,
-            oversized: None,
+            refused: None,
             first_time: self.first_time,
             last_time: self.last_time,
         }

@@ -29,7 +29,7 @@ use super::frames::Pending;
 use super::inflate::Inflater;
 use super::oversize::{OversizeSkip, Probe, SkipDial};
 use super::reader::Shared;
-use super::session::SessionEnd;
+use super::session::{RefusedFrame, SessionEnd};
 use super::subscribe::source_of;
 use crate::backoff::full_jitter;
 use crate::messages::{Item, PushBatch, ReaderState};
@@ -192,9 +192,7 @@ impl ReadLoop {
         let urgent = self.settle_oversize(dial, end).await;
         let outcome = if end.reason == "idle_timeout" {
             SessionOutcome::Silent
-        } else if end.reason == "stopped"
-            || end.reason == "oversize_probe"
-            || end.oversized.is_some()
+        } else if end.reason == "stopped" || end.reason == "oversize_probe" || end.refused.is_some()
         {
             SessionOutcome::Neutral
         } else if end.progressed {
@@ -250,7 +248,7 @@ impl ReadLoop {
         if let (Some(step), Some(skip)) = (dial.skip, self.skip.as_mut()) {
             let found = if end.first_time.is_some() {
                 Probe::Passed
-            } else if end.oversized.is_some() {
+            } else if end.refused.is_some() {
                 Probe::Refused
             } else {
                 // Nothing learnt (the dial failed): the same step is tried again later.
@@ -260,7 +258,7 @@ impl ReadLoop {
             let _ = skip.observe(step, found);
             return skip.urgent();
         }
-        let Some(size) = end.oversized else {
+        let Some(refused) = end.refused else {
             return false;
         };
         // A frame refused in a regular session (or after a skip finished in this one).
@@ -279,7 +277,7 @@ impl ReadLoop {
             self.shared.dial_override.set(Some(resume));
             return true;
         }
-        self.dead_letter_oversized(size, dial, end).await;
+        self.dead_letter_refused(refused, dial, end).await;
         let urgent = skip.urgent();
         self.skip = Some(skip);
         urgent
@@ -315,28 +313,34 @@ impl ReadLoop {
         self.skip = None;
     }
 
-    /// `frame_too_large`: the frame itself was never read, so its dead letter carries what
-    /// we know instead of its bytes (its size, and the event it came after), unique enough
-    /// for the dead letter's dedupe identity.
-    async fn dead_letter_oversized(&mut self, size: usize, dial: &Dial, end: &SessionEnd) {
+    /// `frame_too_large` / `invalid_utf8`: the frame's bytes were never read or not kept, so
+    /// its dead letter carries what we know instead (its size if known, and the event it
+    /// came after), unique enough for the dead letter's dedupe identity.
+    async fn dead_letter_refused(&mut self, refused: RefusedFrame, dial: &Dial, end: &SessionEnd) {
         let after = end.last_time.map_or_else(
             || format!("first frame from cursor {:?}", dial.cursor),
             |t| format!("after time_us {t}"),
         );
-        let message = format!(
-            "frame of {size} bytes refused (jetstream.max_frame_bytes = {}), {after} on {}; skipped",
-            self.cfg.max_frame_bytes, dial.endpoint
-        );
-        warn!(size, max = self.cfg.max_frame_bytes, after_time_us = ?end.last_time, endpoint = %dial.endpoint, "oversized frame dead-lettered");
-        metrics::counter!("jetstream_ingestor_dead_letters_total", "reason" => "frame_too_large")
+        let what = match refused.size {
+            Some(size) => format!(
+                "frame of {size} bytes refused (jetstream.max_frame_bytes = {})",
+                self.cfg.max_frame_bytes
+            ),
+            None => "text frame that is not UTF-8 refused".to_owned(),
+        };
+        let message = format!("{what}, {after} on {}; skipped", dial.endpoint);
+        warn!(reason = refused.reason, size = ?refused.size, max = self.cfg.max_frame_bytes, after_time_us = ?end.last_time, endpoint = %dial.endpoint, "refused frame dead-lettered");
+        metrics::counter!("jetstream_ingestor_dead_letters_total", "reason" => refused.reason)
             .increment(1);
         self.shared.counters.borrow_mut().dead_letters += 1;
-        let descriptor = serde_json::json!({
-            "frame_too_large": { "size": size, "after_time_us": end.last_time, "dial_cursor": dial.cursor }
-        })
-        .to_string();
-        let mut d = DeadLetter::new("frame_too_large", message, descriptor.as_bytes());
-        d.raw_len = size;
+        let mut descriptor = serde_json::Map::new();
+        descriptor.insert(
+            refused.reason.to_owned(),
+            serde_json::json!({ "size": refused.size, "after_time_us": end.last_time, "dial_cursor": dial.cursor }),
+        );
+        let descriptor = serde_json::Value::Object(descriptor).to_string();
+        let mut d = DeadLetter::new(refused.reason, message, descriptor.as_bytes());
+        d.raw_len = refused.size.unwrap_or(0);
         let mut pending = Some(Pending {
             items: vec![Item::Dead(d)],
             cursor: None,

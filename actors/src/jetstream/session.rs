@@ -7,8 +7,8 @@
 //! becomes (inflate, decode, batch, gap check, flush) is `frames.rs`.
 //!
 //! Failure: a session ends on close, EOF, socket error, idle timeout, a frame the WebSocket
-//! layer refuses as too large (its dead letter and the skip are the read loop's business),
-//! or a stop request; it always flushes what it read first. A frame that does not decode,
+//! layer refuses (too large, or a text frame that is not UTF-8: its dead letter and the skip
+//! are the read loop's business), or a stop request; it always flushes what it read first. A frame that does not decode,
 //! inflate or fit is dead-lettered and reading goes on.
 
 use std::sync::Arc;
@@ -35,11 +35,23 @@ pub(super) struct SessionEnd {
     pub error: Option<String>,
     /// Stop redialing (drain requested, or replay reached `until`).
     pub finished: bool,
-    /// The WebSocket layer refused a message of this many bytes (`max_frame_bytes`).
-    pub oversized: Option<usize>,
+    /// The WebSocket layer refused a frame, which ended the connection.
+    pub refused: Option<RefusedFrame>,
     /// `time_us` of the first and of the last frame that told one.
     pub first_time: Option<u64>,
     pub last_time: Option<u64>,
+}
+
+/// A frame the WebSocket layer refused; tungstenite then ends the connection, so a plain
+/// redial would meet it again, forever. The read loop dead-letters it and dials past it
+/// (`oversize.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RefusedFrame {
+    /// The dead letter's reason: `frame_too_large` (over `max_frame_bytes`, payload never
+    /// read) or `invalid_utf8` (a text frame that is not UTF-8, bytes not kept).
+    pub reason: &'static str,
+    /// The frame's size, when known.
+    pub size: Option<usize>,
 }
 
 impl SessionEnd {
@@ -49,7 +61,7 @@ impl SessionEnd {
             reason,
             error: Some(error),
             finished: false,
-            oversized: None,
+            refused: None,
             first_time: None,
             last_time: None,
         }
@@ -237,7 +249,15 @@ impl ReadLoop {
                             // dials past it (oversize.rs).
                             flush_or_end!();
                             let mut end = st.end("frame_too_large", Some(format!("message of {size} bytes over the {max_size} limit")), false);
-                            end.oversized = Some(size);
+                            end.refused = Some(RefusedFrame { reason: "frame_too_large", size: Some(size) });
+                            return end;
+                        }
+                        Some(Err(WsError::Utf8(e))) => {
+                            // A text frame that is not UTF-8: dead-lettered and skipped by
+                            // the read loop, like an oversized one.
+                            flush_or_end!();
+                            let mut end = st.end("invalid_utf8", Some(format!("text frame that is not UTF-8: {e}")), false);
+                            end.refused = Some(RefusedFrame { reason: "invalid_utf8", size: None });
                             return end;
                         }
                         Some(Err(e)) => {

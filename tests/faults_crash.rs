@@ -5,7 +5,8 @@
 //! with the source (0 missing, 0 duplicated).
 //!
 //! Sizes (CI / `JSI_FAULT_SCALE=full`): kill -9 at 10 / 12 points of a 50k / 200k replay;
-//! 3 crashes per boundary on a 6k / 40k replay; 3 SIGTERMs during a 15k / 100k replay.
+//! 3 crashes per boundary on an 8k / 40k replay (6k / 40k during the drain); 3 SIGTERMs
+//! during a 15k / 100k replay.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -143,16 +144,16 @@ fn kill9_at_ten_seeded_points_of_a_replay_loses_and_duplicates_nothing() {
 /// Three runs aborting at `point:N` for three seeded N, the stored cursor checked after each,
 /// then a clean run to the end.
 fn crash_at(point: &str, seed: u64) {
-    let r = Replay::new(sized(6_000, 40_000), seed);
+    let r = Replay::new(sized(8_000, 40_000), seed);
     let mut con = r.con();
     let mut jobs = r.tracker();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut cursors = Vec::new();
     for _ in 0..3 {
-        // Past the first ~4 commits of a run, which only cover the rewind overlap (100 ms,
-        // ~450 events, ~4 batches of 128), so every crash lands on new data; small enough
-        // that three runs do not reach the end of the replay (6k events: 47 batches).
-        let n: u64 = rng.random_range(6..15);
+        // Well past the first ~4 commits of a run, which only cover the rewind overlap
+        // (100 ms, ~450 events, ~4 batches of 128), so crashes land on new data; small
+        // enough that three runs do not reach the end of the replay (8k events: 63 batches).
+        let n: u64 = rng.random_range(10..18);
         let mut env = r.env.clone();
         env.push(("JETSTREAM_INGESTOR_FAILPOINT", format!("{point}:{n}")));
         let mut ing = spawn(&r.args(), &env);

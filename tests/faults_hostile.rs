@@ -3,7 +3,8 @@
 //! frames, binary junk, lone surrogates, non-objects) and, with `compress` on, zstd bombs
 //! (declared and undeclared sizes), corrupt, truncated and foreign zstd frames. The reader
 //! must not crash or stall, every valid event must land exactly once, and every bad frame
-//! must be in `jsi:dead` with its reason.
+//! must be in `jsi:dead` with its reason, once, also when a reconnect's rewind meets the
+//! frames the WebSocket layer refuses (not UTF-8, too large) a second time.
 //!
 //! The host is a small WebSocket server written here (the fake Jetstream sends only what a
 //! well-behaved host would, and tungstenite refuses to send invalid UTF-8 as text): it serves
@@ -654,4 +655,77 @@ fn zstd_bombs_and_corrupt_compressed_frames_are_dead_lettered_and_every_valid_ev
             "{kind} dead-lettered as {reason}"
         );
     }
+}
+
+#[test]
+fn refused_frames_met_again_after_a_reconnect_are_dead_lettered_once() {
+    // Three text frames that are not UTF-8 and one frame over max_frame_bytes, close
+    // together; after the reader got past all four, the link is reset and the redial rewinds
+    // (3 s) to before the first of them: each is met again, skipped again, and must not be
+    // dead-lettered twice.
+    let redis = redis(false);
+    let valid = respace(&corpus(3_000, 1003), 1_700_000_000_000_000, 1_000);
+    let mut frames = Vec::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1003);
+    for (i, line) in valid.iter().enumerate() {
+        let t = time_of(line).unwrap();
+        frames.push((t, Frame::Text(line.clone())));
+        if [1_000, 1_100, 1_200].contains(&i) {
+            frames.push((t, hostile(7, i, line, t, &mut rng).1));
+        }
+        if i == 1_150 {
+            frames.push((
+                t,
+                Frame::Text(format!("{{\"h\":{i},\"x\":\"{}\"}}", "o".repeat(100_000))),
+            ));
+        }
+    }
+    let first = time_of(&valid[0]).unwrap();
+    let last = time_of(valid.last().unwrap()).unwrap();
+    let host = HostileHost::start(frames);
+    let proxy = support::fault_proxy::FaultProxy::start(host.addr, 1003);
+    let mut s = settings(&proxy.ws_url(), &redis.url());
+    s.jetstream.rewind = Duration::from_secs(3);
+    s.jetstream.max_frame_bytes = 64 * 1024;
+    s.validate().unwrap();
+    let p = &proxy;
+    with_supervisor(
+        s,
+        StartChoice::Resume {
+            fallback: Some(first),
+        },
+        |sup| async move {
+            wait_status(&sup, Duration::from_secs(60), "first pass committed", |s| {
+                s.reader.committed_cursor == Some(last) && s.writer.queued_batches == 0
+            })
+            .await;
+            let sessions = status(&sup).await.reader.sessions_started;
+            assert!(p.reset_all() > 0);
+            // The redial replays everything from 3 s back, meeting the four frames again.
+            wait_status(
+                &sup,
+                Duration::from_secs(60),
+                "second pass over the frames",
+                |s| {
+                    s.reader.sessions_started >= sessions + 5
+                        && s.reader.state == actors::messages::ReaderState::Streaming
+                        && s.writer.queued_batches == 0
+                },
+            )
+            .await;
+        },
+    );
+    let mut con = redis.connection().unwrap();
+    assert_exactly_once(&mut con, "jsi:", &valid);
+    let dead = read_stream(&mut con, "jsi:dead");
+    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str()).collect();
+    println!(
+        "after a rewind over 4 refused frames: {} connections, dead letters {reasons:?}",
+        host.connections.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        dead.len(),
+        4,
+        "each refused frame dead-lettered once: {reasons:?}"
+    );
 }

@@ -314,8 +314,12 @@ impl ReadLoop {
     }
 
     /// `frame_too_large` / `invalid_utf8`: the frame's bytes were never read or not kept, so
-    /// its dead letter carries what we know instead (its size if known, and the event it
-    /// came after), unique enough for the dead letter's dedupe identity.
+    /// its dead letter carries what we know instead: its size if known, and where it sits
+    /// (the event it came after, or the dial cursor when it came first). That is its dedupe
+    /// identity, so it must not depend on where the dial started: a redial rewound to before
+    /// it (a reconnect; `skipped` remembers only the last frame skipped) meets it again, and
+    /// must not dead-letter it twice. The batch carries that event's time as its cursor (the
+    /// stored cursor never moves back) so the identity is kept for the dedupe window.
     async fn dead_letter_refused(&mut self, refused: RefusedFrame, dial: &Dial, end: &SessionEnd) {
         let after = end.last_time.map_or_else(
             || format!("first frame from cursor {:?}", dial.cursor),
@@ -333,23 +337,24 @@ impl ReadLoop {
         metrics::counter!("jetstream_ingestor_dead_letters_total", "reason" => refused.reason)
             .increment(1);
         self.shared.counters.borrow_mut().dead_letters += 1;
+        let position = match end.last_time {
+            Some(t) => serde_json::json!({ "size": refused.size, "after_time_us": t }),
+            None => serde_json::json!({ "size": refused.size, "dial_cursor": dial.cursor }),
+        };
         let mut descriptor = serde_json::Map::new();
-        descriptor.insert(
-            refused.reason.to_owned(),
-            serde_json::json!({ "size": refused.size, "after_time_us": end.last_time, "dial_cursor": dial.cursor }),
-        );
+        descriptor.insert(refused.reason.to_owned(), position);
         let descriptor = serde_json::Value::Object(descriptor).to_string();
         let mut d = DeadLetter::new(refused.reason, message, descriptor.as_bytes());
         d.raw_len = refused.size.unwrap_or(0);
         let mut pending = Some(Pending {
             items: vec![Item::Dead(d)],
-            cursor: None,
+            cursor: end.last_time.or(dial.cursor),
             received_at: Instant::now(),
         });
         let source: Arc<str> = Arc::from(source_of(&dial.endpoint));
         let session = self.shared.current_session.get();
         if let Err(e) = self.flush(&mut pending, session, &source).await {
-            warn!(error = %e, "cannot hand the frame_too_large dead letter on");
+            warn!(error = %e, reason = refused.reason, "cannot hand the dead letter on");
         }
     }
 }

@@ -8,7 +8,9 @@
 //! - `cid/ours` vs `cid/serde_ipld_dagcbor`: the CID recompute with our single-pass
 //!   canonical encoder vs `serde_json::Value` → `Ipld` → `serde_ipld_dagcbor` (the reference
 //!   the tests compare against byte for byte), to keep the choice honest;
-//! - `commit_args`: events → stream entries → the commit script's KEYS/ARGV;
+//! - `decode/zstd`: the same frames zstd-compressed with Jetstream's dictionary, inflated
+//!   and decoded (needs ../shared);
+//! - `commit_encode`: a batch → its probe and its MULTI/EXEC commit, packed as sent;
 //! - `buckets/route`: the router's pre-filter (collection → candidate conditions, memoised)
 //!   and the copy of what a shard needs; `buckets/evaluate`: one shard applying the events
 //!   to the buckets of `config/buckets.example.toml` (state kept across iterations, time
@@ -26,7 +28,7 @@ use actors::buckets::tracker::{ShardEvent, Tracker};
 use actors::jetstream::decode::{Decoded, decode_frame};
 use actors::messages::{Batch, Credit, Item};
 use actors::model::{Event, Operation};
-use actors::sink::commit::{CommitLimits, Keys, entries_of, invocation};
+use actors::sink::commit::{CommitLimits, Keys, encode};
 use actors::verifier::pool::Setup;
 use actors::verifier::{VerifierConfig, record_cid};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -123,6 +125,34 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    // zstd frames as Jetstream sends them with `compress=true`: inflate with the dictionary,
+    // then decode. Needs the dictionary from ../shared (skipped with a reason otherwise).
+    let dict_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/jetstream/zstd_dictionary");
+    match std::fs::read(&dict_path) {
+        Ok(dict) => {
+            let mut compressor =
+                zstd::bulk::Compressor::with_dictionary(3, &dict).expect("dictionary loads");
+            let frames: Vec<Vec<u8>> = lines
+                .iter()
+                .map(|l| compressor.compress(l.as_bytes()).expect("compresses"))
+                .collect();
+            let mut inflater = actors::jetstream::inflate::Inflater::new(Some(&dict), 4 << 20)
+                .expect("dictionary");
+            g.bench_function("zstd", |b| {
+                b.iter(|| {
+                    for f in &frames {
+                        let raw = inflater.inflate(black_box(f)).expect("inflates");
+                        black_box(decode_frame(raw));
+                    }
+                })
+            });
+        }
+        Err(e) => println!(
+            "decode/zstd skipped: no dictionary at {} ({e})",
+            dict_path.display()
+        ),
+    }
     g.finish();
 
     let setup = Setup::new(VerifierConfig::default()).expect("default verifier config");
@@ -164,9 +194,9 @@ fn bench(c: &mut Criterion) {
         dedupe_window_us: 120_000_000,
     };
     let window = Arc::new(tokio::sync::Semaphore::new(1));
-    let mut g = c.benchmark_group("commit_args");
+    let mut g = c.benchmark_group("commit_encode");
     g.throughput(Throughput::Elements(items.len() as u64));
-    g.bench_function("entries_and_argv", |b| {
+    g.bench_function("probe_and_transaction", |b| {
         b.iter_batched(
             || Batch {
                 seq: 1,
@@ -178,15 +208,8 @@ fn bench(c: &mut Criterion) {
                 credit: Credit(window.clone().try_acquire_owned().expect("permit")),
             },
             |batch| {
-                let entries = entries_of(&batch);
-                black_box(invocation(
-                    &keys,
-                    entries,
-                    &[],
-                    batch.cursor,
-                    "bench:1",
-                    limits,
-                ));
+                let encoded = encode(&keys, &batch, "bench:1", "bench:0", limits);
+                black_box(encoded.commit.get_packed_pipeline());
             },
             BatchSize::LargeInput,
         )

@@ -18,22 +18,6 @@ use support::*;
 
 const REWIND_US: u64 = 100_000;
 
-fn no_loss_no_dup(con: &mut redis::Connection, lines: &[String]) {
-    let (missing, dups) = compare(con, "jsi:", lines);
-    assert!(
-        missing.is_empty(),
-        "{} missing, e.g. {:?}",
-        missing.len(),
-        missing.first()
-    );
-    assert!(
-        dups.is_empty(),
-        "{} duplicated, e.g. {:?}",
-        dups.len(),
-        dups.first()
-    );
-}
-
 fn sigterm_exits_0(run: &mut Running) {
     run.ing.sigterm();
     let status = run
@@ -115,7 +99,7 @@ fn restart_over_http_during_a_replay_dials_from_the_committed_cursor_then_from_a
     );
     assert_eq!(st["session_id"], 3);
     sigterm_exits_0(&mut run);
-    no_loss_no_dup(&mut con, &lines);
+    assert_exactly_once(&mut con, "jsi:", &lines);
 }
 
 #[test]

@@ -61,18 +61,6 @@ fn kill9_at_seeded_points_then_restart_loses_and_duplicates_nothing() {
         .expect("exits within 10 s of SIGTERM");
     assert!(status.success(), "SIGTERM exit status {status:?}");
 
-    let (missing, dups) = compare(&mut con, "jsi:", &lines);
-    assert!(
-        missing.is_empty(),
-        "{} missing, e.g. {:?}",
-        missing.len(),
-        missing.first()
-    );
-    assert!(
-        dups.is_empty(),
-        "{} duplicated, e.g. {:?}",
-        dups.len(),
-        dups.first()
-    );
+    assert_exactly_once(&mut con, "jsi:", &lines);
     assert!(server.connections().len() > kills as usize);
 }

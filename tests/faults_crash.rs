@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::{RngExt as _, SeedableRng as _};
-use support::fault_proxy::{JobTracker, assert_exactly_once, sized};
+use support::fault_proxy::{JobTracker, sized};
 use support::*;
 
 const SIGABRT: i32 = 6;

@@ -26,7 +26,7 @@ use std::time::Duration;
 use actors::supervisor::StartChoice;
 use futures_util::{SinkExt as _, StreamExt as _};
 use rand::{RngExt as _, SeedableRng as _};
-use support::fault_proxy::{assert_exactly_once, sized};
+use support::fault_proxy::sized;
 use support::*;
 use tokio::io::AsyncWriteExt as _;
 use tokio_tungstenite::tungstenite::Message;

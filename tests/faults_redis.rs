@@ -14,7 +14,7 @@ use actors::supervisor::StartChoice;
 use jetstream_ingestor::local_redis::{LocalRedis, LocalRedisOptions};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::fault_proxy::{FaultProxy, assert_exactly_once, full_scale, sized, vm_hwm_kib};
+use support::fault_proxy::{FaultProxy, full_scale, sized, vm_hwm_kib};
 use support::*;
 
 #[derive(Debug, Clone, Copy)]

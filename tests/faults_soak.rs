@@ -21,7 +21,7 @@ use jetstream_ingestor::fake_jetstream::{FakeJetstream, FakeJetstreamConfig, Sou
 use jetstream_ingestor::local_redis::{LocalRedis, LocalRedisOptions};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::fault_proxy::{FaultProxy, JobTracker, assert_exactly_once, proc_status_kib};
+use support::fault_proxy::{FaultProxy, JobTracker, proc_status_kib};
 use support::*;
 
 fn knob(name: &str, default: u64) -> u64 {

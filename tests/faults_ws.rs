@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use actors::backoff::Backoff;
 use actors::supervisor::StartChoice;
-use support::fault_proxy::{Fault, FaultProxy, assert_exactly_once, plan, sized};
+use support::fault_proxy::{Fault, FaultProxy, plan, sized};
 use support::*;
 
 /// Events 1 ms apart in event time, so the reconnect rewind (100 ms) re-reads 100 events.

@@ -168,6 +168,7 @@ fn metrics_are_prometheus_text_and_move_with_traffic() {
         "jetstream_ingestor_frames_received_total",
         "jetstream_ingestor_entries_written_total",
         "jetstream_ingestor_commits_total",
+        "jetstream_ingestor_jobs_total{stream=\"records\"}",
     ] {
         let (a, b) = (m1.get(counter), m2.get(counter));
         assert!(
@@ -180,6 +181,7 @@ fn metrics_are_prometheus_text_and_move_with_traffic() {
         "jetstream_ingestor_committed_cursor_us",
         "jetstream_ingestor_commit_duration_seconds_count",
         "jetstream_ingestor_connects_total{outcome=\"ok\"}",
+        "jetstream_ingestor_batch_entries_count",
     ] {
         assert!(m2.contains_key(present), "{present} exported");
     }

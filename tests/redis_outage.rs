@@ -82,17 +82,5 @@ fn redis_killed_and_restarted_mid_replay_loses_nothing_and_stays_bounded() {
     );
 
     let mut con = redis.connection().unwrap();
-    let (missing, dups) = compare(&mut con, "jsi:", &lines);
-    assert!(
-        missing.is_empty(),
-        "{} missing, e.g. {:?}",
-        missing.len(),
-        missing.first()
-    );
-    assert!(
-        dups.is_empty(),
-        "{} duplicated, e.g. {:?}",
-        dups.len(),
-        dups.first()
-    );
+    assert_exactly_once(&mut con, "jsi:", &lines);
 }

@@ -31,19 +31,7 @@ fn full_replay_lands_every_commit_once_in_order_and_cursor_is_last() {
     assert!(outcome.drained, "replay must drain before exit");
 
     let mut con = redis.connection().unwrap();
-    let (missing, dups) = compare(&mut con, "jsi:", &lines);
-    assert!(
-        missing.is_empty(),
-        "{} missing, e.g. {:?}",
-        missing.len(),
-        missing.first()
-    );
-    assert!(
-        dups.is_empty(),
-        "{} duplicated, e.g. {:?}",
-        dups.len(),
-        dups.first()
-    );
+    assert_exactly_once(&mut con, "jsi:", &lines);
 
     // Order: the records stream is the source's commits in source order.
     let want: Vec<String> = lines

@@ -114,6 +114,13 @@ fn unknown_keys_and_bad_values_name_the_key() {
     assert!(e.contains("redis.url"), "{e}");
     let e = err(None, &[("JETSTREAM_INGESTOR__REDIS__DEDUPE_WINDOW", "1s")]);
     assert!(e.contains("redis.dedupe_window"), "{e}");
+    for depth in ["0", "17"] {
+        let e = err(
+            None,
+            &[("JETSTREAM_INGESTOR__REDIS__PIPELINE_DEPTH", depth)],
+        );
+        assert!(e.contains("redis.pipeline_depth must be 1..=16"), "{e}");
+    }
     let e = err(
         None,
         &[(

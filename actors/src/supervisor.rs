@@ -64,6 +64,8 @@ pub struct PipelineConfig {
 pub struct Supervisor {
     reader: Addr<JetstreamReader>,
     writer: Addr<RedisWriter>,
+    /// The writer's thread (kept for the pipeline's lifetime).
+    _writer_arbiter: Arbiter,
     retention: Addr<RetentionKeeper>,
     buckets: Option<Addr<BucketRouter>>,
     started_at: Instant,
@@ -141,8 +143,12 @@ impl Supervisor {
             verify = verifier.enabled,
             "starting pipeline"
         );
-        let writer_ctx = Context::<RedisWriter>::new();
-        let writer_addr = writer_ctx.address();
+        // The writer gets a thread of its own: it answers each probe reply with the next
+        // commit at once (Redis idles otherwise) and encodes batches while the reader
+        // decodes. Its mailbox exists now, so the rooms before it can be wired to it.
+        redis::Client::open(writer.url.as_str())?;
+        let (writer_tx, writer_rx) = actix::dev::channel::channel::<RedisWriter>(16);
+        let writer_addr = Addr::new(writer_tx);
         // pool → [bucket router →] writer
         let router = loaded_buckets.map(|(cfg, compiled, loaded)| {
             BucketRouter::new(
@@ -162,11 +168,19 @@ impl Supervisor {
         let push = pool.recipient();
         let reader_addr =
             actix::Supervisor::start(move |_| JetstreamReader::new(reader, push, start));
-        let writer_actor = RedisWriter::new(writer, reader_addr.clone().recipient())?;
-        let writer_addr = writer_ctx.run(writer_actor);
+        let committed = reader_addr.clone().recipient();
+        let writer_arbiter = Arbiter::new();
+        writer_arbiter.spawn_fn(move || match RedisWriter::new(writer, committed) {
+            Ok(actor) => {
+                Context::with_receiver(writer_rx).run(actor);
+            }
+            // Checked above; cannot happen.
+            Err(e) => tracing::error!(error = %e, "redis.url rejected; the writer did not start"),
+        });
         Ok(Supervisor {
             reader: reader_addr,
             writer: writer_addr,
+            _writer_arbiter: writer_arbiter,
             retention,
             buckets: router,
             started_at: Instant::now(),

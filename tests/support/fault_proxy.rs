@@ -512,28 +512,6 @@ pub fn sized(ci: usize, full: usize) -> usize {
     if full_scale() { full } else { ci }
 }
 
-/// Panics unless every identity of `source` is in the job streams under `prefix` exactly
-/// once. Returns the number of identities checked.
-pub fn assert_exactly_once(con: &mut redis::Connection, prefix: &str, source: &[String]) -> usize {
-    let (missing, dups) = super::compare(con, prefix, source);
-    assert!(
-        missing.is_empty(),
-        "{} missing, e.g. {:?}",
-        missing.len(),
-        missing.first()
-    );
-    assert!(
-        dups.is_empty(),
-        "{} duplicated, e.g. {:?}",
-        dups.len(),
-        dups.first()
-    );
-    source
-        .iter()
-        .filter(|l| super::source_identity(l).is_some())
-        .count()
-}
-
 /// Follows the job streams under a prefix incrementally (only entries added since the last
 /// look are read), to check after every crash that the stored cursor is not ahead of the
 /// jobs without re-reading streams that only grow.

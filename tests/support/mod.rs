@@ -185,6 +185,28 @@ pub fn compare(
     (missing, dups)
 }
 
+/// Panics unless every identity of `source` is in the job streams under `prefix` exactly
+/// once. Returns the number of identities checked.
+pub fn assert_exactly_once(con: &mut redis::Connection, prefix: &str, source: &[String]) -> usize {
+    let (missing, dups) = compare(con, prefix, source);
+    assert!(
+        missing.is_empty(),
+        "{} missing, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert!(
+        dups.is_empty(),
+        "{} duplicated, e.g. {:?}",
+        dups.len(),
+        dups.first()
+    );
+    source
+        .iter()
+        .filter(|l| source_identity(l).is_some())
+        .count()
+}
+
 /// The ingestor binary as a child process, configured through the environment.
 pub struct Ingestor {
     pub child: Child,

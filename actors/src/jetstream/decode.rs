@@ -96,12 +96,17 @@ fn dead(reason: &'static str, message: String, raw: &[u8]) -> Decoded {
     Decoded::Dead(d)
 }
 
-/// Decodes one text frame (`raw` must be the frame's bytes; invalid UTF-8 is a dead letter).
+/// Decodes one frame given as bytes (an inflated zstd frame; invalid UTF-8 is a dead letter).
 pub fn decode_frame(raw: &[u8]) -> Decoded {
-    let text = match std::str::from_utf8(raw) {
-        Ok(t) => t,
-        Err(e) => return Decoded::Dead(DeadLetter::new("invalid_utf8", e.to_string(), raw)),
-    };
+    match std::str::from_utf8(raw) {
+        Ok(text) => decode_text(text),
+        Err(e) => Decoded::Dead(DeadLetter::new("invalid_utf8", e.to_string(), raw)),
+    }
+}
+
+/// Decodes one text frame (the WebSocket layer has already checked its UTF-8).
+pub fn decode_text(text: &str) -> Decoded {
+    let raw = text.as_bytes();
     let env: Envelope<'_> = match serde_json::from_str(text) {
         Ok(e) => e,
         Err(e) => {

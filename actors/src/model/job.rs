@@ -2,7 +2,7 @@
 //! `v` rule are a contract with our users' consumers (README "Job schema"): additive changes
 //! keep `v`, breaking changes bump it.
 
-use super::event::{AccountEvent, CommitEvent, DeadLetter, Event, IdentityEvent};
+use super::event::{CommitEvent, DeadLetter, Event};
 
 /// Schema version written in every entry's `v` field.
 pub const SCHEMA_VERSION: &str = "1";
@@ -63,174 +63,272 @@ impl StreamEntry {
     }
 }
 
-/// The dedupe identity of a commit: every part that makes the event unique.
-pub fn commit_identity(e: &CommitEvent) -> String {
-    let mut s =
-        String::with_capacity(e.did.len() + e.collection.len() + e.rkey.len() + e.rev.len() + 12);
-    s.push_str("c|");
-    s.push_str(&e.did);
-    s.push('|');
-    s.push_str(&e.collection);
-    s.push('|');
-    s.push_str(&e.rkey);
-    s.push('|');
-    s.push_str(&e.rev);
-    s.push('|');
-    s.push_str(e.operation.as_str());
-    s
+/// Receives stream entries field by field: one [`EntrySink::begin`], then the entry's fields
+/// in order. The `write_*` functions below are the one definition of the job schema
+/// (docs/jobs.md): the commit encoder (`sink::commit`) writes them straight into Redis
+/// commands without building a string per field, and [`StreamEntry`] collects them for tests,
+/// benches and docs checks.
+pub trait EntrySink {
+    /// A new entry for `stream` (or the verifier's `route`). Its dedupe identity is `identity`
+    /// joined with `|`; `score` (event time) ages it out of the dedupe index.
+    fn begin(
+        &mut self,
+        stream: StreamKind,
+        route: Option<&std::sync::Arc<str>>,
+        identity: &[&str],
+        score: u64,
+    );
+    /// One field of the current entry.
+    fn text(&mut self, name: &'static str, value: &str);
+    /// One field whose value is `parts` joined with `sep`.
+    fn joined(&mut self, name: &'static str, parts: &[&str], sep: char);
+}
+
+/// `parts` joined with `sep`, appended to `out`.
+pub fn join_into(out: &mut String, parts: &[&str], sep: char) {
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(sep);
+        }
+        out.push_str(p);
+    }
+}
+
+/// Writes the entry of a decoded event, tagged with the host it came from.
+pub fn write_event(sink: &mut impl EntrySink, event: &Event, source: &str) {
+    match event {
+        Event::Commit(e) => write_commit(sink, e, source),
+        Event::Identity(e) => write_identity(
+            sink,
+            IdentityLike {
+                kind: "identity",
+                tag: "i",
+                did: &e.did,
+                seq: e.seq,
+                time_us: e.time_us,
+                time: e.time.as_deref(),
+                handle: e.handle.as_deref(),
+                active: None,
+                status: None,
+                payload: e.raw.get(),
+            },
+            source,
+        ),
+        Event::Account(e) => write_identity(
+            sink,
+            IdentityLike {
+                kind: "account",
+                tag: "a",
+                did: &e.did,
+                seq: e.seq,
+                time_us: e.time_us,
+                time: e.time.as_deref(),
+                handle: None,
+                active: e.active,
+                status: e.status.as_deref(),
+                payload: e.raw.get(),
+            },
+            source,
+        ),
+    }
+}
+
+fn write_commit(sink: &mut impl EntrySink, e: &CommitEvent, source: &str) {
+    let op = e.operation.as_str();
+    let route = e.verdict.as_ref().and_then(|v| v.stream.as_ref());
+    sink.begin(
+        StreamKind::Records,
+        route,
+        &["c", &e.did, &e.collection, &e.rkey, &e.rev, op],
+        e.time_us,
+    );
+    let mut time = itoa::Buffer::new();
+    sink.text("v", SCHEMA_VERSION);
+    sink.joined("idem", &[&e.did, &e.collection, &e.rkey, &e.rev], '|');
+    sink.text("did", &e.did);
+    sink.text("collection", &e.collection);
+    sink.text("rkey", &e.rkey);
+    sink.text("operation", op);
+    sink.text("rev", &e.rev);
+    sink.text("cid", e.cid.as_deref().unwrap_or(""));
+    sink.text("time_us", time.format(e.time_us));
+    sink.text("record", e.record.as_ref().map_or("", |r| r.get()));
+    sink.text("source", source);
+    if let Some(v) = &e.verdict
+        && let Some(check) = v.cid_check
+    {
+        sink.text("cid_check", check);
+        sink.joined("checks", &v.checks, ',');
+    }
+}
+
+/// The fields identity and account events share (one stream, one layout).
+struct IdentityLike<'a> {
+    kind: &'static str,
+    tag: &'static str,
+    did: &'a str,
+    seq: Option<i64>,
+    time_us: u64,
+    time: Option<&'a str>,
+    handle: Option<&'a str>,
+    active: Option<bool>,
+    status: Option<&'a str>,
+    payload: &'a str,
+}
+
+fn write_identity(sink: &mut impl EntrySink, e: IdentityLike<'_>, source: &str) {
+    let mut seq_buf = itoa::Buffer::new();
+    let mut time = itoa::Buffer::new();
+    // Without a relay sequence number the event time identifies it (rare; allocates).
+    let no_seq;
+    let seq_id = match e.seq {
+        Some(s) => seq_buf.format(s),
+        None => {
+            no_seq = format!("t{}", e.time_us);
+            no_seq.as_str()
+        }
+    };
+    sink.begin(
+        StreamKind::Identity,
+        None,
+        &[e.tag, e.did, seq_id],
+        e.time_us,
+    );
+    sink.text("v", SCHEMA_VERSION);
+    sink.joined("idem", &[e.did, e.kind, seq_id], '|');
+    sink.text("kind", e.kind);
+    sink.text("did", e.did);
+    sink.text("seq", if e.seq.is_some() { seq_id } else { "" });
+    sink.text("time_us", time.format(e.time_us));
+    sink.text("time", e.time.unwrap_or(""));
+    sink.text("handle", e.handle.unwrap_or(""));
+    sink.text(
+        "active",
+        match e.active {
+            Some(true) => "true",
+            Some(false) => "false",
+            None => "",
+        },
+    );
+    sink.text("status", e.status.unwrap_or(""));
+    sink.text("payload", e.payload);
+    sink.text("source", source);
+}
+
+/// Writes the entry of a bucket transition. Its identity makes a re-committed batch write it
+/// once.
+pub fn write_transition(sink: &mut impl EntrySink, t: &super::bucket::Transition) {
+    let mut epoch = itoa::Buffer::new();
+    let mut time = itoa::Buffer::new();
+    let epoch = epoch.format(t.epoch);
+    let kind = t.kind.as_str();
+    sink.begin(
+        StreamKind::Buckets,
+        None,
+        &["b", &t.bucket, &t.did, epoch, kind],
+        t.time_us,
+    );
+    sink.text("v", SCHEMA_VERSION);
+    sink.joined("idem", &[&t.bucket, &t.did, epoch, kind], '|');
+    sink.text("bucket", &t.bucket);
+    sink.text("did", &t.did);
+    sink.text("transition", kind);
+    sink.text("epoch", epoch);
+    sink.text("reason", t.reason);
+    sink.text("time_us", time.format(t.time_us));
+}
+
+/// Writes the entry of a dead letter. Its identity is a hash of the whole frame, so a frame
+/// replayed after a reconnect is dead-lettered once, not once per replay; its score is the
+/// frame's time, or `fallback_score` (the batch cursor) when the frame did not tell one.
+pub fn write_dead(sink: &mut impl EntrySink, d: &DeadLetter, source: &str, fallback_score: u64) {
+    let mut hash = [0u8; 32];
+    // 16 bytes of SHA-256 as 32 hex digits: `encode_to_slice` cannot fail at this size.
+    let hash = match hex::encode_to_slice(&d.frame_sha256[..16], &mut hash) {
+        Ok(()) => std::str::from_utf8(&hash).unwrap_or(""),
+        Err(_) => "",
+    };
+    let mut time = itoa::Buffer::new();
+    let mut len = itoa::Buffer::new();
+    sink.begin(
+        StreamKind::Dead,
+        None,
+        &["d", hash],
+        d.time_us.unwrap_or(fallback_score),
+    );
+    sink.text("v", SCHEMA_VERSION);
+    sink.text("reason", d.reason);
+    sink.text("message", &d.message);
+    sink.text("source", source);
+    sink.text("time_us", d.time_us.map_or("", |t| time.format(t)));
+    sink.text("did", d.did.as_deref().unwrap_or(""));
+    sink.text("raw_len", len.format(d.raw_len));
+    sink.text("raw", &d.raw);
+}
+
+/// Collects entries as [`StreamEntry`] values (tests, benches, schema checks).
+#[derive(Debug, Default)]
+pub struct EntryCollector {
+    pub entries: Vec<StreamEntry>,
+}
+
+impl EntrySink for EntryCollector {
+    fn begin(
+        &mut self,
+        stream: StreamKind,
+        route: Option<&std::sync::Arc<str>>,
+        identity: &[&str],
+        score: u64,
+    ) {
+        let mut id = String::new();
+        join_into(&mut id, identity, '|');
+        self.entries.push(StreamEntry {
+            stream,
+            route: route.cloned(),
+            identity: id,
+            score,
+            fields: Vec::new(),
+        });
+    }
+
+    fn text(&mut self, name: &'static str, value: &str) {
+        if let Some(e) = self.entries.last_mut() {
+            e.fields.push((name, value.to_owned()));
+        }
+    }
+
+    fn joined(&mut self, name: &'static str, parts: &[&str], sep: char) {
+        let mut v = String::new();
+        join_into(&mut v, parts, sep);
+        self.text(name, &v);
+    }
+}
+
+fn collect_one(write: impl FnOnce(&mut EntryCollector)) -> StreamEntry {
+    let mut c = EntryCollector::default();
+    write(&mut c);
+    c.entries.pop().unwrap_or(StreamEntry {
+        stream: StreamKind::Dead,
+        route: None,
+        identity: String::new(),
+        score: 0,
+        fields: Vec::new(),
+    })
 }
 
 /// The entry for a decoded event, tagged with the host it came from.
 pub fn entry_for_event(event: &Event, source: &str) -> StreamEntry {
-    match event {
-        Event::Commit(e) => commit_entry(e, source),
-        Event::Identity(e) => identity_entry(e, source),
-        Event::Account(e) => account_entry(e, source),
-    }
+    collect_one(|c| write_event(c, event, source))
 }
 
-fn commit_entry(e: &CommitEvent, source: &str) -> StreamEntry {
-    let idem = format!("{}|{}|{}|{}", e.did, e.collection, e.rkey, e.rev);
-    let mut fields = vec![
-        ("v", SCHEMA_VERSION.to_owned()),
-        ("idem", idem),
-        ("did", e.did.clone()),
-        ("collection", e.collection.clone()),
-        ("rkey", e.rkey.clone()),
-        ("operation", e.operation.as_str().to_owned()),
-        ("rev", e.rev.clone()),
-        ("cid", e.cid.clone().unwrap_or_default()),
-        ("time_us", e.time_us.to_string()),
-        (
-            "record",
-            e.record
-                .as_ref()
-                .map(|r| r.get().to_owned())
-                .unwrap_or_default(),
-        ),
-        ("source", source.to_owned()),
-    ];
-    let mut stream = None;
-    if let Some(v) = &e.verdict {
-        if let Some(check) = v.cid_check {
-            fields.push(("cid_check", check.to_owned()));
-            fields.push(("checks", v.checks.join(",")));
-        }
-        stream = v.stream.clone();
-    }
-    StreamEntry {
-        stream: StreamKind::Records,
-        route: stream,
-        identity: commit_identity(e),
-        score: e.time_us,
-        fields,
-    }
-}
-
-fn seq_or_time(seq: Option<i64>, time_us: u64) -> String {
-    seq.map(|s| s.to_string())
-        .unwrap_or_else(|| format!("t{time_us}"))
-}
-
-fn identity_entry(e: &IdentityEvent, source: &str) -> StreamEntry {
-    let seq = seq_or_time(e.seq, e.time_us);
-    StreamEntry {
-        stream: StreamKind::Identity,
-        route: None,
-        identity: format!("i|{}|{}", e.did, seq),
-        score: e.time_us,
-        fields: vec![
-            ("v", SCHEMA_VERSION.to_owned()),
-            ("idem", format!("{}|identity|{}", e.did, seq)),
-            ("kind", "identity".to_owned()),
-            ("did", e.did.clone()),
-            ("seq", e.seq.map(|s| s.to_string()).unwrap_or_default()),
-            ("time_us", e.time_us.to_string()),
-            ("time", e.time.clone().unwrap_or_default()),
-            ("handle", e.handle.clone().unwrap_or_default()),
-            ("active", String::new()),
-            ("status", String::new()),
-            ("payload", e.raw.get().to_owned()),
-            ("source", source.to_owned()),
-        ],
-    }
-}
-
-fn account_entry(e: &AccountEvent, source: &str) -> StreamEntry {
-    let seq = seq_or_time(e.seq, e.time_us);
-    StreamEntry {
-        stream: StreamKind::Identity,
-        route: None,
-        identity: format!("a|{}|{}", e.did, seq),
-        score: e.time_us,
-        fields: vec![
-            ("v", SCHEMA_VERSION.to_owned()),
-            ("idem", format!("{}|account|{}", e.did, seq)),
-            ("kind", "account".to_owned()),
-            ("did", e.did.clone()),
-            ("seq", e.seq.map(|s| s.to_string()).unwrap_or_default()),
-            ("time_us", e.time_us.to_string()),
-            ("time", e.time.clone().unwrap_or_default()),
-            ("handle", String::new()),
-            (
-                "active",
-                e.active.map(|a| a.to_string()).unwrap_or_default(),
-            ),
-            ("status", e.status.clone().unwrap_or_default()),
-            ("payload", e.raw.get().to_owned()),
-            ("source", source.to_owned()),
-        ],
-    }
-}
-
-/// The entry for a bucket transition. Its identity makes a re-committed batch write it once.
+/// The entry for a bucket transition.
 pub fn entry_for_transition(t: &super::bucket::Transition) -> StreamEntry {
-    let idem = format!("{}|{}|{}|{}", t.bucket, t.did, t.epoch, t.kind.as_str());
-    StreamEntry {
-        stream: StreamKind::Buckets,
-        route: None,
-        identity: format!("b|{idem}"),
-        score: t.time_us,
-        fields: vec![
-            ("v", SCHEMA_VERSION.to_owned()),
-            ("idem", idem),
-            ("bucket", t.bucket.to_string()),
-            ("did", t.did.clone()),
-            ("transition", t.kind.as_str().to_owned()),
-            ("epoch", t.epoch.to_string()),
-            ("reason", t.reason.to_owned()),
-            ("time_us", t.time_us.to_string()),
-        ],
-    }
+    collect_one(|c| write_transition(c, t))
 }
 
-/// The entry for a dead letter. Its identity is a hash of the raw frame, so a frame replayed
-/// after a reconnect is dead-lettered once, not once per replay.
-pub fn entry_for_dead(
-    d: &DeadLetter,
-    source: &str,
-    fallback_score: u64,
-    hash: &str,
-) -> StreamEntry {
-    StreamEntry {
-        stream: StreamKind::Dead,
-        route: None,
-        identity: format!("d|{hash}"),
-        score: d.time_us.unwrap_or(fallback_score),
-        fields: vec![
-            ("v", SCHEMA_VERSION.to_owned()),
-            ("reason", d.reason.to_owned()),
-            ("message", d.message.clone()),
-            ("source", source.to_owned()),
-            (
-                "time_us",
-                d.time_us.map(|t| t.to_string()).unwrap_or_default(),
-            ),
-            ("did", d.did.clone().unwrap_or_default()),
-            ("raw_len", d.raw_len.to_string()),
-            ("raw", d.raw.clone()),
-        ],
-    }
+/// The entry for a dead letter (see [`write_dead`]).
+pub fn entry_for_dead(d: &DeadLetter, source: &str, fallback_score: u64) -> StreamEntry {
+    collect_one(|c| write_dead(c, d, source, fallback_score))
 }
 
 #[cfg(test)]
@@ -269,8 +367,8 @@ mod tests {
 
     #[test]
     fn identity_distinguishes_operations() {
-        let a = commit_identity(&commit(Operation::Create));
-        let b = commit_identity(&commit(Operation::Delete));
+        let a = entry_for_event(&Event::Commit(commit(Operation::Create)), "h").identity;
+        let b = entry_for_event(&Event::Commit(commit(Operation::Delete)), "h").identity;
         assert_ne!(a, b);
         let del = entry_for_event(&Event::Commit(commit(Operation::Delete)), "h");
         assert_eq!(del.field("record"), Some(""));

@@ -1,14 +1,42 @@
-//! The atomic commit of one batch, as one Lua script (DESIGN.md §2): for every entry, add its
-//! identity to the dedupe index (`ZADD NX`) and XADD it only if the identity was new; prune
-//! the index below the dedupe window; store the cursor (never moving it back). Either all of
-//! it lands or none (the `#!lua` shebang makes Redis refuse the whole script up front when it
-//! is out of memory, instead of failing half-way).
+//! The atomic commit of one batch (DESIGN.md §2), in two steps on the writer's connection:
 //!
-//! Pure: key names, argument layout and the script text. The writer actor runs it.
+//! 1. **Probe** (read-only): `ZMSCORE dedupe <ids>` tells which entries were already
+//!    committed (rewind overlap, replays).
+//! 2. **Commit** (one `MULTI … EXEC`): an `XADD` per new entry, one `ZADD` of the new
+//!    identities, then [`FINALIZE_SCRIPT`], which checks every key's type and that the chain
+//!    key holds the predecessor's token, applies the bucket state writes, prunes the dedupe
+//!    index below the window, stores the cursor (never moving it back) and this batch's
+//!    token. Redis runs the transaction as one unit, so a reader never sees the cursor ahead
+//!    of the entries, and a crash leaves all of it or none (AOF writes it as one block).
+//!
+//! Why not one Lua script per batch (the first design): every argument of a script is
+//! converted into a Lua string and back into a Redis object, which made Redis spend
+//! ~10–13 µs per event against ~4 µs for the same XADDs sent plainly (README
+//! "Performance"). Only the small finalize step is Lua here.
+//!
+//! Why it stays exactly-once with several commits in flight: `EXEC` cannot skip commands, so
+//! a commit whose predecessor did not land (failed, out of memory, connection lost, another
+//! writer) undoes itself inside its own transaction: the finalize script, last in it, sees the
+//! chain not holding the predecessor's token, deletes the entries this transaction just added
+//! (the newest `n` of each stream: nothing else can run inside a transaction), takes its
+//! identities out of the dedupe index, and applies nothing else. No client ever sees those
+//! entries, and the writer retries from the first batch that did not land, in order. The same
+//! undo runs when a key has the wrong type (an operator's mistake). A probe that ran before an
+//! in-flight predecessor committed does not see that predecessor's identities; the writer
+//! adds them from memory ([`Encoded::identity`]).
+//!
+//! Pure: key names, commands and reply parsing. The writer actor sends them.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+use redis::{Cmd, Pipeline, Value};
 
 use crate::messages::{Batch, Item};
-use crate::model::job::{entry_for_dead, entry_for_event, entry_for_transition};
-use crate::model::{StateOp, StreamEntry};
+use crate::model::job::{EntrySink, join_into, write_dead, write_event, write_transition};
+use crate::model::{StateOp, StreamKind};
 
 /// Redis keys of one ingestor, all under its prefix.
 #[derive(Debug, Clone)]
@@ -16,7 +44,7 @@ pub struct Keys {
     pub prefix: String,
     pub dedupe: String,
     pub cursor: String,
-    /// Token of the last committed batch: lets commits be pipelined safely.
+    /// Token of the last committed batch: tells which commits landed.
     pub chain: String,
 }
 
@@ -36,46 +64,52 @@ impl Keys {
     }
 }
 
-/// KEYS: 1 dedupe zset, 2 cursor, 3 chain, 4.. the streams this batch writes to, then the
-/// hashes its state operations touch.
-/// ARGV: 1 prune-below score ("" = none), 2 cursor ("" = none), 3 the token the chain must
-/// hold before this commit ("" = unchecked), 4 this batch's token, 5 entry count, then per
-/// entry: stream number (1.. → KEYS[3 + n]), identity, score, field count n, then n
-/// field/value pairs; then the state-operation count, then per operation: KEYS index,
-/// field, `s` (HSET) or `d` (HDEL), value. Returns {written, skipped}.
+/// The last command of every commit transaction.
 ///
-/// The chain check makes pipelining safe: several commits may be in flight on one
-/// connection, and each refuses to apply (before writing anything) unless its predecessor
-/// landed, so a failed commit can never be overtaken by its successor (which would store a
-/// cursor past events that are not in Redis). No trimming here: on Redis 7 `MAXLEN` would
-/// delete entries consumer groups have not read; the retention keeper trims.
-pub const COMMIT_SCRIPT: &str = r#"#!lua
-if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[3] then
-  return redis.error_reply('CHAIN predecessor ' .. ARGV[3] .. ' is not committed')
-end
-local written, skipped = 0, 0
-local i = 6
-for _ = 1, tonumber(ARGV[5]) do
-  local s = tonumber(ARGV[i])
-  local nf = tonumber(ARGV[i + 3])
-  local first = i + 4
-  local last = first + 2 * nf - 1
-  if redis.call('ZADD', KEYS[1], 'NX', ARGV[i + 2], ARGV[i + 1]) == 1 then
-    redis.call('XADD', KEYS[3 + s], '*', unpack(ARGV, first, last))
-    written = written + 1
-  else
-    skipped = skipped + 1
+/// KEYS: 1 dedupe zset, 2 cursor, 3 chain, 4.. every stream and hash the batch writes.
+/// ARGV: 1 prune-below score ("" = none), 2 cursor ("" = none), 3 this batch's token, 4 the
+/// token the chain must hold ("" = unchecked), 5 the lowest score among this transaction's new
+/// identities ("" = none); then per key of KEYS[4..]: its type (`stream` / `hash`) and the
+/// number of entries this transaction added to it; then the state-operation count and per
+/// operation: KEYS index, field, `s` (HSET) or `d` (HDEL), value. Returns 1, or an error
+/// (`CHAIN …` / `WRONGTYPE …`) after undoing the transaction's writes.
+pub const FINALIZE_SCRIPT: &str = r#"#!lua
+local nt = #KEYS - 3
+local function undo(msg)
+  for k = 1, nt do
+    local key, n = KEYS[3 + k], tonumber(ARGV[5 + 2 * k])
+    if n > 0 and redis.call('TYPE', key)['ok'] == 'stream' then
+      local ids = {}
+      for i, e in ipairs(redis.call('XREVRANGE', key, '+', '-', 'COUNT', n)) do ids[i] = e[1] end
+      if #ids > 0 then redis.call('XDEL', key, unpack(ids)) end
+    end
   end
-  i = last + 1
+  if ARGV[5] ~= '' and redis.call('TYPE', KEYS[1])['ok'] == 'zset' then
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[5], '+inf')
+  end
+  return redis.error_reply(msg)
 end
-local nops = tonumber(ARGV[i] or '0')
-i = i + 1
-for _ = 1, nops do
-  local key = KEYS[tonumber(ARGV[i])]
-  if ARGV[i + 2] == 's' then
-    redis.call('HSET', key, ARGV[i + 1], ARGV[i + 3])
+local checks = {{KEYS[1], 'zset'}, {KEYS[2], 'string'}, {KEYS[3], 'string'}}
+for k = 1, nt do checks[#checks + 1] = {KEYS[3 + k], ARGV[4 + 2 * k]} end
+for _, c in ipairs(checks) do
+  local t = redis.call('TYPE', c[1])['ok']
+  if t ~= 'none' and t ~= c[2] then
+    return undo('WRONGTYPE ' .. c[1] .. ' is a ' .. t .. ', not a ' .. c[2] .. ': nothing of this batch was committed')
+  end
+end
+if ARGV[4] ~= '' then
+  local chain = redis.call('GET', KEYS[3])
+  if chain ~= ARGV[4] then
+    return undo('CHAIN predecessor ' .. ARGV[4] .. ' is not committed (chain holds ' .. tostring(chain) .. '); this batch was undone')
+  end
+end
+local i = 6 + 2 * nt
+for _ = 1, tonumber(ARGV[i]) do
+  local key = KEYS[tonumber(ARGV[i + 1])]
+  if ARGV[i + 3] == 's' then
+    redis.call('HSET', key, ARGV[i + 2], ARGV[i + 4])
   else
-    redis.call('HDEL', key, ARGV[i + 1])
+    redis.call('HDEL', key, ARGV[i + 2])
   end
   i = i + 4
 end
@@ -88,220 +122,590 @@ if ARGV[2] ~= '' then
     redis.call('SET', KEYS[2], ARGV[2])
   end
 end
-redis.call('SET', KEYS[3], ARGV[4])
-return {written, skipped}
+redis.call('SET', KEYS[3], ARGV[3])
+return 1
 "#;
 
-/// Index in the ARGV of [`COMMIT_SCRIPT`] (0-based) of the expected predecessor token,
-/// filled in when the commit is sent.
-pub const EXPECTED_ARG: usize = 2;
-
-/// Limits that shape the arguments.
+/// Limits that shape the commands.
 #[derive(Debug, Clone, Copy)]
 pub struct CommitLimits {
     pub dedupe_window_us: u64,
 }
 
-/// The stream entries of a batch, in order (state operations are taken by
-/// [`state_ops_of`]).
-pub fn entries_of(batch: &Batch) -> Vec<StreamEntry> {
-    let fallback = batch.cursor.unwrap_or(0);
-    batch
-        .items
-        .iter()
-        .filter_map(|item| match item {
-            Item::Event(e) => Some(entry_for_event(e, &batch.source)),
-            Item::Dead(d) => {
-                let hash = hex::encode(&d.frame_sha256[..16]);
-                Some(entry_for_dead(d, &batch.source, fallback, &hash))
-            }
-            Item::Transition(t) => Some(entry_for_transition(t)),
-            Item::State(_) => None,
-        })
-        .collect()
-}
-
-/// The state operations of a batch, in order.
-pub fn state_ops_of(batch: &Batch) -> Vec<&StateOp> {
-    batch
-        .items
-        .iter()
-        .filter_map(|item| match item {
-            Item::State(op) => Some(op),
-            _ => None,
-        })
-        .collect()
-}
-
-/// A batch's script invocation: its KEYS and ARGV.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invocation {
-    pub keys: Vec<String>,
-    pub args: Vec<String>,
-}
-
-/// The KEYS and ARGV of [`COMMIT_SCRIPT`] for these entries.
-pub fn invocation(
-    keys: &Keys,
-    entries: Vec<StreamEntry>,
-    state: &[&StateOp],
+/// A batch encoded for Redis: its probe, the commit transaction written optimistically
+/// (every entry new, the predecessor known at encode time), and what is needed to rebuild
+/// the commit without entries found committed or for another predecessor.
+#[derive(Debug)]
+pub struct Encoded {
+    /// `ZMSCORE` of every identity; `None` when the batch has none (no probe needed).
+    pub probe: Option<Pipeline>,
+    /// `MULTI`, one `XADD` per identity, `ZADD`, finalize, `EXEC`.
+    pub commit: Pipeline,
+    /// The predecessor token `commit` checks for ("" = unchecked).
+    pub expects: String,
+    /// Entries left out because an earlier entry of the same batch has the same identity.
+    pub repeats: usize,
+    /// The identities the commit writes, one per `XADD`, in order: spans of `arena`.
+    spans: Vec<(usize, usize)>,
+    arena: String,
+    scores: Vec<u64>,
+    /// Per identity: index into `typed` of the stream its entry goes to.
+    stream_of: Vec<usize>,
+    keys: Keys,
+    /// Streams, then hashes, the batch writes, with the type each must have.
+    typed: Vec<(String, &'static str)>,
+    /// State operations: index into `typed`, field, value (`None` = delete).
+    state: Vec<(usize, String, Option<String>)>,
+    prune: Option<u64>,
     cursor: Option<u64>,
-    token: &str,
-    limits: CommitLimits,
-) -> Invocation {
-    // The distinct streams of this batch, in first-use order.
-    let mut streams: Vec<&str> = Vec::new();
-    let mut index = Vec::with_capacity(entries.len());
-    for e in &entries {
-        let name = e.stream_name();
-        let at = match streams.iter().position(|n| *n == name) {
-            Some(at) => at,
-            None => {
-                streams.push(name);
-                streams.len() - 1
-            }
-        };
-        index.push(at + 1);
-    }
-    let mut k = Vec::with_capacity(3 + streams.len());
-    k.push(keys.dedupe.clone());
-    k.push(keys.cursor.clone());
-    k.push(keys.chain.clone());
-    k.extend(streams.iter().map(|n| keys.stream(n)));
+    token: String,
+}
 
-    let per_entry: usize = entries.iter().map(|e| 4 + 2 * e.fields.len()).sum();
-    let mut args = Vec::with_capacity(3 + per_entry);
-    args.push(
-        cursor
-            .map(|c| c.saturating_sub(limits.dedupe_window_us).to_string())
-            .unwrap_or_default(),
-    );
-    args.push(cursor.map(|c| c.to_string()).unwrap_or_default());
-    args.push(String::new());
-    args.push(token.to_owned());
-    args.push(entries.len().to_string());
-    let mut next = index.into_iter();
-    for e in entries {
-        args.push(next.next().unwrap_or(1).to_string());
-        args.push(e.identity);
-        args.push(e.score.to_string());
-        args.push(e.fields.len().to_string());
-        for (name, value) in e.fields {
-            args.push(name.to_owned());
-            args.push(value);
-        }
+impl Encoded {
+    /// Number of identities probed (= `XADD`s in the optimistic commit).
+    pub fn identities(&self) -> usize {
+        self.spans.len()
     }
-    args.push(state.len().to_string());
-    for op in state {
-        let full = keys.stream(&op.key);
-        let at = match k.iter().position(|existing| *existing == full) {
-            Some(at) => at + 1,
-            None => {
-                k.push(full);
-                k.len()
-            }
-        };
-        args.push(at.to_string());
-        args.push(op.field.clone());
-        match &op.value {
-            Some(v) => {
-                args.push("s".to_owned());
-                args.push(v.clone());
-            }
-            None => {
-                args.push("d".to_owned());
-                args.push(String::new());
+
+    /// The `i`-th identity.
+    pub fn identity(&self, i: usize) -> &str {
+        let (a, b) = self.spans[i];
+        &self.arena[a..b]
+    }
+
+    /// Entries a commit writing all identities but `skipped` adds per stream (name after
+    /// the key prefix), for the per-stream job counter.
+    pub fn added_per_stream(&self, skipped: &[bool]) -> Vec<(&str, u64)> {
+        let mut added = vec![0u64; self.typed.len()];
+        for (i, at) in self.stream_of.iter().enumerate() {
+            if !skipped.get(i).copied().unwrap_or(false) {
+                added[*at] += 1;
             }
         }
+        self.typed
+            .iter()
+            .zip(added)
+            .filter(|((_, kind), n)| *kind == "stream" && *n > 0)
+            .map(|((key, _), n)| (key.strip_prefix(&self.keys.prefix).unwrap_or(key), n))
+            .collect()
     }
-    Invocation { keys: k, args }
+
+    /// Which identities the probe found committed (`ZMSCORE` reply).
+    pub fn parse_probe(&self, reply: &[Value]) -> Result<Vec<bool>, String> {
+        let n = self.identities();
+        match reply {
+            [Value::Array(scores)] if scores.len() == n => {
+                Ok(scores.iter().map(|v| !matches!(v, Value::Nil)).collect())
+            }
+            other => Err(format!(
+                "probe: ZMSCORE of {n} identities answered {other:?}"
+            )),
+        }
+    }
+
+    /// The commit transaction without the entries `present` marks as committed, checking
+    /// for predecessor `expects` ("" = unchecked).
+    pub fn rebuilt(&self, present: &[bool], expects: &str) -> Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (i, cmd) in self.commit.cmd_iter().take(self.identities()).enumerate() {
+            if !present.get(i).copied().unwrap_or(false) {
+                pipe.add_command(cmd.clone()).ignore();
+            }
+        }
+        self.tail(&mut pipe, present, expects);
+        pipe
+    }
+
+    /// `ZADD` of the new identities and the finalize call.
+    fn tail(&self, pipe: &mut Pipeline, present: &[bool], expects: &str) {
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(&self.keys.dedupe);
+        let mut lowest: Option<u64> = None;
+        let mut added = vec![0usize; self.typed.len()];
+        for i in 0..self.identities() {
+            if present.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            zadd.arg(self.scores[i]).arg(self.identity(i));
+            lowest = Some(lowest.map_or(self.scores[i], |l| l.min(self.scores[i])));
+            added[self.stream_of[i]] += 1;
+        }
+        if lowest.is_some() {
+            pipe.add_command(zadd).ignore();
+        }
+        let mut fin = redis::cmd("EVAL");
+        fin.arg(FINALIZE_SCRIPT)
+            .arg(3 + self.typed.len())
+            .arg(&self.keys.dedupe)
+            .arg(&self.keys.cursor)
+            .arg(&self.keys.chain);
+        for (key, _) in &self.typed {
+            fin.arg(key);
+        }
+        let mut num = itoa::Buffer::new();
+        fin.arg(self.prune.map_or("", |p| num.format(p)));
+        fin.arg(self.cursor.map_or("", |c| num.format(c)));
+        fin.arg(&self.token).arg(expects);
+        fin.arg(lowest.map_or("", |l| num.format(l)));
+        for ((_, t), n) in self.typed.iter().zip(&added) {
+            fin.arg(*t).arg(*n);
+        }
+        fin.arg(self.state.len());
+        for (at, field, value) in &self.state {
+            // KEYS index (1-based): dedupe, cursor, chain, then `typed`.
+            fin.arg(4 + at).arg(field);
+            match value {
+                Some(v) => fin.arg("s").arg(v),
+                None => fin.arg("d").arg(""),
+            };
+        }
+        pipe.add_command(fin);
+    }
+}
+
+/// Writes entries as `XADD` commands into a transaction, noting identities and scores.
+struct Encoder<'a> {
+    keys: &'a Keys,
+    pipe: Pipeline,
+    /// The `XADD` being written; `None` while skipping a repeated entry.
+    current: Option<Cmd>,
+    /// Stream names seen (route or kind) → index into `typed`.
+    names: Vec<(String, usize)>,
+    typed: Vec<(String, &'static str)>,
+    arena: String,
+    spans: Vec<(usize, usize)>,
+    scores: Vec<u64>,
+    stream_of: Vec<usize>,
+    /// Identity hash → first span with it (exact comparison on a hit).
+    seen: HashMap<u64, usize>,
+    hasher: RandomState,
+    repeats: usize,
+    scratch: String,
+}
+
+impl Encoder<'_> {
+    fn flush(&mut self) {
+        if let Some(cmd) = self.current.take() {
+            self.pipe.add_command(cmd).ignore();
+        }
+    }
+
+    /// Index into `typed` of a key, added with `kind` if new.
+    fn typed_key(&mut self, key: String, kind: &'static str) -> usize {
+        match self.typed.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                self.typed.push((key, kind));
+                self.typed.len() - 1
+            }
+        }
+    }
+
+    fn stream_index(&mut self, name: &str) -> usize {
+        if let Some((_, at)) = self.names.iter().find(|(n, _)| n == name) {
+            return *at;
+        }
+        // Two names can share a key (a route named `records`): one entry per key.
+        let at = self.typed_key(self.keys.stream(name), "stream");
+        self.names.push((name.to_owned(), at));
+        at
+    }
+
+    /// Whether the identity just appended at `start..` repeats an earlier one of the batch.
+    fn is_repeat(&mut self, start: usize) -> bool {
+        let id = &self.arena[start..];
+        let h = self.hasher.hash_one(id);
+        match self.seen.entry(h) {
+            Entry::Vacant(v) => {
+                v.insert(self.spans.len());
+                false
+            }
+            Entry::Occupied(o) => {
+                let arena = &self.arena;
+                let same = |&(a, b): &(usize, usize)| &arena[a..b] == id;
+                same(&self.spans[*o.get()]) || self.spans.iter().any(same)
+            }
+        }
+    }
+}
+
+impl EntrySink for Encoder<'_> {
+    fn begin(
+        &mut self,
+        stream: StreamKind,
+        route: Option<&Arc<str>>,
+        identity: &[&str],
+        score: u64,
+    ) {
+        self.flush();
+        let start = self.arena.len();
+        join_into(&mut self.arena, identity, '|');
+        if self.is_repeat(start) {
+            self.arena.truncate(start);
+            self.repeats += 1;
+            return;
+        }
+        self.spans.push((start, self.arena.len()));
+        self.scores.push(score);
+        let at = self.stream_index(route.map_or(stream.name(), |r| &**r));
+        self.stream_of.push(at);
+        let mut cmd = Cmd::with_capacity(32, 1024);
+        cmd.arg("XADD").arg(&self.typed[at].0).arg("*");
+        self.current = Some(cmd);
+    }
+
+    fn text(&mut self, name: &'static str, value: &str) {
+        if let Some(cmd) = &mut self.current {
+            cmd.arg(name).arg(value);
+        }
+    }
+
+    fn joined(&mut self, name: &'static str, parts: &[&str], sep: char) {
+        if let Some(cmd) = &mut self.current {
+            self.scratch.clear();
+            join_into(&mut self.scratch, parts, sep);
+            cmd.arg(name).arg(self.scratch.as_str());
+        }
+    }
+}
+
+/// Encodes a batch: its probe and its optimistic commit (module docs), checking for
+/// predecessor `expects` ("" = unchecked).
+pub fn encode(
+    keys: &Keys,
+    batch: &Batch,
+    token: &str,
+    expects: &str,
+    limits: CommitLimits,
+) -> Encoded {
+    let n = batch.items.len();
+    let mut enc = Encoder {
+        keys,
+        pipe: redis::pipe(),
+        current: None,
+        names: Vec::new(),
+        typed: Vec::new(),
+        arena: String::with_capacity(n * 96),
+        spans: Vec::with_capacity(n),
+        scores: Vec::with_capacity(n),
+        stream_of: Vec::with_capacity(n),
+        seen: HashMap::with_capacity(n),
+        hasher: RandomState::new(),
+        repeats: 0,
+        scratch: String::new(),
+    };
+    enc.pipe.atomic();
+    let fallback = batch.cursor.unwrap_or(0);
+    let mut state = Vec::new();
+    for item in &batch.items {
+        match item {
+            Item::Event(e) => write_event(&mut enc, e, &batch.source),
+            Item::Dead(d) => write_dead(&mut enc, d, &batch.source, fallback),
+            Item::Transition(t) => write_transition(&mut enc, t),
+            Item::State(op) => state.push(op),
+        }
+    }
+    enc.flush();
+    let state = state
+        .into_iter()
+        .map(|op: &StateOp| {
+            let at = enc.typed_key(keys.stream(&op.key), "hash");
+            (at, op.field.clone(), op.value.clone())
+        })
+        .collect();
+    let probe = (!enc.spans.is_empty()).then(|| {
+        let mut probe = redis::pipe();
+        probe.cmd("ZMSCORE").arg(&keys.dedupe);
+        for &(a, b) in &enc.spans {
+            probe.arg(&enc.arena[a..b]);
+        }
+        probe
+    });
+    let mut encoded = Encoded {
+        probe,
+        commit: redis::pipe(),
+        expects: expects.to_owned(),
+        repeats: enc.repeats,
+        spans: enc.spans,
+        arena: enc.arena,
+        scores: enc.scores,
+        stream_of: enc.stream_of,
+        keys: keys.clone(),
+        typed: enc.typed,
+        state,
+        prune: batch
+            .cursor
+            .map(|c| c.saturating_sub(limits.dedupe_window_us)),
+        cursor: batch.cursor,
+        token: token.to_owned(),
+    };
+    let mut commit = enc.pipe;
+    encoded.tail(&mut commit, &[], expects);
+    encoded.commit = commit;
+    encoded
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::model::StreamKind;
+    use std::sync::Arc;
+    use std::time::Instant;
 
-    fn entry(stream: StreamKind, route: Option<&str>, id: &str) -> StreamEntry {
-        StreamEntry {
-            stream,
-            route: route.map(Into::into),
-            identity: id.into(),
-            score: 10,
-            fields: vec![("a", "1".into()), ("b", "2".into())],
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::messages::Credit;
+    use crate::model::{CommitEvent, DeadLetter, Event, Operation, Transition, TransitionKind};
+
+    fn commit(rkey: &str, t: u64, route: Option<&str>) -> Item {
+        Item::Event(Event::Commit(CommitEvent {
+            did: "did:plc:abc".into(),
+            time_us: t,
+            rev: "3l3qo2vutsw2b".into(),
+            operation: Operation::Create,
+            collection: "app.bsky.feed.post".into(),
+            rkey: rkey.into(),
+            record: Some(RawValue::from_string(r#"{"text":"hi"}"#.into()).expect("json")),
+            cid: Some("bafyrei".into()),
+            verdict: route.map(|r| crate::model::Verdict {
+                cid_check: Some("match"),
+                checks: vec!["a", "b"],
+                stream: Some(Arc::from(r)),
+            }),
+        }))
+    }
+
+    fn batch(items: Vec<Item>) -> Batch {
+        let window = Arc::new(tokio::sync::Semaphore::new(1));
+        Batch {
+            seq: 7,
+            session: 1,
+            source: Arc::from("host"),
+            items,
+            cursor: Some(50),
+            received_at: Instant::now(),
+            credit: Credit(window.try_acquire_owned().expect("permit")),
+        }
+    }
+
+    fn args(cmd: &Cmd) -> Vec<String> {
+        cmd.args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => "<cursor>".to_owned(),
+            })
+            .collect()
+    }
+
+    fn commands(p: &Pipeline) -> Vec<Vec<String>> {
+        p.cmd_iter().map(args).collect()
+    }
+
+    fn sample() -> Batch {
+        let mut dead = DeadLetter::new("invalid_json", "bad", b"{oops");
+        dead.time_us = Some(45);
+        batch(vec![
+            commit("r1", 40, None),
+            commit("r2", 41, Some("feed")),
+            commit("r1", 40, None), // the same event again: written once
+            Item::Dead(dead),
+            Item::Transition(Transition {
+                bucket: Arc::from("b"),
+                did: "did:plc:abc".into(),
+                kind: TransitionKind::Entered,
+                epoch: 2,
+                reason: "criteria",
+                time_us: 42,
+            }),
+            Item::State(StateOp {
+                key: "bucket:b:state".into(),
+                field: "did:plc:abc".into(),
+                value: Some("{}".into()),
+            }),
+            Item::State(StateOp {
+                key: "bucket:b:state".into(),
+                field: "did:plc:old".into(),
+                value: None,
+            }),
+        ])
+    }
+
+    fn limits() -> CommitLimits {
+        CommitLimits {
+            dedupe_window_us: 3,
         }
     }
 
     #[test]
-    fn invocation_follows_the_documented_layout() {
-        let limits = CommitLimits {
-            dedupe_window_us: 3,
-        };
-        let entries = [
-            entry(StreamKind::Records, None, "x"),
-            entry(StreamKind::Dead, None, "y"),
-            entry(StreamKind::Records, Some("feed"), "z"),
-            entry(StreamKind::Records, None, "w"),
-        ];
-        let set = StateOp {
-            key: "bucket:b:state".into(),
-            field: "did:x".into(),
-            value: Some("{}".into()),
-        };
-        let del = StateOp {
-            key: "bucket:b:state".into(),
-            field: "did:y".into(),
-            value: None,
-        };
-        let inv = invocation(
-            &Keys::new("jsi:"),
-            entries.to_vec(),
-            &[&set, &del],
-            Some(50),
-            "e:7",
-            limits,
-        );
+    fn the_commit_writes_every_new_entry_then_dedupe_then_finalize() {
+        let enc = encode(&Keys::new("jsi:"), &sample(), "e:7", "e:6", limits());
+        assert!(enc.commit.is_transaction());
         assert_eq!(
-            inv.keys,
+            (
+                enc.identities() + enc.repeats,
+                enc.repeats,
+                enc.identities()
+            ),
+            (5, 1, 4),
+            "5 entries: 4 identities written, 1 repeat left out"
+        );
+        let c = commands(&enc.commit);
+        assert_eq!(c.len(), 4 + 2);
+        assert_eq!(&c[0][..3], ["XADD", "jsi:records", "*"]);
+        assert_eq!(
+            &c[0][3..9],
+            [
+                "v",
+                "1",
+                "idem",
+                "did:plc:abc|app.bsky.feed.post|r1|3l3qo2vutsw2b",
+                "did",
+                "did:plc:abc"
+            ]
+        );
+        assert_eq!(&c[1][..2], ["XADD", "jsi:feed"]);
+        assert!(c[1].ends_with(&["checks".to_owned(), "a,b".to_owned()]));
+        assert_eq!(&c[2][..2], ["XADD", "jsi:dead"]);
+        assert_eq!(&c[3][..2], ["XADD", "jsi:buckets"]);
+        assert_eq!(c[4][..2], ["ZADD", "jsi:dedupe"]);
+        assert_eq!(c[4].len(), 2 + 2 * 4);
+        assert_eq!(
+            &c[4][2..4],
+            [
+                "40",
+                "c|did:plc:abc|app.bsky.feed.post|r1|3l3qo2vutsw2b|create"
+            ]
+        );
+        let fin = &c[5];
+        assert_eq!(fin[0], "EVAL");
+        assert_eq!(fin[2], "8", "dedupe, cursor, chain + 4 streams + 1 hash");
+        assert_eq!(
+            &fin[3..11],
             [
                 "jsi:dedupe",
                 "jsi:cursor",
                 "jsi:commit:chain",
                 "jsi:records",
-                "jsi:dead",
                 "jsi:feed",
+                "jsi:dead",
+                "jsi:buckets",
                 "jsi:bucket:b:state"
             ]
         );
-        assert_eq!(&inv.args[..5], &["47", "50", "", "e:7", "4"]);
+        assert_eq!(&fin[11..16], ["47", "50", "e:7", "e:6", "40"]);
         assert_eq!(
-            inv.args[EXPECTED_ARG], "",
-            "the predecessor token is filled in at send time"
+            &fin[16..26],
+            [
+                "stream", "1", "stream", "1", "stream", "1", "stream", "1", "hash", "0"
+            ]
         );
-        assert_eq!(&inv.args[5..13], &["1", "x", "10", "2", "a", "1", "b", "2"]);
-        assert_eq!(&inv.args[13..15], &["2", "y"]);
-        assert_eq!(&inv.args[21..23], &["3", "z"]);
-        assert_eq!(&inv.args[29..31], &["1", "w"]);
         assert_eq!(
-            &inv.args[37..],
-            &["2", "7", "did:x", "s", "{}", "7", "did:y", "d", ""]
+            &fin[26..],
+            [
+                "2",
+                "8",
+                "did:plc:abc",
+                "s",
+                "{}",
+                "8",
+                "did:plc:old",
+                "d",
+                ""
+            ]
         );
-        assert_eq!(inv.args.len(), 5 + 4 * 8 + 1 + 2 * 4);
+        assert_eq!(enc.expects, "e:6");
     }
 
     #[test]
-    fn no_cursor_means_no_prune_and_no_cursor_update() {
-        let inv = invocation(
-            &Keys::new("p:"),
-            Vec::new(),
-            &[],
-            None,
-            "t",
-            CommitLimits {
-                dedupe_window_us: 3,
-            },
+    fn jobs_are_counted_per_stream() {
+        let enc = encode(&Keys::new("jsi:"), &sample(), "t", "", limits());
+        assert_eq!(
+            enc.added_per_stream(&[]),
+            [("records", 1), ("feed", 1), ("dead", 1), ("buckets", 1)]
         );
-        assert_eq!(inv.args, vec!["", "", "", "t", "0", "0"]);
-        assert_eq!(inv.keys, ["p:dedupe", "p:cursor", "p:commit:chain"]);
+        assert_eq!(
+            enc.added_per_stream(&[true, false, true, true]),
+            [("feed", 1)]
+        );
+    }
+
+    #[test]
+    fn the_probe_asks_for_every_identity() {
+        let enc = encode(&Keys::new("p:"), &sample(), "t", "", limits());
+        let probe = enc.probe.as_ref().expect("identities to probe");
+        let p = commands(probe);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0][..2], ["ZMSCORE", "p:dedupe"]);
+        assert_eq!(p[0].len(), 2 + 4);
+        assert_eq!(
+            enc.identity(1),
+            "c|did:plc:abc|app.bsky.feed.post|r2|3l3qo2vutsw2b|create"
+        );
+        let reply = vec![Value::Array(vec![
+            Value::Nil,
+            Value::BulkString(b"41".to_vec()),
+            Value::Nil,
+            Value::Nil,
+        ])];
+        assert_eq!(
+            enc.parse_probe(&reply).expect("parses"),
+            [false, true, false, false]
+        );
+        assert!(enc.parse_probe(&[]).is_err());
+        assert!(
+            enc.parse_probe(&[Value::Array(vec![Value::Nil])]).is_err(),
+            "one score per identity"
+        );
+    }
+
+    #[test]
+    fn committed_entries_are_left_out_of_the_rebuilt_commit() {
+        let enc = encode(&Keys::new("jsi:"), &sample(), "e:7", "e:6", limits());
+        let c = commands(&enc.rebuilt(&[true, false, false, true], "x:1"));
+        assert_eq!(c.len(), 2 + 2);
+        assert_eq!(c[0][1], "jsi:feed");
+        assert_eq!(c[1][1], "jsi:dead");
+        assert_eq!(c[2][..2], ["ZADD", "jsi:dedupe"]);
+        assert_eq!(c[2].len(), 2 + 2 * 2);
+        assert_eq!(c[2][2], "41");
+        let fin = &c[3];
+        assert_eq!(
+            &fin[13..16],
+            ["e:7", "x:1", "41"],
+            "new predecessor, lowest new score"
+        );
+        assert_eq!(
+            &fin[16..26],
+            [
+                "stream", "0", "stream", "1", "stream", "1", "stream", "0", "hash", "0"
+            ],
+            "entries added per stream"
+        );
+
+        let none = commands(&enc.rebuilt(&[true; 4], ""));
+        assert_eq!(none.len(), 1, "finalize only: state writes, cursor, chain");
+        assert_eq!(none[0][15], "", "no new identity");
+    }
+
+    #[test]
+    fn a_route_named_like_a_stream_shares_its_key() {
+        let b = batch(vec![
+            commit("r1", 40, None),
+            commit("r2", 41, Some("records")),
+        ]);
+        let enc = encode(&Keys::new("jsi:"), &b, "t", "", limits());
+        let fin = &commands(&enc.commit)[3];
+        assert_eq!(fin[2], "4", "one stream key");
+        assert_eq!(&fin[7..], ["47", "50", "t", "", "40", "stream", "2", "0"]);
+    }
+
+    #[test]
+    fn an_empty_batch_still_stores_its_cursor() {
+        let enc = encode(&Keys::new("p:"), &batch(Vec::new()), "t", "", limits());
+        let c = commands(&enc.commit);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0][2], "3");
+        assert_eq!(&c[0][6..], ["47", "50", "t", "", "", "0"]);
+        assert!(enc.probe.is_none(), "nothing to probe");
     }
 }

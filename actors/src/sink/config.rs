@@ -14,8 +14,9 @@ pub struct WriterConfig {
     pub key_prefix: String,
     /// How streams are trimmed without deleting what consumer groups still need.
     pub retention: RetentionConfig,
-    /// Commits in flight at once on the connection (each checks that its predecessor
-    /// landed, so order and safety hold); 1 = strictly one at a time.
+    /// Batches in flight at once on the connection (probes and commits). Each commit checks
+    /// inside its own transaction that its predecessor landed and undoes itself otherwise,
+    /// so order and the cursor rule hold; 1 = strictly one batch at a time.
     pub pipeline_depth: usize,
     /// How long an event identity is remembered to skip replays; must exceed the reader's
     /// rewind (checked at start).
@@ -40,7 +41,7 @@ impl Default for WriterConfig {
             url: "redis://127.0.0.1:6379".to_owned(),
             key_prefix: "jsi:".to_owned(),
             retention: RetentionConfig::default(),
-            pipeline_depth: 4,
+            pipeline_depth: 3,
             dedupe_window: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(10),
@@ -106,7 +107,7 @@ pub enum WriterConfigError {
     EmptyPrefix,
     #[error("redis.retry_max must be at least redis.retry_min")]
     RetryOrder,
-    #[error("redis.pipeline_depth must be 1..=64, got {0}")]
+    #[error("redis.pipeline_depth must be 1..=16, got {0}")]
     PipelineDepth(usize),
     #[error("redis.retention.interval must be at least 100ms")]
     RetentionInterval,
@@ -165,7 +166,7 @@ impl WriterConfig {
         if self.retry_max < self.retry_min {
             return Err(WriterConfigError::RetryOrder);
         }
-        if self.pipeline_depth == 0 || self.pipeline_depth > 64 {
+        if self.pipeline_depth == 0 || self.pipeline_depth > 16 {
             return Err(WriterConfigError::PipelineDepth(self.pipeline_depth));
         }
         if self.retention.interval < Duration::from_millis(100) {

@@ -1,40 +1,56 @@
-//! `RedisWriter`: commits batches strictly in arrival order, one atomic script per batch
+//! `RedisWriter`: commits batches strictly in arrival order, one atomic transaction per batch
 //! (`commit.rs`), then tells the reader (`BatchCommitted`, carrying the batch's credit back).
 //!
-//! Pipelining: up to `redis.pipeline_depth` commits are in flight on the one connection, so
-//! Redis executes batch k+1 while we prepare k+2 and handle k's reply. Order holds because
-//! Redis executes a connection's commands in order, and safety holds because every script
-//! first checks that the chain key holds its predecessor's token: if commit k fails, k+1
-//! refuses to apply (before writing anything), so no cursor ever passes events that are not
-//! in Redis.
+//! Per batch: a read-only probe (which entries are already committed), then the
+//! `MULTI … EXEC` commit. Up to `redis.pipeline_depth` batches are in flight on the one
+//! connection, so Redis always has the next commit queued while we encode and read replies;
+//! Redis executes a connection's commands in order, so commits land in order. Each commit
+//! checks, inside its own transaction, that the chain key holds its predecessor's token, and
+//! undoes itself otherwise: a failed commit is never overtaken (which would store a cursor past
+//! events that are not in Redis). A probe that ran before an in-flight predecessor committed
+//! misses that predecessor's identities; they are added from memory before committing.
 //!
-//! Failure: when a commit fails (Redis down, OOM, paused, timeout, chain broken), nothing new
-//! is sent; once every in-flight reply is in, the writer reads the chain key to learn which
-//! queued batches did land (an unknown outcome after a dropped connection), pops those, and
-//! retries the rest from the first unlanded one, with capped full-jitter backoff, forever;
-//! nothing is skipped. A retried batch that had landed writes nothing twice (dedupe index).
-//! Meanwhile credits stay held, the reader's window fills and reading stops: nothing is
-//! dropped and nothing queues without bound.
+//! Failure: when a probe or commit fails (Redis down, OOM, paused, timeout, chain broken),
+//! nothing new is sent; once every in-flight reply is in, the writer reads the chain key to
+//! learn which queued batches did land (an unknown outcome after a dropped connection), pops
+//! those, and retries the rest from the first unlanded one (fresh probes), with capped
+//! full-jitter backoff, forever; nothing is skipped. Meanwhile credits stay held, the reader's
+//! window fills and reading stops: nothing is dropped and nothing queues without bound.
 //!
 //! Tests only (cargo feature `failpoints`, see [`failpoint`]): the process can be made to
 //! abort at a named commit boundary, to prove the rules above against real crashes.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::rc::Rc;
 use std::time::Instant;
 
 use actix::prelude::*;
 use rand::RngExt as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Pipeline, Value};
 use tracing::{error, info, warn};
 
-use super::commit::{
-    COMMIT_SCRIPT, CommitLimits, EXPECTED_ARG, Invocation, Keys, entries_of, invocation,
-    state_ops_of,
-};
+use super::commit::{CommitLimits, Encoded, Keys, encode};
 use super::config::WriterConfig;
 use crate::backoff::Backoff;
-use crate::messages::{BatchCommitted, Credit, GetWriterStatus, PushBatch, WriterStatus};
+use crate::messages::{Batch, BatchCommitted, Credit, GetWriterStatus, PushBatch, WriterStatus};
+
+/// Where a queued batch is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stage {
+    /// Nothing sent (or reset by a failure).
+    Queued,
+    /// The probe is in flight; it was sent after `commits_before` commits.
+    Probing { commits_before: u64 },
+    /// The probe answered: which identities were committed.
+    Probed {
+        commits_before: u64,
+        present: Vec<bool>,
+    },
+    /// The commit is in flight (the `commit_no`-th commit sent), writing the identities not
+    /// marked in `skipped`.
+    Committing { commit_no: u64, skipped: Vec<bool> },
+}
 
 /// One batch ready to commit.
 struct Prepared {
@@ -42,13 +58,20 @@ struct Prepared {
     session: u64,
     cursor: Option<u64>,
     received_at: Instant,
-    entries: usize,
     credit: Credit,
     /// This batch's chain token (`<writer epoch>:<seq>`).
     token: Rc<str>,
-    invocation: Rc<Invocation>,
+    encoded: Rc<Encoded>,
+    stage: Stage,
     /// The reply, once in: `(written, skipped)`.
     done: Option<(u64, u64)>,
+}
+
+/// A committed batch whose identities later probes may not have seen yet.
+struct Recent {
+    commit_no: u64,
+    encoded: Rc<Encoded>,
+    skipped: Vec<bool>,
 }
 
 pub struct RedisWriter {
@@ -58,21 +81,25 @@ pub struct RedisWriter {
     client: redis::Client,
     conn: Option<ConnectionManager>,
     committed_to: Recipient<BatchCommitted>,
-    /// Uncommitted batches in order; the first `sent` of them have been sent.
+    /// Uncommitted batches in order.
     queue: VecDeque<Prepared>,
-    sent: usize,
-    /// Replies still outstanding.
+    /// Recently committed batches (as many as can be in flight).
+    recent: VecDeque<Recent>,
+    /// Commits sent so far (numbers them).
+    commits_sent: u64,
+    /// Probes and commits whose replies are outstanding.
     in_flight: usize,
-    /// A commit failed: send nothing until recovery has run.
+    /// A probe or commit failed: send nothing until recovery has run.
     failed: bool,
     /// Waiting out the backoff before resending.
     waiting: bool,
     /// Token of the newest batch known to be committed (`None` = unchecked).
     last_token: Option<Rc<str>>,
+    /// Token of the newest batch pushed (the predecessor of the next one).
+    last_pushed: Option<Rc<str>>,
     /// Random per writer incarnation, so tokens of two runs never collide.
     epoch: u64,
     retry: Backoff,
-    script_sha: Rc<str>,
     status: WriterStatus,
 }
 
@@ -85,6 +112,68 @@ pub fn landed_prefix(chain: Option<&str>, queued_tokens: &[&str]) -> usize {
             .map_or(0, |i| i + 1),
         None => 0,
     }
+}
+
+/// The commit transaction to send: as encoded (the usual case, sent without copying) or
+/// rebuilt without committed entries or for another predecessor.
+enum ToSend {
+    AsEncoded(Rc<Encoded>),
+    Rebuilt(Pipeline),
+}
+
+impl ToSend {
+    fn get(&self) -> &Pipeline {
+        match self {
+            ToSend::AsEncoded(e) => &e.commit,
+            ToSend::Rebuilt(p) => p,
+        }
+    }
+}
+
+/// Why a probe or commit did not go through.
+#[derive(Debug)]
+enum CommitError {
+    Redis(redis::RedisError),
+    Reply(String),
+}
+
+impl std::fmt::Display for CommitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommitError::Redis(e) => write!(f, "{e}"),
+            CommitError::Reply(m) => write!(f, "unexpected reply: {m}"),
+        }
+    }
+}
+
+/// A short, stable label for a commit failure (metric `redis_errors_total{kind}`).
+fn error_kind(e: &CommitError) -> &'static str {
+    let CommitError::Redis(e) = e else {
+        return "reply";
+    };
+    if e.is_timeout() {
+        return "timeout";
+    }
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+        return "connection";
+    }
+    let text = e.to_string();
+    for (needle, kind) in [
+        ("CHAIN", "chain"),
+        ("WRONGTYPE", "wrongtype"),
+        ("OOM", "oom"),
+        ("EXECABORT", "execabort"),
+        ("LOADING", "loading"),
+        ("MASTERDOWN", "masterdown"),
+        ("READONLY", "readonly"),
+        ("NOPERM", "noperm"),
+        ("NOAUTH", "noauth"),
+    ] {
+        if text.contains(needle) {
+            return kind;
+        }
+    }
+    "other"
 }
 
 impl RedisWriter {
@@ -104,14 +193,15 @@ impl RedisWriter {
             conn: None,
             committed_to,
             queue: VecDeque::new(),
-            sent: 0,
+            recent: VecDeque::new(),
+            commits_sent: 0,
             in_flight: 0,
             failed: false,
             waiting: false,
             last_token: None,
+            last_pushed: None,
             epoch: rand::rng().random::<u64>(),
             retry: Backoff::new(cfg.retry_min, cfg.retry_max),
-            script_sha: Rc::from(redis::Script::new(COMMIT_SCRIPT).get_hash()),
             status: WriterStatus {
                 queued_batches: 0,
                 commits: 0,
@@ -133,54 +223,195 @@ impl RedisWriter {
             .set_max_delay(cfg.retry_max)
     }
 
-    /// Sends queued batches until the pipeline is full.
+    fn position(&self, seq: u64) -> Option<usize> {
+        self.queue.iter().position(|p| p.seq == seq)
+    }
+
+    /// The token the chain must hold before batch `i` of the queue commits.
+    fn expected(&self, i: usize) -> Option<Rc<str>> {
+        if i == 0 {
+            self.last_token.clone()
+        } else {
+            Some(self.queue[i - 1].token.clone())
+        }
+    }
+
+    /// Sends what can go: probes for up to `pipeline_depth` batches, then commits in order
+    /// for every probed batch whose predecessors' commits are out.
     fn kick(&mut self, ctx: &mut Context<Self>) {
         let Some(conn) = self.conn.clone() else {
             return;
         };
-        while !self.failed
-            && !self.waiting
-            && self.sent < self.queue.len()
-            && self.sent < self.cfg.pipeline_depth
-        {
-            let i = self.sent;
-            let expected = if i == 0 {
-                self.last_token.clone()
-            } else {
-                Some(self.queue[i - 1].token.clone())
+        if self.failed || self.waiting {
+            return;
+        }
+        let mut active = self
+            .queue
+            .iter()
+            .filter(|p| p.stage != Stage::Queued)
+            .count();
+        for i in 0..self.queue.len() {
+            if active >= self.cfg.pipeline_depth {
+                break;
+            }
+            if self.queue[i].stage != Stage::Queued {
+                continue;
+            }
+            active += 1;
+            self.send_probe(i, conn.clone(), ctx);
+        }
+        for i in 0..self.queue.len() {
+            match &self.queue[i].stage {
+                Stage::Committing { .. } => continue,
+                Stage::Probed { .. } => self.send_commit(i, conn.clone(), ctx),
+                _ => break,
+            }
+        }
+    }
+
+    fn send_probe(&mut self, i: usize, mut conn: ConnectionManager, ctx: &mut Context<Self>) {
+        let commits_before = self.commits_sent;
+        let item = &mut self.queue[i];
+        let enc = item.encoded.clone();
+        let seq = item.seq;
+        if enc.probe.is_none() {
+            item.stage = Stage::Probed {
+                commits_before,
+                present: Vec::new(),
             };
-            let item = &self.queue[i];
-            let (inv, seq) = (item.invocation.clone(), item.seq);
-            let sha = self.script_sha.clone();
-            let conn = conn.clone();
-            let started = Instant::now();
-            failpoint::hit(failpoint::Point::BeforeCommit);
-            self.sent += 1;
-            self.in_flight += 1;
-            let fut = async move {
-                run_commit(conn, &sha, &inv, expected.as_deref().unwrap_or("")).await
-            };
-            ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-                act.in_flight -= 1;
-                metrics::histogram!("jetstream_ingestor_commit_duration_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                match res {
-                    Ok(counts) => {
-                        failpoint::hit(failpoint::Point::AfterCommitBeforeAck);
-                        failpoint::hit(failpoint::Point::DuringDrain);
-                        if let Some(p) = act.queue.iter_mut().find(|p| p.seq == seq) {
-                            p.done = Some(counts);
-                        }
-                        act.pop_done();
+            return;
+        }
+        item.stage = Stage::Probing { commits_before };
+        self.in_flight += 1;
+        let fut = async move {
+            match &enc.probe {
+                Some(p) => p.query_async::<Vec<Value>>(&mut conn).await,
+                None => Ok(Vec::new()),
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.in_flight -= 1;
+            if let Err(e) = act.on_probe(seq, res) {
+                act.on_failure(seq, &e);
+            }
+            act.after_reply(ctx);
+        }));
+    }
+
+    fn on_probe(
+        &mut self,
+        seq: u64,
+        res: redis::RedisResult<Vec<Value>>,
+    ) -> Result<(), CommitError> {
+        let reply = res.map_err(CommitError::Redis)?;
+        let Some(i) = self.position(seq) else {
+            return Ok(());
+        };
+        let Stage::Probing { commits_before } = self.queue[i].stage else {
+            return Ok(());
+        };
+        let present = self.queue[i]
+            .encoded
+            .parse_probe(&reply)
+            .map_err(CommitError::Reply)?;
+        self.queue[i].stage = Stage::Probed {
+            commits_before,
+            present,
+        };
+        Ok(())
+    }
+
+    /// Identities written by commits the probe of a batch could not see (sent after it).
+    fn unseen_identities(&self, commits_before: u64) -> HashSet<&str> {
+        fn add<'a>(ids: &mut HashSet<&'a str>, enc: &'a Encoded, skipped: &[bool]) {
+            for i in 0..enc.identities() {
+                if !skipped.get(i).copied().unwrap_or(false) {
+                    ids.insert(enc.identity(i));
+                }
+            }
+        }
+        let mut ids = HashSet::new();
+        for r in &self.recent {
+            if r.commit_no >= commits_before {
+                add(&mut ids, &r.encoded, &r.skipped);
+            }
+        }
+        for p in &self.queue {
+            if let Stage::Committing { commit_no, skipped } = &p.stage
+                && *commit_no >= commits_before
+            {
+                add(&mut ids, &p.encoded, skipped);
+            }
+        }
+        ids
+    }
+
+    fn send_commit(&mut self, i: usize, mut conn: ConnectionManager, ctx: &mut Context<Self>) {
+        let Stage::Probed {
+            commits_before,
+            present,
+        } = &self.queue[i].stage
+        else {
+            return;
+        };
+        let enc = self.queue[i].encoded.clone();
+        let mut skipped = present.clone();
+        skipped.resize(enc.identities(), false);
+        let unseen = self.unseen_identities(*commits_before);
+        if !unseen.is_empty() {
+            for (k, s) in skipped.iter_mut().enumerate() {
+                *s = *s || unseen.contains(enc.identity(k));
+            }
+        }
+        let expects = self.expected(i);
+        let expects = expects.as_deref().unwrap_or("");
+        let duplicates = skipped.iter().filter(|s| **s).count();
+        let pipe = if duplicates == 0 && expects == enc.expects {
+            ToSend::AsEncoded(enc.clone())
+        } else {
+            ToSend::Rebuilt(enc.rebuilt(&skipped, expects))
+        };
+        let counts = (
+            (enc.identities() - duplicates) as u64,
+            (enc.repeats + duplicates) as u64,
+        );
+        let commit_no = self.commits_sent;
+        self.commits_sent += 1;
+        let seq = self.queue[i].seq;
+        self.queue[i].stage = Stage::Committing { commit_no, skipped };
+        failpoint::hit(failpoint::Point::BeforeCommit);
+        self.in_flight += 1;
+        let started = Instant::now();
+        let fut = async move { pipe.get().query_async::<Value>(&mut conn).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.in_flight -= 1;
+            metrics::histogram!("jetstream_ingestor_commit_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            match res {
+                Ok(Value::Nil) => act.on_failure(
+                    seq,
+                    &CommitError::Reply("EXEC answered nil (transaction not run)".into()),
+                ),
+                Ok(_) => {
+                    failpoint::hit(failpoint::Point::AfterCommitBeforeAck);
+                    failpoint::hit(failpoint::Point::DuringDrain);
+                    if let Some(i) = act.position(seq) {
+                        act.queue[i].done = Some(counts);
                     }
-                    Err(e) => act.on_failure(seq, &e),
+                    act.pop_done();
                 }
-                if act.failed && act.in_flight == 0 {
-                    act.recover(ctx);
-                } else {
-                    act.kick(ctx);
-                }
-            }));
+                Err(e) => act.on_failure(seq, &CommitError::Redis(e)),
+            }
+            act.after_reply(ctx);
+        }));
+    }
+
+    /// After any reply: recover once a failure's replies are all in, else send what can go.
+    fn after_reply(&mut self, ctx: &mut Context<Self>) {
+        if self.failed && self.in_flight == 0 {
+            self.recover(ctx);
+        } else {
+            self.kick(ctx);
         }
     }
 
@@ -190,21 +421,37 @@ impl RedisWriter {
             let Some(done) = self.queue.pop_front() else {
                 break;
             };
-            self.sent = self.sent.saturating_sub(1);
             self.retry.reset();
             self.status.consecutive_commit_failures = 0;
             self.last_token = Some(done.token.clone());
+            if let Stage::Committing { commit_no, skipped } = &done.stage {
+                for (stream, n) in done.encoded.added_per_stream(skipped) {
+                    metrics::counter!("jetstream_ingestor_jobs_total", "stream" => stream.to_owned())
+                        .increment(n);
+                }
+                self.recent.push_back(Recent {
+                    commit_no: *commit_no,
+                    encoded: done.encoded.clone(),
+                    skipped: skipped.clone(),
+                });
+                while self.recent.len() > self.cfg.pipeline_depth {
+                    self.recent.pop_front();
+                }
+            }
             self.notify(done, written, skipped);
         }
     }
 
-    fn on_failure(&mut self, seq: u64, e: &redis::RedisError) {
-        let chain = e.code() == Some("CHAIN");
-        if !self.failed && !chain {
+    fn on_failure(&mut self, seq: u64, e: &CommitError) {
+        // One failure is counted per incident: the commits behind a failed one undo
+        // themselves (chain check), which is the same incident.
+        if !self.failed {
             self.status.consecutive_commit_failures =
                 self.status.consecutive_commit_failures.saturating_add(1);
             self.status.last_error = Some(e.to_string());
             metrics::counter!("jetstream_ingestor_commit_failures_total").increment(1);
+            metrics::counter!("jetstream_ingestor_redis_errors_total", "kind" => error_kind(e))
+                .increment(1);
             warn!(error = %e, seq, attempt = self.status.consecutive_commit_failures, queued = self.queue.len(), "batch commit failed; recovering (nothing is skipped)");
         }
         self.failed = true;
@@ -238,14 +485,15 @@ impl RedisWriter {
                     }
                     for p in act.queue.iter_mut().take(landed) {
                         // Landed before the connection broke; counts unknown: all written.
-                        p.done = p.done.or(Some((p.entries as u64, 0)));
+                        let entries = p.encoded.identities() as u64;
+                        p.done = p.done.or(Some((entries, p.encoded.repeats as u64)));
                     }
                     act.pop_done();
                     act.last_token = chain.map(Rc::from);
                     for p in &mut act.queue {
                         p.done = None;
+                        p.stage = Stage::Queued;
                     }
-                    act.sent = 0;
                     act.failed = false;
                 }
                 Err(e) => {
@@ -278,6 +526,7 @@ impl RedisWriter {
         metrics::counter!("jetstream_ingestor_commits_total").increment(1);
         metrics::counter!("jetstream_ingestor_entries_written_total").increment(written);
         metrics::counter!("jetstream_ingestor_entries_skipped_total", "reason" => "already_committed").increment(skipped);
+        metrics::histogram!("jetstream_ingestor_batch_entries").record(written as f64);
         metrics::gauge!("jetstream_ingestor_writer_queue_batches").set(self.queue.len() as f64);
         if skipped > 0 {
             info!(
@@ -295,37 +544,6 @@ impl RedisWriter {
             received_at: done.received_at,
             credit: done.credit,
         });
-    }
-}
-
-/// One attempt: EVALSHA (with the predecessor token filled in), loading the script first if
-/// Redis lost it (restart, flush).
-async fn run_commit(
-    mut conn: ConnectionManager,
-    sha: &str,
-    inv: &Invocation,
-    expected: &str,
-) -> redis::RedisResult<(u64, u64)> {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(sha).arg(inv.keys.len()).arg(&inv.keys);
-    for (i, a) in inv.args.iter().enumerate() {
-        if i == EXPECTED_ARG {
-            cmd.arg(expected);
-        } else {
-            cmd.arg(a);
-        }
-    }
-    match cmd.query_async::<(u64, u64)>(&mut conn).await {
-        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-            info!("commit script not cached on the server; loading it");
-            let _: String = redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(COMMIT_SCRIPT)
-                .query_async(&mut conn)
-                .await?;
-            cmd.query_async(&mut conn).await
-        }
-        other => other,
     }
 }
 
@@ -364,26 +582,33 @@ impl Handler<PushBatch> for RedisWriter {
     type Result = ();
 
     fn handle(&mut self, PushBatch(batch): PushBatch, ctx: &mut Self::Context) {
-        let entries = entries_of(&batch);
-        let count = entries.len();
         let token: Rc<str> = Rc::from(format!("{:x}:{}", self.epoch, batch.seq));
-        let inv = invocation(
-            &self.keys,
-            entries,
-            &state_ops_of(&batch),
-            batch.cursor,
-            &token,
-            self.limits,
-        );
+        // Encoded for the usual case: its predecessor is the batch pushed before it.
+        let expects = self
+            .last_pushed
+            .as_deref()
+            .or(self.last_token.as_deref())
+            .unwrap_or("");
+        let encoded = encode(&self.keys, &batch, &token, expects, self.limits);
+        self.last_pushed = Some(token.clone());
+        // The events themselves are no longer needed: the encoded commands hold them.
+        let Batch {
+            seq,
+            session,
+            cursor,
+            received_at,
+            credit,
+            ..
+        } = batch;
         self.queue.push_back(Prepared {
-            seq: batch.seq,
-            session: batch.session,
-            cursor: batch.cursor,
-            received_at: batch.received_at,
-            entries: count,
-            credit: batch.credit,
+            seq,
+            session,
+            cursor,
+            received_at,
+            credit,
             token,
-            invocation: Rc::new(inv),
+            encoded: Rc::new(encoded),
+            stage: Stage::Queued,
             done: None,
         });
         metrics::gauge!("jetstream_ingestor_writer_queue_batches").set(self.queue.len() as f64);
@@ -542,7 +767,28 @@ mod failpoint {
 
 #[cfg(test)]
 mod tests {
-    use super::landed_prefix;
+    use super::{CommitError, error_kind, landed_prefix};
+
+    #[test]
+    fn commit_failures_get_a_stable_kind() {
+        let server = |code: &str, detail: &str| {
+            CommitError::Redis(redis::RedisError::from((
+                redis::ErrorKind::Extension,
+                "server",
+                format!("{code} {detail}"),
+            )))
+        };
+        assert_eq!(error_kind(&server("CHAIN", "predecessor x")), "chain");
+        assert_eq!(error_kind(&server("OOM", "command not allowed")), "oom");
+        assert_eq!(error_kind(&server("WRONGTYPE", "jsi:dead")), "wrongtype");
+        assert_eq!(error_kind(&server("ERR", "something")), "other");
+        assert_eq!(error_kind(&CommitError::Reply("x".into())), "reply");
+        let io = CommitError::Redis(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        )));
+        assert_eq!(error_kind(&io), "connection");
+    }
 
     #[test]
     fn the_chain_tells_how_many_queued_batches_landed() {

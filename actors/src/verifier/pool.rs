@@ -26,7 +26,7 @@ use super::verify::verify_commit;
 use crate::messages::{Batch, Item, PushBatch};
 use crate::model::{CommitEvent, DeadLetter, Event, Verdict};
 
-/// Smallest slice worth a message to a worker.
+/// Smallest slice worth a message to a worker (smaller batches are checked inline).
 const MIN_SLICE: usize = 32;
 
 /// Everything a worker needs, built once at start.
@@ -181,6 +181,8 @@ impl Handler<VerifySlice> for VerifierWorker {
 }
 
 pub struct VerifierPool {
+    /// For batches too small to be worth a thread hop (checked right here).
+    setup: Arc<Setup>,
     workers: Addr<VerifierWorker>,
     worker_count: usize,
     downstream: Recipient<PushBatch>,
@@ -197,10 +199,12 @@ impl VerifierPool {
     ) -> VerifierPool {
         let setup = Arc::new(setup);
         let worker_count = worker_count.max(1);
+        let shared = setup.clone();
         let workers = SyncArbiter::start(worker_count, move || VerifierWorker {
-            setup: setup.clone(),
+            setup: shared.clone(),
         });
         VerifierPool {
+            setup,
             workers,
             worker_count,
             downstream,
@@ -238,6 +242,17 @@ impl Handler<PushBatch> for VerifierPool {
     fn handle(&mut self, PushBatch(mut batch): PushBatch, ctx: &mut Self::Context) {
         let seq = batch.seq;
         let items = std::mem::take(&mut batch.items);
+        if items.len() < MIN_SLICE {
+            // At live rates batches hold a few events: checking them here costs less than
+            // two thread hops, and order holds because they join the same queue.
+            batch.items = items
+                .into_iter()
+                .filter_map(|i| self.setup.process(i))
+                .collect();
+            self.in_order.push_back((seq, Some(batch)));
+            self.forward_ready(ctx);
+            return;
+        }
         let slice_len = items.len().div_ceil(self.worker_count).max(MIN_SLICE);
         let mut slices = Vec::with_capacity(self.worker_count);
         let mut rest = items.into_iter().peekable();

@@ -1,0 +1,213 @@
+//! The commit transaction (actors/src/sink/commit.rs) against a real redis-server: what
+//! makes several commits in flight safe. A commit whose predecessor did not land, or that
+//! meets a key of the wrong type, must leave no visible trace (no entry, no identity, no
+//! state write, no cursor) and say why; a commit that can apply stores everything at once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actors::messages::{Batch, Credit, Item};
+use actors::model::{CommitEvent, Event, Operation, StateOp};
+use actors::sink::commit::{CommitLimits, Encoded, Keys, encode};
+use redis::{Commands, Value};
+use serde_json::value::RawValue;
+
+fn event(rkey: &str, t: u64) -> Item {
+    Item::Event(Event::Commit(CommitEvent {
+        did: "did:plc:abcdefghijklmnopqrstuvwx".into(),
+        time_us: t,
+        rev: "3l3qo2vutsw2b".into(),
+        operation: Operation::Create,
+        collection: "app.bsky.feed.post".into(),
+        rkey: rkey.into(),
+        record: Some(RawValue::from_string(format!(r#"{{"text":"{rkey}"}}"#)).unwrap()),
+        cid: Some("bafyrei".into()),
+        verdict: None,
+    }))
+}
+
+fn batch(seq: u64, items: Vec<Item>, cursor: u64) -> Batch {
+    let window = Arc::new(tokio::sync::Semaphore::new(1));
+    Batch {
+        seq,
+        session: 1,
+        source: Arc::from("test"),
+        items,
+        cursor: Some(cursor),
+        received_at: Instant::now(),
+        credit: Credit(window.try_acquire_owned().unwrap()),
+    }
+}
+
+fn state(field: &str) -> Item {
+    Item::State(StateOp {
+        key: "bucket:b:state".into(),
+        field: field.into(),
+        value: Some("1|x".into()),
+    })
+}
+
+const LIMITS: CommitLimits = CommitLimits {
+    dedupe_window_us: 1_000_000,
+};
+
+fn commit(con: &mut redis::Connection, enc: &Encoded) -> redis::RedisResult<Value> {
+    enc.commit.query::<Value>(con)
+}
+
+fn snapshot(con: &mut redis::Connection) -> (usize, usize, Option<String>, Option<String>, usize) {
+    let records: usize = con.xlen("jsi:records").unwrap();
+    let dedupe: usize = con.zcard("jsi:dedupe").unwrap();
+    let cursor: Option<String> = con.get("jsi:cursor").unwrap();
+    let chain: Option<String> = con.get("jsi:commit:chain").unwrap();
+    let state: usize = con.hlen("jsi:bucket:b:state").unwrap();
+    (records, dedupe, cursor, chain, state)
+}
+
+#[test]
+fn pipelined_commits_apply_in_order_and_a_commit_behind_a_failed_one_undoes_itself() {
+    let redis = support::redis(false);
+    let mut con = redis.connection().unwrap();
+    let keys = Keys::new("jsi:");
+
+    // Batch 1 lands (first commit: predecessor unchecked).
+    let b1 = encode(
+        &keys,
+        &batch(1, vec![event("a", 10), state("did:one")], 10),
+        "w:1",
+        "",
+        LIMITS,
+    );
+    commit(&mut con, &b1).expect("first commit applies");
+    assert_eq!(
+        snapshot(&mut con),
+        (1, 1, Some("10".into()), Some("w:1".into()), 1)
+    );
+
+    // Batch 2 is lost on the way (never applied); batch 3, pipelined behind it, must not
+    // apply: it expects w:2 in the chain.
+    let _b2 = encode(
+        &keys,
+        &batch(2, vec![event("b", 20)], 20),
+        "w:2",
+        "w:1",
+        LIMITS,
+    );
+    let b3 = encode(
+        &keys,
+        &batch(
+            3,
+            vec![event("c", 30), event("d", 31), state("did:three")],
+            31,
+        ),
+        "w:3",
+        "w:2",
+        LIMITS,
+    );
+    let before = snapshot(&mut con);
+    let err = commit(&mut con, &b3).expect_err("predecessor missing");
+    assert!(err.to_string().contains("CHAIN"), "{err}");
+    assert_eq!(
+        snapshot(&mut con),
+        before,
+        "no entry, identity, state write, cursor or chain change survives"
+    );
+    let entries: redis::streams::StreamRangeReply = con.xrange_all("jsi:records").unwrap();
+    assert_eq!(entries.ids.len(), 1, "the undone entries are not readable");
+
+    // Retried in order, both land; batch 3 again as encoded (its predecessor now holds).
+    let b2 = encode(
+        &keys,
+        &batch(2, vec![event("b", 20)], 20),
+        "w:2",
+        "w:1",
+        LIMITS,
+    );
+    commit(&mut con, &b2).expect("batch 2 applies");
+    commit(&mut con, &b3).expect("batch 3 applies after its predecessor");
+    assert_eq!(
+        snapshot(&mut con),
+        (4, 4, Some("31".into()), Some("w:3".into()), 2)
+    );
+    let rkeys: Vec<String> = support::read_stream(&mut con, "jsi:records")
+        .iter()
+        .map(|e| e["rkey"].clone())
+        .collect();
+    assert_eq!(rkeys, ["a", "b", "c", "d"], "wire order kept");
+}
+
+#[test]
+fn a_key_of_the_wrong_type_undoes_the_whole_batch() {
+    let redis = support::redis(false);
+    let mut con = redis.connection().unwrap();
+    let keys = Keys::new("jsi:");
+    let _: () = con.set("jsi:dead", "an operator's string").unwrap();
+    let mut dead = actors::model::DeadLetter::new("invalid_json", "bad", b"{oops");
+    dead.time_us = Some(15);
+    let b = encode(
+        &keys,
+        &batch(
+            1,
+            vec![event("a", 10), Item::Dead(dead), state("did:x")],
+            15,
+        ),
+        "w:1",
+        "",
+        LIMITS,
+    );
+    let err = commit(&mut con, &b).expect_err("dead stream is a string");
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    assert_eq!(
+        snapshot(&mut con),
+        (0, 0, None, None, 0),
+        "the records entry that did go in was taken out again, nothing stored"
+    );
+
+    // Fixed by the operator, the retry writes everything (nothing was marked as committed).
+    let _: () = con.del("jsi:dead").unwrap();
+    commit(&mut con, &b).expect("applies once the key is fixed");
+    assert_eq!(
+        snapshot(&mut con),
+        (1, 2, Some("15".into()), Some("w:1".into()), 1)
+    );
+    let dead_len: usize = con.xlen("jsi:dead").unwrap();
+    assert_eq!(dead_len, 1);
+}
+
+#[test]
+fn the_probe_finds_committed_identities_and_the_rebuilt_commit_skips_them() {
+    let redis = support::redis(false);
+    let mut con = redis.connection().unwrap();
+    let keys = Keys::new("jsi:");
+    let b1 = encode(
+        &keys,
+        &batch(1, vec![event("a", 10), event("b", 11)], 11),
+        "w:1",
+        "",
+        LIMITS,
+    );
+    commit(&mut con, &b1).unwrap();
+    // A rewind overlap: b again, then c.
+    let b2 = encode(
+        &keys,
+        &batch(2, vec![event("b", 11), event("c", 12)], 12),
+        "w:2",
+        "w:1",
+        LIMITS,
+    );
+    let reply: Vec<Value> = b2.probe.as_ref().unwrap().query(&mut con).unwrap();
+    let present = b2.parse_probe(&reply).unwrap();
+    assert_eq!(present, [true, false]);
+    b2.rebuilt(&present, "w:1")
+        .query::<Value>(&mut con)
+        .unwrap();
+    let rkeys: Vec<String> = support::read_stream(&mut con, "jsi:records")
+        .iter()
+        .map(|e| e["rkey"].clone())
+        .collect();
+    assert_eq!(rkeys, ["a", "b", "c"], "b written once");
+    assert_eq!(snapshot(&mut con).2, Some("12".into()));
+}

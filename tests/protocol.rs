@@ -144,6 +144,13 @@ fn failover_to_a_host_with_another_clock_when_the_first_goes_silent() {
         );
         assert_eq!(st.reader.failovers, 1);
         assert_eq!(st.reader.endpoint, rb.url());
+        let moved = st
+            .reader
+            .last_failover
+            .clone()
+            .expect("last_failover is set");
+        assert_eq!((moved.from, moved.to), (ra.url(), rb.url()));
+        assert_eq!(moved.reason, "idle_timeout");
         let st = wait_status(
             &sup,
             Duration::from_secs(30),
@@ -182,6 +189,7 @@ fn failover_after_repeated_dial_failures_to_a_host_whose_clock_is_behind() {
     let a = fake_with(lines[..1_000].to_vec(), |c| c.close_at_end = true);
     let a_port = a.addr().port();
     let a_url = a.url();
+    let a_url_str = a_url.clone();
     // B's clock is 3 s behind, and it drops the connection every 300 events (3 s of its
     // time): its first sessions end while its times are still below the committed cursor
     // (A's clock), so redials must start from what B itself delivered.
@@ -214,13 +222,22 @@ fn failover_after_repeated_dial_failures_to_a_host_whose_clock_is_behind() {
         })
         .await;
         assert_eq!(st.reader.failovers, 1);
+        // B's sessions may already have ended (it closes every 300 events) and overwritten
+        // `last_error`; `last_failover` keeps what moved the reader.
+        let moved = st
+            .reader
+            .last_failover
+            .clone()
+            .expect("last_failover is set");
+        assert_eq!(moved.from, a_url_str);
+        assert_eq!(moved.to, rb.url());
+        assert_eq!(moved.reason, "connect_failed", "{moved:?}");
         assert!(
-            st.reader
-                .last_error
+            moved
+                .error
                 .as_deref()
                 .is_some_and(|e| e.contains(&a_port.to_string())),
-            "{:?}",
-            st.reader.last_error
+            "{moved:?}"
         );
         let st = wait_status(&sup, Duration::from_secs(30), "all events written", |s| {
             s.writer.entries_written >= 3_000 && s.writer.queued_batches == 0

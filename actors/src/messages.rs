@@ -145,6 +145,22 @@ pub struct ReaderStatus {
     /// `gap` alarms raised since start, and the last one.
     pub gaps: u64,
     pub last_gap: Option<GapAlarm>,
+    /// The last move to another endpoint, with the error that caused it (later sessions
+    /// overwrite `last_error`; this keeps why the reader left a host).
+    pub last_failover: Option<FailoverNote>,
+}
+
+/// Why and where the reader last moved to another Jetstream endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FailoverNote {
+    /// The session (dial) whose end caused the move.
+    pub session: u64,
+    pub from: String,
+    pub to: String,
+    /// How that session ended (`connect_failed`, `idle_timeout`, …).
+    pub reason: &'static str,
+    /// The reader's last error on `from` when it moved.
+    pub error: Option<String>,
 }
 
 /// A session's first event was much newer than the cursor asked for: the host no longer had

@@ -190,6 +190,9 @@ pub fn render_status(v: &StatusView) -> String {
         v.consecutive_failures, v.consecutive_commit_failures, v.gaps
     );
     let _ = writeln!(out, "last error   {}", dash(&v.last_error));
+    if v.last_failover.is_some() {
+        let _ = writeln!(out, "failover     {}", dash(&v.last_failover));
+    }
     if v.last_commit_error.is_some() {
         let _ = writeln!(out, "commit error {}", dash(&v.last_commit_error));
     }

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use actors::messages::{ReaderState, Status};
+use actors::messages::{FailoverNote, ReaderState, Status};
 use actors::model::Cursor;
 use serde::{Deserialize, Serialize};
 
@@ -142,6 +142,9 @@ pub struct StatusView {
     pub sessions_started: u64,
     pub reader_restarts: u64,
     pub failovers: u64,
+    /// The last move to another endpoint and why: `session 7: ws://a -> ws://b
+    /// (connect_failed: …)`.
+    pub last_failover: Option<String>,
     /// Gap alarms (the host no longer had the events after the requested cursor).
     pub gaps: u64,
     pub uptime_secs: u64,
@@ -186,6 +189,9 @@ impl StatusView {
             sessions_started: reader.map_or(0, |r| r.sessions_started),
             reader_restarts: status.map_or(0, |s| s.reader_restarts),
             failovers: reader.map_or(0, |r| r.failovers),
+            last_failover: reader
+                .and_then(|r| r.last_failover.as_ref())
+                .map(describe_failover),
             gaps: reader.map_or(0, |r| r.gaps),
             uptime_secs: status.map_or(0, |s| s.uptime_secs),
             ready,
@@ -233,6 +239,19 @@ impl StatusView {
     }
 }
 
+/// One line for a failover: `session 7: ws://a -> ws://b (connect_failed: …)`.
+fn describe_failover(f: &FailoverNote) -> String {
+    let error = f
+        .error
+        .as_deref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default();
+    format!(
+        "session {}: {} -> {} ({}{error})",
+        f.session, f.from, f.to, f.reason
+    )
+}
+
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
@@ -275,6 +294,26 @@ fn ready_when(facts: Option<(ReaderState, u64, u32)>) -> (bool, Option<String>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failover_reads_as_one_line() {
+        let mut f = FailoverNote {
+            session: 7,
+            from: "ws://a".into(),
+            to: "ws://b".into(),
+            reason: "connect_failed",
+            error: Some("ws://a: refused".into()),
+        };
+        assert_eq!(
+            describe_failover(&f),
+            "session 7: ws://a -> ws://b (connect_failed: ws://a: refused)"
+        );
+        f.error = None;
+        assert_eq!(
+            describe_failover(&f),
+            "session 7: ws://a -> ws://b (connect_failed)"
+        );
+    }
 
     #[test]
     fn rates_come_from_successive_samples() {

@@ -32,7 +32,7 @@ use super::reader::Shared;
 use super::session::{RefusedFrame, SessionEnd};
 use super::subscribe::source_of;
 use crate::backoff::full_jitter;
-use crate::messages::{Item, PushBatch, ReaderState};
+use crate::messages::{FailoverNote, Item, PushBatch, ReaderState};
 use crate::model::{Cursor, DeadLetter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +219,17 @@ impl ReadLoop {
         metrics::gauge!("jetstream_ingestor_reader_consecutive_failures").set(f64::from(failures));
         let next = self.shared.failover.borrow_mut().record(outcome);
         if let Next::Move { from, to } = next {
-            self.shared.counters.borrow_mut().failovers += 1;
+            {
+                let mut c = self.shared.counters.borrow_mut();
+                c.failovers += 1;
+                c.last_failover = Some(FailoverNote {
+                    session: self.shared.current_session.get(),
+                    from: dial.endpoint.clone(),
+                    to: self.cfg.endpoints.get(to).cloned().unwrap_or_default(),
+                    reason: end.reason,
+                    error: c.last_error.clone(),
+                });
+            }
             self.shared.failover_pending.set(true);
             self.shared.host_committed.set(None);
             self.shared

@@ -25,8 +25,8 @@ use super::read_loop::{Control, ReadLoop};
 use super::subscribe::Filters;
 use crate::backoff::Backoff;
 use crate::messages::{
-    BatchCommitted, Drain, GapAlarm, GetReaderStatus, Pause, PushBatch, ReaderState, ReaderStatus,
-    Restart, Resume, UpdateFilters,
+    BatchCommitted, Drain, FailoverNote, GapAlarm, GetReaderStatus, Pause, PushBatch, ReaderState,
+    ReaderStatus, Restart, Resume, UpdateFilters,
 };
 
 /// Where the first dial starts.
@@ -52,6 +52,7 @@ pub(super) struct Counters {
     pub failovers: u64,
     pub gaps: u64,
     pub last_gap: Option<GapAlarm>,
+    pub last_failover: Option<FailoverNote>,
 }
 
 /// State shared between the actor's handlers and its read loop (same thread), kept across
@@ -203,6 +204,7 @@ impl Handler<GetReaderStatus> for JetstreamReader {
             failovers: c.failovers,
             gaps: c.gaps,
             last_gap: c.last_gap.clone(),
+            last_failover: c.last_failover.clone(),
         })
     }
 }

@@ -269,6 +269,57 @@ fn failover_after_repeated_dial_failures_to_a_host_whose_clock_is_behind() {
     assert!(dups.is_empty(), "{} duplicated", dups.len());
 }
 
+/// The stored cursor does not say which host stamped it. With several endpoints, a start
+/// may dial a host whose clock is behind the one that committed it: the first dial rewinds
+/// by `failover_rewind`, not `rewind`, and nothing in between is skipped.
+#[test]
+fn a_start_with_several_endpoints_rewinds_the_stored_cursor_by_failover_rewind() {
+    let redis = redis(false);
+    let lines = respace(&corpus(600, 64), T0, 10_000);
+    let times: Vec<u64> = lines.iter().map(|l| time_of(l).unwrap()).collect();
+    // The previous run committed up to event 399 from a host whose clock is 3 s ahead of A.
+    let stored = times[399] + 3 * SEC;
+    redis::cmd("SET")
+        .arg("jsi:cursor")
+        .arg(stored)
+        .exec(&mut redis.connection().unwrap())
+        .unwrap();
+    let a = fake_with(lines.clone(), |_| {});
+    let mut s = settings(&a.url(), &redis.url());
+    s.jetstream.endpoints = vec![a.url(), "ws://127.0.0.1:9/subscribe".to_owned()];
+    s.jetstream.rewind = Duration::from_millis(2);
+    s.jetstream.failover_rewind = Duration::from_secs(5);
+    with_supervisor(
+        s,
+        StartChoice::Resume { fallback: None },
+        |sup| async move {
+            // A serves from its event 199 (stored - 5 s in its clock): 401 events. With the
+            // plain 2 ms rewind it would serve nothing, and this would time out.
+            let st = wait_status(
+                &sup,
+                Duration::from_secs(30),
+                "A's 401 events written",
+                |s| s.writer.entries_written >= 401 && s.writer.queued_batches == 0,
+            )
+            .await;
+            assert_eq!(st.writer.entries_written, 401);
+            assert_eq!(st.reader.endpoint_index, 0);
+            assert_eq!(st.reader.failovers, 0);
+        },
+    );
+    let on_a = a.connections();
+    assert_eq!(
+        on_a[0].cursor,
+        Some(stored - 5 * SEC),
+        "the first dial rewinds the stored cursor by failover_rewind"
+    );
+    // Every event from 199 on, once (the stored cursor never moves back).
+    let mut con = redis.connection().unwrap();
+    let (missing, dups) = compare(&mut con, "jsi:", &lines[199..]);
+    assert!(missing.is_empty(), "{} missing", missing.len());
+    assert!(dups.is_empty(), "{} duplicated", dups.len());
+}
+
 #[test]
 fn require_hello_sends_the_filters_before_anything_is_served() {
     let redis = redis(false);

@@ -77,8 +77,9 @@ pub(super) struct Shared {
     /// up, and a redial from it would skip events.
     pub host_committed: Cell<Option<u64>>,
     pub host_since_session: Cell<u64>,
-    /// The reader moved to another endpoint and nothing from it is committed yet: its dials
-    /// start from the committed cursor minus `failover_rewind` (another clock).
+    /// The reader moved to another endpoint (or started from a stored cursor with several
+    /// endpoints configured) and nothing from it is committed yet: its dials start from the
+    /// committed cursor minus `failover_rewind` (another clock).
     pub failover_pending: Cell<bool>,
     /// The filters of every dial, and of `options_update`s on the live socket when changed.
     pub filters: watch::Sender<Arc<Filters>>,
@@ -123,7 +124,12 @@ impl JetstreamReader {
             failover: RefCell::new(Failover::new(cfg.endpoints.len(), cfg.failover_after)),
             host_committed: Cell::new(None),
             host_since_session: Cell::new(0),
-            failover_pending: Cell::new(false),
+            // The stored cursor says nothing of which host stamped it: with several
+            // endpoints it may be in another host's clock, so the first dials treat it
+            // like a failover's (rewound by `failover_rewind`) until this host commits.
+            failover_pending: Cell::new(
+                cfg.endpoints.len() > 1 && matches!(start, StartCursor::Committed(_)),
+            ),
             filters: watch::Sender::new(Arc::new(cfg.filters())),
             skipped: Cell::new(None),
         });

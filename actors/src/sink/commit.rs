@@ -29,9 +29,10 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
 use redis::{Cmd, Pipeline, Value};
 
 use crate::messages::{Batch, Item};
@@ -278,7 +279,8 @@ struct Encoder<'a> {
     scores: Vec<u64>,
     stream_of: Vec<usize>,
     /// Identity hash → first span with it (exact comparison on a hit).
-    seen: HashMap<u64, usize>,
+    /// foldhash (seeded per process): the identities are short and this runs per entry.
+    seen: HashMap<u64, usize, RandomState>,
     hasher: RandomState,
     repeats: usize,
     scratch: String,
@@ -390,8 +392,8 @@ pub fn encode(
         spans: Vec::with_capacity(n),
         scores: Vec::with_capacity(n),
         stream_of: Vec::with_capacity(n),
-        seen: HashMap::with_capacity(n),
-        hasher: RandomState::new(),
+        seen: HashMap::with_capacity_and_hasher(n, RandomState::default()),
+        hasher: RandomState::default(),
         repeats: 0,
         scratch: String::new(),
     };

@@ -211,3 +211,53 @@ fn the_probe_finds_committed_identities_and_the_rebuilt_commit_skips_them() {
     assert_eq!(rkeys, ["a", "b", "c"], "b written once");
     assert_eq!(snapshot(&mut con).2, Some("12".into()));
 }
+
+/// Bucket state writes go out as one `HSET`/`HDEL` per hash, in chunks (Lua's `unpack` is
+/// bounded): 1,300 fields set and 1,100 deleted in one commit, with overwrites inside the
+/// batch, end exactly as if applied one by one.
+#[test]
+fn many_state_writes_in_one_commit_land_as_if_applied_in_order() {
+    let redis = support::redis(false);
+    let mut con = redis.connection().unwrap();
+    let keys = Keys::new("jsi:");
+    let op = |key: &str, field: String, value: Option<String>| {
+        Item::State(StateOp {
+            key: key.into(),
+            field,
+            value,
+        })
+    };
+    // Existing fields 0..1100 of the members hash, to be deleted.
+    for i in 0..1_100 {
+        let _: () = con
+            .hset("jsi:bucket:b:members", format!("did:{i}"), "old")
+            .unwrap();
+    }
+    let mut items = vec![event("a", 10)];
+    for i in 0..1_300 {
+        items.push(op("bucket:b:state", format!("did:{i}"), Some(format!("v{i}"))));
+    }
+    for i in 0..1_100 {
+        items.push(op("bucket:b:members", format!("did:{i}"), None));
+    }
+    // Overwrites: the last write of a field wins.
+    items.push(op("bucket:b:state", "did:5".into(), Some("last".into())));
+    items.push(op("bucket:b:state", "did:6".into(), None));
+    items.push(op("bucket:b:members", "did:7".into(), Some("back".into())));
+    let enc = encode(&keys, &batch(1, items, 10), "w:1", "", LIMITS);
+    commit(&mut con, &enc).unwrap();
+
+    let state: std::collections::HashMap<String, String> =
+        con.hgetall("jsi:bucket:b:state").unwrap();
+    assert_eq!(state.len(), 1_299, "1,300 set, did:6 deleted after");
+    assert_eq!(state["did:0"], "v0");
+    assert_eq!(state["did:1299"], "v1299");
+    assert_eq!(state["did:5"], "last");
+    assert!(!state.contains_key("did:6"));
+    let members: std::collections::HashMap<String, String> =
+        con.hgetall("jsi:bucket:b:members").unwrap();
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert_eq!(members["did:7"], "back");
+    let chain: Option<String> = con.get("jsi:commit:chain").unwrap();
+    assert_eq!(chain.as_deref(), Some("w:1"));
+}

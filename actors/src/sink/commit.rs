@@ -71,9 +71,12 @@ impl Keys {
 /// ARGV: 1 prune-below score ("" = none), 2 cursor ("" = none), 3 this batch's token, 4 the
 /// token the chain must hold ("" = unchecked), 5 the lowest score among this transaction's new
 /// identities ("" = none); then per key of KEYS[4..]: its type (`stream` / `hash`) and the
-/// number of entries this transaction added to it; then the state-operation count and per
-/// operation: KEYS index, field, `s` (HSET) or `d` (HDEL), value. Returns 1, or an error
-/// (`CHAIN …` / `WRONGTYPE …`) after undoing the transaction's writes.
+/// number of entries this transaction added to it; then the number of state groups and per
+/// group (one hash): its KEYS index, the number of fields to set, field/value pairs, the
+/// number of fields to delete, the fields. One `HSET`/`HDEL` per hash instead of one per
+/// field: a call from Lua costs ~1 µs of Redis CPU, and the example buckets write about one
+/// field per event. Returns 1, or an error (`CHAIN …` / `WRONGTYPE …`) after undoing the
+/// transaction's writes.
 pub const FINALIZE_SCRIPT: &str = r#"#!lua
 local nt = #KEYS - 3
 local function undo(msg)
@@ -104,15 +107,25 @@ if ARGV[4] ~= '' then
     return undo('CHAIN predecessor ' .. ARGV[4] .. ' is not committed (chain holds ' .. tostring(chain) .. '); this batch was undone')
   end
 end
-local i = 6 + 2 * nt
-for _ = 1, tonumber(ARGV[i]) do
-  local key = KEYS[tonumber(ARGV[i + 1])]
-  if ARGV[i + 3] == 's' then
-    redis.call('HSET', key, ARGV[i + 2], ARGV[i + 4])
-  else
-    redis.call('HDEL', key, ARGV[i + 2])
+-- unpack() is bounded by the Lua stack: at most 1000 values per call.
+local function apply(cmd, key, from, n, width)
+  local j = 0
+  while j < n do
+    local m = math.min(n - j, 1000 / width)
+    redis.call(cmd, key, unpack(ARGV, from + width * j, from + width * (j + m) - 1))
+    j = j + m
   end
-  i = i + 4
+end
+local i = 6 + 2 * nt
+local groups = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, groups do
+  local key, ns = KEYS[tonumber(ARGV[i])], tonumber(ARGV[i + 1])
+  apply('HSET', key, i + 2, ns, 2)
+  i = i + 2 + 2 * ns
+  local nd = tonumber(ARGV[i])
+  apply('HDEL', key, i + 1, nd, 1)
+  i = i + 1 + nd
 end
 if ARGV[1] ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
@@ -155,8 +168,8 @@ pub struct Encoded {
     keys: Keys,
     /// Streams, then hashes, the batch writes, with the type each must have.
     typed: Vec<(String, &'static str)>,
-    /// State operations: index into `typed`, field, value (`None` = delete).
-    state: Vec<(usize, String, Option<String>)>,
+    /// The bucket state writes, one group per hash.
+    state: Vec<StateGroup>,
     prune: Option<u64>,
     cursor: Option<u64>,
     token: String,
@@ -253,16 +266,58 @@ impl Encoded {
             fin.arg(*t).arg(*n);
         }
         fin.arg(self.state.len());
-        for (at, field, value) in &self.state {
+        for g in &self.state {
             // KEYS index (1-based): dedupe, cursor, chain, then `typed`.
-            fin.arg(4 + at).arg(field);
-            match value {
-                Some(v) => fin.arg("s").arg(v),
-                None => fin.arg("d").arg(""),
-            };
+            fin.arg(4 + g.at).arg(g.set.len());
+            for (field, value) in &g.set {
+                fin.arg(field).arg(value);
+            }
+            fin.arg(g.del.len());
+            for field in &g.del {
+                fin.arg(field);
+            }
         }
         pipe.add_command(fin);
     }
+}
+
+/// The bucket state writes to one hash (`at`: index into `typed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StateGroup {
+    at: usize,
+    set: Vec<(String, String)>,
+    del: Vec<String>,
+}
+
+/// Groups state operations per hash, in the order the hashes first appear. The last
+/// operation on a field wins, as if they were applied one by one, so within a group every
+/// field is set or deleted once and the order of `HSET` and `HDEL` does not matter.
+fn group_state(ops: &[(usize, &StateOp)]) -> Vec<StateGroup> {
+    let mut last: HashMap<(usize, &str), usize, RandomState> = HashMap::default();
+    let mut groups: Vec<StateGroup> = Vec::new();
+    for (i, (at, op)) in ops.iter().enumerate() {
+        last.insert((*at, op.field.as_str()), i);
+        if !groups.iter().any(|g| g.at == *at) {
+            groups.push(StateGroup {
+                at: *at,
+                set: Vec::new(),
+                del: Vec::new(),
+            });
+        }
+    }
+    for (i, (at, op)) in ops.iter().enumerate() {
+        if last.get(&(*at, op.field.as_str())) != Some(&i) {
+            continue;
+        }
+        let Some(k) = groups.iter().position(|g| g.at == *at) else {
+            continue;
+        };
+        match &op.value {
+            Some(v) => groups[k].set.push((op.field.clone(), v.clone())),
+            None => groups[k].del.push(op.field.clone()),
+        }
+    }
+    groups
 }
 
 /// Writes entries as `XADD` commands into a transaction, noting identities and scores.
@@ -409,13 +464,11 @@ pub fn encode(
         }
     }
     enc.flush();
-    let state = state
+    let state: Vec<(usize, &StateOp)> = state
         .into_iter()
-        .map(|op: &StateOp| {
-            let at = enc.typed_key(keys.stream(&op.key), "hash");
-            (at, op.field.clone(), op.value.clone())
-        })
+        .map(|op: &StateOp| (enc.typed_key(keys.stream(&op.key), "hash"), op))
         .collect();
+    let state = group_state(&state);
     let probe = (!enc.spans.is_empty()).then(|| {
         let mut probe = redis::pipe();
         probe.cmd("ZMSCORE").arg(&keys.dedupe);
@@ -603,19 +656,46 @@ mod tests {
         );
         assert_eq!(
             &fin[26..],
-            [
-                "2",
-                "8",
-                "did:plc:abc",
-                "s",
-                "{}",
-                "8",
-                "did:plc:old",
-                "d",
-                ""
-            ]
+            ["1", "8", "1", "did:plc:abc", "{}", "1", "did:plc:old"],
+            "one group: hash KEYS[8], one field set, one deleted"
         );
         assert_eq!(enc.expects, "e:6");
+    }
+
+    #[test]
+    fn state_writes_are_grouped_per_hash_and_the_last_write_of_a_field_wins() {
+        let op = |key: &str, field: &str, value: Option<&str>| StateOp {
+            key: key.into(),
+            field: field.into(),
+            value: value.map(str::to_owned),
+        };
+        let ops = [
+            op("a", "x", Some("1")),
+            op("b", "x", None),
+            op("a", "y", None),
+            op("a", "x", Some("2")),
+            op("a", "y", Some("3")),
+            op("b", "z", Some("4")),
+            op("b", "z", None),
+        ];
+        let at = |key: &str| usize::from(key == "b");
+        let with_at: Vec<(usize, &StateOp)> = ops.iter().map(|o| (at(&o.key), o)).collect();
+        let g = group_state(&with_at);
+        assert_eq!(
+            g,
+            [
+                StateGroup {
+                    at: 0,
+                    set: vec![("x".into(), "2".into()), ("y".into(), "3".into())],
+                    del: vec![],
+                },
+                StateGroup {
+                    at: 1,
+                    set: vec![],
+                    del: vec!["x".into(), "z".into()],
+                },
+            ]
+        );
     }
 
     #[test]

@@ -235,7 +235,11 @@ fn many_state_writes_in_one_commit_land_as_if_applied_in_order() {
     }
     let mut items = vec![event("a", 10)];
     for i in 0..1_300 {
-        items.push(op("bucket:b:state", format!("did:{i}"), Some(format!("v{i}"))));
+        items.push(op(
+            "bucket:b:state",
+            format!("did:{i}"),
+            Some(format!("v{i}")),
+        ));
     }
     for i in 0..1_100 {
         items.push(op("bucket:b:members", format!("did:{i}"), None));

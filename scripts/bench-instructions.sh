@@ -64,7 +64,8 @@ RUST_LOG=warn "$BIN" fake-jetstream --listen "127.0.0.1:$fport" --file "$corpus"
 pids+=($!)
 wait_port "$fport"
 
-# One replay; $1 = what runs under callgrind (redis | ingestor). Prints "landed execs Ir".
+# One replay; $1 = what runs under callgrind (redis | ingestor). Writes "landed execs Ir" to
+# $work/result. Not run in a subshell, so its processes stay in `pids` for the exit trap.
 one() {
   local under=$1 rport rpid out=$work/callgrind.$1
   rport=$(free_port)
@@ -94,16 +95,18 @@ one() {
   execs=$(redis-cli -p "$rport" INFO commandstats | sed -n 's/^cmdstat_exec:calls=\([0-9]*\),.*/\1/p')
   redis-cli -p "$rport" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
   wait "$rpid" 2>/dev/null || true
-  echo "$landed ${execs:-0} $(ir "$out")"
+  echo "$landed ${execs:-0} $(ir "$out")" >"$work/result"
 }
 
 echo "binary: $BIN"
 echo "mode:   $MODE, $N events ($first..$last)"
-read -r landed execs redis_ir <<<"$(one redis)"
+one redis
+read -r landed execs redis_ir <"$work/result"
 printf 'redis-server: %s instructions (%.0f per event); landed %s, %s EXECs\n' \
   "$redis_ir" "$(python3 -c "print($redis_ir / $N)")" "$landed" "$execs"
 ((landed == N)) || die "landed $landed of $N events"
-read -r landed execs ing_ir <<<"$(one ingestor)"
+one ingestor
+read -r landed execs ing_ir <"$work/result"
 printf 'ingestor:     %s instructions (%.0f per event); landed %s, %s EXECs\n' \
   "$ing_ir" "$(python3 -c "print($ing_ir / $N)")" "$landed" "$execs"
 ((landed == N)) || die "landed $landed of $N events"

@@ -218,18 +218,20 @@ impl ReadLoop {
             .increment(1);
         metrics::gauge!("jetstream_ingestor_reader_consecutive_failures").set(f64::from(failures));
         let next = self.shared.failover.borrow_mut().record(outcome);
-        if let Next::Move { from, to } = next {
-            {
+        if let Next::Move { to, .. } = next {
+            let note = {
                 let mut c = self.shared.counters.borrow_mut();
                 c.failovers += 1;
-                c.last_failover = Some(FailoverNote {
+                let note = FailoverNote {
                     session: self.shared.current_session.get(),
                     from: dial.endpoint.clone(),
                     to: self.cfg.endpoints.get(to).cloned().unwrap_or_default(),
                     reason: end.reason,
                     error: c.last_error.clone(),
-                });
-            }
+                };
+                c.last_failover = Some(note.clone());
+                note
+            };
             self.shared.failover_pending.set(true);
             self.shared.host_committed.set(None);
             self.shared
@@ -239,9 +241,10 @@ impl ReadLoop {
             self.skip = None;
             metrics::counter!("jetstream_ingestor_failovers_total").increment(1);
             warn!(
-                from = %self.cfg.endpoints.get(from).map_or("", String::as_str),
-                to = %self.cfg.endpoints.get(to).map_or("", String::as_str),
-                reason = end.reason,
+                from = %note.from,
+                to = %note.to,
+                reason = note.reason,
+                error = note.error.as_deref().unwrap_or(""),
                 rewind_ms = self.cfg.effective_failover_rewind().as_millis() as u64,
                 "failing over to the next jetstream endpoint"
             );

@@ -295,23 +295,26 @@ struct StateGroup {
 fn group_state(ops: &[(usize, &StateOp)]) -> Vec<StateGroup> {
     let mut last: HashMap<(usize, &str), usize, RandomState> = HashMap::default();
     let mut groups: Vec<StateGroup> = Vec::new();
+    let mut group_of = Vec::with_capacity(ops.len());
     for (i, (at, op)) in ops.iter().enumerate() {
         last.insert((*at, op.field.as_str()), i);
-        if !groups.iter().any(|g| g.at == *at) {
-            groups.push(StateGroup {
-                at: *at,
-                set: Vec::new(),
-                del: Vec::new(),
-            });
-        }
+        let k = match groups.iter().position(|g| g.at == *at) {
+            Some(k) => k,
+            None => {
+                groups.push(StateGroup {
+                    at: *at,
+                    set: Vec::new(),
+                    del: Vec::new(),
+                });
+                groups.len() - 1
+            }
+        };
+        group_of.push(k);
     }
-    for (i, (at, op)) in ops.iter().enumerate() {
+    for (i, ((at, op), k)) in ops.iter().zip(group_of).enumerate() {
         if last.get(&(*at, op.field.as_str())) != Some(&i) {
             continue;
         }
-        let Some(k) = groups.iter().position(|g| g.at == *at) else {
-            continue;
-        };
         match &op.value {
             Some(v) => groups[k].set.push((op.field.clone(), v.clone())),
             None => groups[k].del.push(op.field.clone()),

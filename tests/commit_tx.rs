@@ -265,3 +265,50 @@ fn many_state_writes_in_one_commit_land_as_if_applied_in_order() {
     let chain: Option<String> = con.get("jsi:commit:chain").unwrap();
     assert_eq!(chain.as_deref(), Some("w:1"));
 }
+
+#[test]
+fn an_undone_commit_leaves_every_other_batchs_identities_in_the_dedupe_index() {
+    // Hardening item 5: the undo once removed identities by score range (ZREMRANGEBYSCORE
+    // from the lowest new score), taking out those of committed batches with the same or
+    // later times; replays then wrote those events twice.
+    let redis = support::redis(false);
+    let mut con = redis.connection().unwrap();
+    let keys = Keys::new("jsi:");
+    let b1 = encode(
+        &keys,
+        &batch(1, vec![event("a", 40), event("b", 50), event("c", 60)], 60),
+        "w:1",
+        "",
+        LIMITS,
+    );
+    commit(&mut con, &b1).expect("first commit applies");
+    let committed: Vec<(String, f64)> = con.zrange_withscores("jsi:dedupe", 0, -1).unwrap();
+    assert_eq!(committed.len(), 3);
+
+    // A commit with identities at times 40..=70 whose predecessor is missing: undone.
+    let b3 = encode(
+        &keys,
+        &batch(3, vec![event("d", 40), event("e", 55), event("f", 70)], 70),
+        "w:3",
+        "w:2",
+        LIMITS,
+    );
+    let err = commit(&mut con, &b3).expect_err("predecessor missing");
+    assert!(err.to_string().contains("CHAIN"), "{err}");
+    let after: Vec<(String, f64)> = con.zrange_withscores("jsi:dedupe", 0, -1).unwrap();
+    assert_eq!(
+        after, committed,
+        "exactly the committed identities: none of the undone ones, none taken away"
+    );
+
+    // The probe of a replay of batch 1 still finds all three: nothing is written twice.
+    let replay = encode(
+        &keys,
+        &batch(4, vec![event("a", 40), event("b", 50), event("c", 60)], 60),
+        "w:4",
+        "w:1",
+        LIMITS,
+    );
+    let reply: Vec<Value> = replay.probe.as_ref().unwrap().query(&mut con).unwrap();
+    assert_eq!(replay.parse_probe(&reply).unwrap(), [true, true, true]);
+}

@@ -2,9 +2,9 @@
 //!
 //! 1. **Probe** (read-only): `ZMSCORE dedupe <ids>` tells which entries were already
 //!    committed (rewind overlap, replays).
-//! 2. **Commit** (one `MULTI … EXEC`): an `XADD` per new entry, one `ZADD` of the new
-//!    identities, then [`FINALIZE_SCRIPT`], which checks every key's type and that the chain
-//!    key holds the predecessor's token, applies the bucket state writes, prunes the dedupe
+//! 2. **Commit** (one `MULTI … EXEC`): an `XADD` per new entry, then [`FINALIZE_SCRIPT`],
+//!    which checks every key's type and that the chain key holds the predecessor's token,
+//!    adds the new identities to the dedupe index, applies the bucket state writes, prunes the dedupe
 //!    index below the window, stores the cursor (never moving it back) and this batch's
 //!    token. Redis runs the transaction as one unit, so a reader never sees the cursor ahead
 //!    of the entries, and a crash leaves all of it or none (AOF writes it as one block).
@@ -18,8 +18,8 @@
 //! a commit whose predecessor did not land (failed, out of memory, connection lost, another
 //! writer) undoes itself inside its own transaction: the finalize script, last in it, sees the
 //! chain not holding the predecessor's token, deletes the entries this transaction just added
-//! (the newest `n` of each stream: nothing else can run inside a transaction), takes its
-//! identities out of the dedupe index, and applies nothing else. No client ever sees those
+//! (the newest `n` of each stream: nothing else can run inside a transaction), and applies
+//! nothing else (its identities were never added). No client ever sees those
 //! entries, and the writer retries from the first batch that did not land, in order. The same
 //! undo runs when a key has the wrong type (an operator's mistake). A probe that ran before an
 //! in-flight predecessor committed does not see that predecessor's identities; the writer
@@ -69,14 +69,19 @@ impl Keys {
 ///
 /// KEYS: 1 dedupe zset, 2 cursor, 3 chain, 4.. every stream and hash the batch writes.
 /// ARGV: 1 prune-below score ("" = none), 2 cursor ("" = none), 3 this batch's token, 4 the
-/// token the chain must hold ("" = unchecked), 5 the lowest score among this transaction's new
-/// identities ("" = none); then per key of KEYS[4..]: its type (`stream` / `hash`) and the
-/// number of entries this transaction added to it; then the number of state groups and per
-/// group (one hash): its KEYS index, the number of fields to set, field/value pairs, the
-/// number of fields to delete, the fields. One `HSET`/`HDEL` per hash instead of one per
-/// field: a call from Lua costs ~1 µs of Redis CPU, and the example buckets write about one
-/// field per event. Returns 1, or an error (`CHAIN …` / `WRONGTYPE …`) after undoing the
-/// transaction's writes.
+/// token the chain must hold ("" = unchecked), 5 the number `m` of new identities; then per
+/// key of KEYS[4..]: its type (`stream` / `hash`) and the number of entries this transaction
+/// added to it; then the number of state groups and per group (one hash): its KEYS index, the
+/// number of fields to set, field/value pairs, the number of fields to delete, the fields;
+/// last, `m` score/identity pairs for the dedupe index. One `HSET`/`HDEL` per hash instead of
+/// one per field: a call from Lua costs ~1 µs of Redis CPU, and the example buckets write
+/// about one field per event. Returns 1, or an error (`CHAIN …` / `WRONGTYPE …`) after
+/// undoing the transaction's writes.
+///
+/// The identities are added here, after the checks, not by a `ZADD` before them: an undo then
+/// has nothing to take out of the index. (It once removed identities by score range, which
+/// also removed other batches' identities of the same times, and later replays wrote those
+/// events again.)
 pub const FINALIZE_SCRIPT: &str = r#"#!lua
 local nt = #KEYS - 3
 local function undo(msg)
@@ -87,9 +92,6 @@ local function undo(msg)
       for i, e in ipairs(redis.call('XREVRANGE', key, '+', '-', 'COUNT', n)) do ids[i] = e[1] end
       if #ids > 0 then redis.call('XDEL', key, unpack(ids)) end
     end
-  end
-  if ARGV[5] ~= '' and redis.call('TYPE', KEYS[1])['ok'] == 'zset' then
-    redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[5], '+inf')
   end
   return redis.error_reply(msg)
 end
@@ -127,6 +129,10 @@ for _ = 1, groups do
   apply('HDEL', key, i + 1, nd, 1)
   i = i + 1 + nd
 end
+local m = tonumber(ARGV[5])
+if m > 0 then
+  apply('ZADD', KEYS[1], i, m, 2)
+end
 if ARGV[1] ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
 end
@@ -153,7 +159,7 @@ pub struct CommitLimits {
 pub struct Encoded {
     /// `ZMSCORE` of every identity; `None` when the batch has none (no probe needed).
     pub probe: Option<Pipeline>,
-    /// `MULTI`, one `XADD` per identity, `ZADD`, finalize, `EXEC`.
+    /// `MULTI`, one `XADD` per identity, finalize (with the identities), `EXEC`.
     pub commit: Pipeline,
     /// The predecessor token `commit` checks for ("" = unchecked).
     pub expects: String,
@@ -231,22 +237,14 @@ impl Encoded {
         pipe
     }
 
-    /// `ZADD` of the new identities and the finalize call.
+    /// The finalize call, which also adds the new identities to the dedupe index.
     fn tail(&self, pipe: &mut Pipeline, present: &[bool], expects: &str) {
-        let mut zadd = redis::cmd("ZADD");
-        zadd.arg(&self.keys.dedupe);
-        let mut lowest: Option<u64> = None;
+        let is_new = |i: usize| !present.get(i).copied().unwrap_or(false);
         let mut added = vec![0usize; self.typed.len()];
-        for i in 0..self.identities() {
-            if present.get(i).copied().unwrap_or(false) {
-                continue;
-            }
-            zadd.arg(self.scores[i]).arg(self.identity(i));
-            lowest = Some(lowest.map_or(self.scores[i], |l| l.min(self.scores[i])));
+        let mut new = 0usize;
+        for i in (0..self.identities()).filter(|&i| is_new(i)) {
             added[self.stream_of[i]] += 1;
-        }
-        if lowest.is_some() {
-            pipe.add_command(zadd).ignore();
+            new += 1;
         }
         let mut fin = redis::cmd("EVAL");
         fin.arg(FINALIZE_SCRIPT)
@@ -261,7 +259,7 @@ impl Encoded {
         fin.arg(self.prune.map_or("", |p| num.format(p)));
         fin.arg(self.cursor.map_or("", |c| num.format(c)));
         fin.arg(&self.token).arg(expects);
-        fin.arg(lowest.map_or("", |l| num.format(l)));
+        fin.arg(new);
         for ((_, t), n) in self.typed.iter().zip(&added) {
             fin.arg(*t).arg(*n);
         }
@@ -276,6 +274,9 @@ impl Encoded {
             for field in &g.del {
                 fin.arg(field);
             }
+        }
+        for i in (0..self.identities()).filter(|&i| is_new(i)) {
+            fin.arg(self.scores[i]).arg(self.identity(i));
         }
         pipe.add_command(fin);
     }
@@ -608,7 +609,11 @@ mod tests {
             "5 entries: 4 identities written, 1 repeat left out"
         );
         let c = commands(&enc.commit);
-        assert_eq!(c.len(), 4 + 2);
+        assert_eq!(
+            c.len(),
+            4 + 1,
+            "4 XADDs then finalize: no ZADD before the checks"
+        );
         assert_eq!(&c[0][..3], ["XADD", "jsi:records", "*"]);
         assert_eq!(
             &c[0][3..9],
@@ -625,16 +630,7 @@ mod tests {
         assert!(c[1].ends_with(&["checks".to_owned(), "a,b".to_owned()]));
         assert_eq!(&c[2][..2], ["XADD", "jsi:dead"]);
         assert_eq!(&c[3][..2], ["XADD", "jsi:buckets"]);
-        assert_eq!(c[4][..2], ["ZADD", "jsi:dedupe"]);
-        assert_eq!(c[4].len(), 2 + 2 * 4);
-        assert_eq!(
-            &c[4][2..4],
-            [
-                "40",
-                "c|did:plc:abc|app.bsky.feed.post|r1|3l3qo2vutsw2b|create"
-            ]
-        );
-        let fin = &c[5];
+        let fin = &c[4];
         assert_eq!(fin[0], "EVAL");
         assert_eq!(fin[2], "8", "dedupe, cursor, chain + 4 streams + 1 hash");
         assert_eq!(
@@ -650,7 +646,7 @@ mod tests {
                 "jsi:bucket:b:state"
             ]
         );
-        assert_eq!(&fin[11..16], ["47", "50", "e:7", "e:6", "40"]);
+        assert_eq!(&fin[11..16], ["47", "50", "e:7", "e:6", "4"]);
         assert_eq!(
             &fin[16..26],
             [
@@ -658,9 +654,17 @@ mod tests {
             ]
         );
         assert_eq!(
-            &fin[26..],
+            &fin[26..33],
             ["1", "8", "1", "did:plc:abc", "{}", "1", "did:plc:old"],
             "one group: hash KEYS[8], one field set, one deleted"
+        );
+        assert_eq!(fin.len(), 33 + 2 * 4, "then 4 score/identity pairs");
+        assert_eq!(
+            &fin[33..35],
+            [
+                "40",
+                "c|did:plc:abc|app.bsky.feed.post|r1|3l3qo2vutsw2b|create"
+            ]
         );
         assert_eq!(enc.expects, "e:6");
     }
@@ -747,17 +751,14 @@ mod tests {
     fn committed_entries_are_left_out_of_the_rebuilt_commit() {
         let enc = encode(&Keys::new("jsi:"), &sample(), "e:7", "e:6", limits());
         let c = commands(&enc.rebuilt(&[true, false, false, true], "x:1"));
-        assert_eq!(c.len(), 2 + 2);
+        assert_eq!(c.len(), 2 + 1);
         assert_eq!(c[0][1], "jsi:feed");
         assert_eq!(c[1][1], "jsi:dead");
-        assert_eq!(c[2][..2], ["ZADD", "jsi:dedupe"]);
-        assert_eq!(c[2].len(), 2 + 2 * 2);
-        assert_eq!(c[2][2], "41");
-        let fin = &c[3];
+        let fin = &c[2];
         assert_eq!(
             &fin[13..16],
-            ["e:7", "x:1", "41"],
-            "new predecessor, lowest new score"
+            ["e:7", "x:1", "2"],
+            "new predecessor, two new identities"
         );
         assert_eq!(
             &fin[16..26],
@@ -766,10 +767,20 @@ mod tests {
             ],
             "entries added per stream"
         );
+        assert_eq!(fin[fin.len() - 4], "41");
+        assert_eq!(
+            fin[fin.len() - 3],
+            "c|did:plc:abc|app.bsky.feed.post|r2|3l3qo2vutsw2b|create"
+        );
+        assert!(
+            fin[fin.len() - 1].starts_with("d|"),
+            "the dead letter's identity"
+        );
 
         let none = commands(&enc.rebuilt(&[true; 4], ""));
         assert_eq!(none.len(), 1, "finalize only: state writes, cursor, chain");
-        assert_eq!(none[0][15], "", "no new identity");
+        assert_eq!(none[0][15], "0", "no new identity");
+        assert_eq!(none[0].len(), 33, "and no pairs");
     }
 
     #[test]
@@ -779,9 +790,9 @@ mod tests {
             commit("r2", 41, Some("records")),
         ]);
         let enc = encode(&Keys::new("jsi:"), &b, "t", "", limits());
-        let fin = &commands(&enc.commit)[3];
+        let fin = &commands(&enc.commit)[2];
         assert_eq!(fin[2], "4", "one stream key");
-        assert_eq!(&fin[7..], ["47", "50", "t", "", "40", "stream", "2", "0"]);
+        assert_eq!(&fin[7..15], ["47", "50", "t", "", "2", "stream", "2", "0"]);
     }
 
     #[test]
@@ -790,7 +801,7 @@ mod tests {
         let c = commands(&enc.commit);
         assert_eq!(c.len(), 1);
         assert_eq!(c[0][2], "3");
-        assert_eq!(&c[0][6..], ["47", "50", "t", "", "", "0"]);
+        assert_eq!(&c[0][6..], ["47", "50", "t", "", "0", "0"]);
         assert!(enc.probe.is_none(), "nothing to probe");
     }
 }

@@ -205,7 +205,7 @@ fn bench(c: &mut Criterion) {
                 items: decoded(&lines),
                 cursor: Some(1),
                 received_at: Instant::now(),
-                credit: Credit(window.clone().try_acquire_owned().expect("permit")),
+                credit: Credit::new(window.clone().try_acquire_owned().expect("permit")),
             },
             |batch| {
                 let encoded = encode(&keys, &batch, "bench:1", "bench:0", limits);

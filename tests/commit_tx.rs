@@ -38,7 +38,7 @@ fn batch(seq: u64, items: Vec<Item>, cursor: u64) -> Batch {
         items,
         cursor: Some(cursor),
         received_at: Instant::now(),
-        credit: Credit(window.try_acquire_owned().unwrap()),
+        credit: Credit::new(window.try_acquire_owned().unwrap()),
     }
 }
 

@@ -14,9 +14,24 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::model::{DeadLetter, Event, StateOp, Transition};
 
-/// One permit of the reader's in-flight window. Dropping it frees the slot.
+/// One permit of the reader's in-flight window, and the batch's share of its byte budget.
+/// Dropping it frees both.
 #[derive(Debug)]
-pub struct Credit(pub OwnedSemaphorePermit);
+pub struct Credit {
+    pub window: OwnedSemaphorePermit,
+    /// Permits of the byte budget (`jetstream.max_in_flight_bytes`), one per frame byte.
+    pub bytes: Option<OwnedSemaphorePermit>,
+}
+
+impl Credit {
+    /// A window slot without a byte share (tests, benches).
+    pub fn new(window: OwnedSemaphorePermit) -> Credit {
+        Credit {
+            window,
+            bytes: None,
+        }
+    }
+}
 
 /// One element of a batch, in wire order.
 #[derive(Debug)]
@@ -148,6 +163,9 @@ pub struct ReaderStatus {
     /// The last move to another endpoint, with the error that caused it (later sessions
     /// overwrite `last_error`; this keeps why the reader left a host).
     pub last_failover: Option<FailoverNote>,
+    /// Frames keep arriving but none moved the position for this many seconds (more than
+    /// `jetstream.stall_timeout`): dead letters only, or events older than the cursor.
+    pub stalled_secs: Option<u64>,
 }
 
 /// Why and where the reader last moved to another Jetstream endpoint.
@@ -190,6 +208,8 @@ pub struct WriterStatus {
     pub commits: u64,
     pub entries_written: u64,
     pub entries_skipped: u64,
+    /// Times Redis was found holding less than it acknowledged (see `RolledBack`).
+    pub rollbacks: u64,
     pub consecutive_commit_failures: u32,
     pub last_error: Option<String>,
     pub stored_cursor: Option<u64>,
@@ -198,6 +218,29 @@ pub struct WriterStatus {
 #[derive(Message)]
 #[rtype(result = "WriterStatus")]
 pub struct GetWriterStatus;
+
+/// The writer found Redis holding less than it acknowledged (chain token unknown, or the
+/// stored cursor behind what this process committed). It drops every batch until
+/// `ResumeWriting`; the supervisor stops the reader, reloads the bucket state, resumes the
+/// writer and restarts the reader from `stored_cursor` (what Redis holds).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct RolledBack {
+    pub stored_cursor: Option<u64>,
+}
+
+/// Accept batches again after a rollback (the reader is stopped, nothing is in flight).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct ResumeWriting;
+
+/// Restart the reader from what Redis holds after a rollback: `Some(cursor)` minus the
+/// rewind, or, when Redis holds no cursor at all, from where this process started.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct RewindTo {
+    pub stored_cursor: Option<u64>,
+}
 
 /// Retention of one stream, as of the keeper's last pass.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -7,16 +7,21 @@
 
 use std::time::Instant;
 
-use actix::prelude::*;
-use tracing::info;
+use std::sync::Arc;
 
+use actix::prelude::*;
+use tracing::{error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::buckets::criteria::CompiledBucket;
 use crate::buckets::load::{BucketLoadError, load_state};
+use crate::buckets::router::ReloadBuckets;
 use crate::buckets::{BucketRouter, BucketsConfig};
 use crate::jetstream::reader::StartCursor;
 use crate::jetstream::{JetstreamReader, ReaderConfig};
 use crate::messages::{
     Drain, GetBucketStatus, GetReaderStatus, GetRetentionStatus, GetStatus, GetWriterStatus, Pause,
-    Restart, Resume, Status, UpdateFilters,
+    Restart, Resume, ResumeWriting, RewindTo, RolledBack, Status, UpdateFilters,
 };
 use crate::sink::config::ConsumerGroup;
 use crate::sink::retention::{RetentionKeeper, ensure_groups};
@@ -68,6 +73,11 @@ pub struct Supervisor {
     _writer_arbiter: Arbiter,
     retention: Addr<RetentionKeeper>,
     buckets: Option<Addr<BucketRouter>>,
+    /// What a reload of the bucket state needs (after a Redis rollback).
+    bucket_setup: Option<(BucketsConfig, Arc<[CompiledBucket]>)>,
+    writer_cfg: WriterConfig,
+    /// Every stream the pipeline writes (the dedupe index is rebuilt from them).
+    streams: Vec<String>,
     started_at: Instant,
     restarts: u64,
 }
@@ -124,19 +134,29 @@ impl Supervisor {
         )
         .await
         .map_err(LaunchError::Consumers)?;
-        let mut streams = vec!["records".to_owned(), "identity".to_owned()];
+        let mut streams = vec![
+            "records".to_owned(),
+            "identity".to_owned(),
+            "dead".to_owned(),
+        ];
         streams.extend(verifier.routes.iter().map(|r| r.stream.clone()));
         if buckets.is_some() {
             streams.push("buckets".to_owned());
         }
+        // Retention keeps its historical list (`dead` has no bound of its own).
+        let retained: Vec<String> = streams.iter().filter(|s| *s != "dead").cloned().collect();
         let retention = RetentionKeeper::new(
             &writer.url,
             &writer.key_prefix,
             writer.retention.clone(),
-            streams,
+            retained,
             &consumers,
         )?
         .start();
+        if let StartCursor::Exact(from) = start {
+            // A start from an explicit cursor may lie before what the dedupe index remembers.
+            rebuild_dedupe(&writer, &streams, from).await;
+        }
         info!(
             ?start,
             workers = verifier.worker_count(),
@@ -150,6 +170,9 @@ impl Supervisor {
         let (writer_tx, writer_rx) = actix::dev::channel::channel::<RedisWriter>(16);
         let writer_addr = Addr::new(writer_tx);
         // pool → [bucket router →] writer
+        let bucket_setup = loaded_buckets
+            .as_ref()
+            .map(|(cfg, compiled, _)| (cfg.clone(), compiled.clone()));
         let router = loaded_buckets.map(|(cfg, compiled, loaded)| {
             BucketRouter::new(
                 &cfg,
@@ -169,24 +192,111 @@ impl Supervisor {
         let reader_addr =
             actix::Supervisor::start(move |_| JetstreamReader::new(reader, push, start));
         let committed = reader_addr.clone().recipient();
+        let (sup_tx, sup_rx) = actix::dev::channel::channel::<Supervisor>(16);
+        let sup_addr = Addr::new(sup_tx);
+        let rollback_to = sup_addr.clone().recipient();
+        let writer_cfg = writer.clone();
         let writer_arbiter = Arbiter::new();
         writer_arbiter.spawn_fn(move || match RedisWriter::new(writer, committed) {
             Ok(actor) => {
-                Context::with_receiver(writer_rx).run(actor);
+                Context::with_receiver(writer_rx).run(actor.on_rollback(rollback_to));
             }
             // Checked above; cannot happen.
             Err(e) => tracing::error!(error = %e, "redis.url rejected; the writer did not start"),
         });
-        Ok(Supervisor {
+        Context::with_receiver(sup_rx).run(Supervisor {
             reader: reader_addr,
             writer: writer_addr,
             _writer_arbiter: writer_arbiter,
             retention,
             buckets: router,
+            bucket_setup,
+            writer_cfg,
+            streams,
             started_at: Instant::now(),
             restarts: 0,
+        });
+        Ok(sup_addr)
+    }
+}
+
+/// Adds the identities of everything the streams hold from `from_us` on to the dedupe index
+/// (`sink/reindex.rs`), waiting for Redis with backoff: a replay from older than the index
+/// remembers then writes only what is missing.
+async fn rebuild_dedupe(cfg: &WriterConfig, streams: &[String], from_us: u64) {
+    let keys = crate::sink::commit::Keys::new(&cfg.key_prefix);
+    let full: Vec<String> = streams.iter().map(|s| keys.stream(s)).collect();
+    let margin_us = u64::try_from(cfg.dedupe_window.as_micros())
+        .unwrap_or(u64::MAX)
+        .saturating_add(60_000_000);
+    let mut backoff = Backoff::new(cfg.retry_min, cfg.retry_max);
+    loop {
+        let attempt = async {
+            let client = redis::Client::open(cfg.url.as_str())?;
+            let mut con = client.get_multiplexed_async_connection().await?;
+            crate::sink::reindex::reindex(&mut con, &keys.dedupe, &full, from_us, margin_us).await
+        };
+        match attempt.await {
+            Ok(done) => {
+                info!(
+                    from_us,
+                    entries_read = done.entries_read,
+                    identities_added = done.identities_added,
+                    "dedupe index rebuilt from the streams for the replay"
+                );
+                return;
+            }
+            Err(e) => {
+                metrics::counter!("jetstream_ingestor_redis_connect_failures_total").increment(1);
+                warn!(error = %e, "cannot rebuild the dedupe index from the streams; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
         }
-        .start())
+    }
+}
+
+impl Handler<RolledBack> for Supervisor {
+    type Result = ();
+
+    /// Redis lost acknowledged commits: stop the reader and let everything read drain (the
+    /// writer drops it), reload the bucket state that belongs to the cursor Redis holds,
+    /// resume the writer, restart the reader from that cursor.
+    fn handle(&mut self, msg: RolledBack, _ctx: &mut Self::Context) {
+        let reader = self.reader.clone();
+        let writer = self.writer.clone();
+        let router = self.buckets.clone();
+        let setup = self.bucket_setup.clone();
+        let cfg = self.writer_cfg.clone();
+        actix::spawn(async move {
+            let _ = reader.send(Drain).await;
+            if let (Some(router), Some((bcfg, compiled))) = (router, setup) {
+                match load_state(
+                    &cfg.url,
+                    &cfg.key_prefix,
+                    &compiled,
+                    (cfg.retry_min, cfg.retry_max),
+                )
+                .await
+                {
+                    Ok(loaded) => {
+                        let _ = router
+                            .send(ReloadBuckets {
+                                cfg: bcfg,
+                                loaded,
+                                stored_cursor: msg.stored_cursor,
+                            })
+                            .await;
+                    }
+                    Err(e) => error!(error = %e, "cannot reload the bucket state after the rollback"),
+                }
+            }
+            let _ = writer.send(ResumeWriting).await;
+            let _ = reader
+                .send(RewindTo {
+                    stored_cursor: msg.stored_cursor,
+                })
+                .await;
+        });
     }
 }
 
@@ -197,11 +307,23 @@ impl Actor for Supervisor {
 impl Handler<Restart> for Supervisor {
     type Result = ResponseFuture<u64>;
 
+    /// From an explicit cursor: drain what is in flight, rebuild the dedupe index from the
+    /// streams back to that cursor (the replayed range is written only where it is missing),
+    /// then restart the reader there.
     fn handle(&mut self, msg: Restart, _ctx: &mut Self::Context) -> Self::Result {
         self.restarts += 1;
         metrics::counter!("jetstream_ingestor_admin_restarts_total").increment(1);
         let reader = self.reader.clone();
-        Box::pin(async move { reader.send(msg).await.unwrap_or(0) })
+        let Some(from) = msg.from_cursor else {
+            return Box::pin(async move { reader.send(msg).await.unwrap_or(0) });
+        };
+        let cfg = self.writer_cfg.clone();
+        let streams = self.streams.clone();
+        Box::pin(async move {
+            let _ = reader.send(Drain).await;
+            rebuild_dedupe(&cfg, &streams, from).await;
+            reader.send(msg).await.unwrap_or(0)
+        })
     }
 }
 

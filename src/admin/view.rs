@@ -256,8 +256,18 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-/// `/readyz`: streaming, at least one batch committed, and the last commit did not fail.
+/// `/readyz`: streaming, at least one batch committed, the last commit did not fail, and the
+/// reader is not stalled (frames arriving, none newer than the cursor for
+/// `jetstream.stall_timeout`).
 pub fn readiness(status: Option<&Status>) -> (bool, Option<String>) {
+    if let Some(secs) = status.and_then(|s| s.reader.stalled_secs) {
+        return (
+            false,
+            Some(format!(
+                "reader stalled: frames arrive but none moved the cursor for {secs} s (dead letters, or events older than the cursor)"
+            )),
+        );
+    }
     ready_when(status.map(|s| {
         (
             s.reader.state,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use futures_util::future::join_all;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::config::BucketsConfig;
 use super::criteria::{CompiledBucket, candidate_leaves};
@@ -321,5 +321,34 @@ impl Handler<GetBucketStatus> for BucketRouter {
         let mut s = self.status.clone();
         s.disabled = self.disabled.clone();
         MessageResult(s)
+    }
+}
+
+/// Replace the bucket state with what Redis holds (after a Redis rollback, when nothing is in
+/// flight): the shards are rebuilt from `loaded`, which belongs to `stored_cursor`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReloadBuckets {
+    pub cfg: BucketsConfig,
+    pub loaded: Vec<LoadedBucket>,
+    pub stored_cursor: Option<u64>,
+}
+
+impl Handler<ReloadBuckets> for BucketRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReloadBuckets, _ctx: &mut Self::Context) {
+        let fresh = BucketRouter::new(
+            &msg.cfg,
+            self.buckets.clone(),
+            msg.loaded,
+            msg.stored_cursor,
+            self.downstream.clone(),
+        );
+        for a in &self._arbiters {
+            a.stop();
+        }
+        info!(stored_cursor = ?msg.stored_cursor, "bucket state reloaded from Redis");
+        *self = fresh;
     }
 }

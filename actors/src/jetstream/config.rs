@@ -81,6 +81,20 @@ pub struct ReaderConfig {
     /// "0s" turns the alarm off.
     #[serde(with = "crate::model::duration")]
     pub gap_threshold: Duration,
+    /// A frame whose `time_us` lies further than this beyond the wall clock is dead-lettered
+    /// (`time_in_future`): a clock that wrong must never reach the cursor (the next dial
+    /// would start in the future and receive nothing), the dedupe scores or the buckets.
+    #[serde(with = "crate::model::duration")]
+    pub future_tolerance: Duration,
+    /// Frames arriving but none of them moving the position (all dead letters, skipped or
+    /// older than the dial cursor) for this long: the reader is `stalled` in status and
+    /// `/readyz` answers 503. "0s" turns the check off.
+    #[serde(with = "crate::model::duration")]
+    pub stall_timeout: Duration,
+    /// Bytes of frames between the socket and Redis at most (all batches in flight); when
+    /// they are all taken, reading stops. With `max_in_flight_batches` this bounds memory for
+    /// any mix of frame sizes; at least `max_frame_bytes`.
+    pub max_in_flight_bytes: usize,
     /// Replay mode only (set by `replay --until`, not by the file): stop after this cursor.
     #[serde(skip)]
     pub until: Option<u64>,
@@ -113,6 +127,9 @@ impl Default for ReaderConfig {
             failover_rewind: Duration::from_secs(10),
             require_hello: false,
             gap_threshold: Duration::from_secs(60),
+            future_tolerance: Duration::from_secs(300),
+            stall_timeout: Duration::from_secs(180),
+            max_in_flight_bytes: 64 * 1024 * 1024,
             until: None,
             dictionary: DictionaryCache::default(),
         }
@@ -146,6 +163,10 @@ pub enum ReaderConfigError {
     IdleNotAbovePing,
     #[error("jetstream.backoff_max must be at least jetstream.backoff_min")]
     BackoffOrder,
+    #[error(
+        "jetstream.max_in_flight_bytes ({budget}) must be at least jetstream.max_frame_bytes ({frame}): one frame must fit"
+    )]
+    ByteBudgetBelowFrame { budget: usize, frame: usize },
     #[error(
         "jetstream.zstd_dictionary is required when jetstream.compress = true (the Jetstream dictionary: pkg/models/zstd_dictionary in the Jetstream v1 source)"
     )]
@@ -194,6 +215,12 @@ impl ReaderConfig {
         }
         if self.backoff_max < self.backoff_min {
             return Err(ReaderConfigError::BackoffOrder);
+        }
+        if self.max_in_flight_bytes < self.max_frame_bytes {
+            return Err(ReaderConfigError::ByteBudgetBelowFrame {
+                budget: self.max_in_flight_bytes,
+                frame: self.max_frame_bytes,
+            });
         }
         if self.compress && self.zstd_dictionary.is_none() {
             return Err(ReaderConfigError::CompressWithoutDictionary);

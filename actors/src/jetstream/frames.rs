@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tracing::{debug, warn};
 
-use super::decode::{Decoded, decode_frame};
+use super::decode::{Decoded, decode_frame, decode_text};
 use super::gap::detect_gap;
 use super::inflate::{InflateError, Inflater};
 use super::read_loop::{Dial, ReadLoop};
@@ -26,6 +26,8 @@ pub(super) struct Pending {
     pub items: Vec<Item>,
     pub cursor: Option<u64>,
     pub received_at: Instant,
+    /// Bytes of the frames in it (its share of `max_in_flight_bytes`).
+    pub bytes: usize,
 }
 
 fn new_pending() -> Pending {
@@ -33,7 +35,15 @@ fn new_pending() -> Pending {
         items: Vec::with_capacity(64),
         cursor: None,
         received_at: Instant::now(),
+        bytes: 0,
     }
+}
+
+/// The wall clock in unix microseconds.
+pub(super) fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Per-session bookkeeping.
@@ -46,6 +56,8 @@ pub(super) struct Sess {
     pub last_time: Option<u64>,
     /// `maxMessageSizeBytes` is in force on this socket (lifted after the first event).
     pub cap_active: bool,
+    /// Events older than the dial cursor the host sent anyway (dropped).
+    pub early: u64,
 }
 
 impl Sess {
@@ -100,8 +112,9 @@ impl ReadLoop {
                 raw,
             ));
         };
+        let limit = now_us().saturating_add(duration_us(self.cfg.future_tolerance));
         match inflater.inflate(raw) {
-            Ok(plain) => decode_frame(plain),
+            Ok(plain) => screen(decode_frame(plain), plain, limit),
             Err(e @ InflateError::TooLarge { .. }) => {
                 Decoded::Dead(DeadLetter::new("zstd_too_large", e.to_string(), raw))
             }
@@ -111,13 +124,37 @@ impl ReadLoop {
         }
     }
 
-    /// Puts one decoded frame into the pending batch (or ends the session).
-    pub(super) fn take(&mut self, decoded: Decoded, st: &mut Sess, dial: &Dial) -> Step {
+    /// Decodes a text frame, its time checked against the wall clock ([`screen`]).
+    pub(super) fn text(&self, text: &str) -> Decoded {
+        let limit = now_us().saturating_add(duration_us(self.cfg.future_tolerance));
+        screen(decode_text(text), text.as_bytes(), limit)
+    }
+
+    /// Puts one decoded frame of `size` bytes into the pending batch (or ends the session).
+    ///
+    /// Only events (and skipped kinds) tell the position: a dead letter never moves the
+    /// cursor, whatever time it claims. An event older than the dial cursor is dropped: the
+    /// host replays from earlier than asked (Jetstream v2 with a time cursor may start an
+    /// hour early), and those events were committed before the dial, possibly longer ago
+    /// than the dedupe index remembers.
+    pub(super) fn take(&mut self, decoded: Decoded, size: usize, st: &mut Sess, dial: &Dial) -> Step {
         let time = match &decoded {
             Decoded::Event(ev) => Some(ev.time_us()),
             Decoded::Skipped { time_us, .. } => Some(*time_us),
-            Decoded::Dead(d) => d.time_us,
+            Decoded::Dead(_) => None,
         };
+        self.shared.counters.borrow_mut().last_frame_at = Some(Instant::now());
+        if let (Some(t), Some(from)) = (time, dial.cursor)
+            && t < from
+        {
+            metrics::counter!("jetstream_ingestor_events_skipped_total", "reason" => "before_cursor")
+                .increment(1);
+            if st.early == 0 {
+                warn!(session = st.id, endpoint = %dial.endpoint, cursor = from, time_us = t, early_secs = (from - t) as f64 / 1e6, "the host sends events from before the cursor asked for; dropping them (they were committed before this dial)");
+            }
+            st.early += 1;
+            return Step::Continue;
+        }
         if let Some(t) = time {
             if st.first_time.is_none() {
                 st.first_time = Some(t);
@@ -146,13 +183,18 @@ impl ReadLoop {
                     // before the next dial, which starts from the committed cursor.
                     st.progressed = true;
                     self.shared.dial_override.set(None);
+                    if self.shared.origin.get().is_none() {
+                        self.shared.origin.set(Some(t));
+                    }
                     c.consecutive_failures = 0;
                     metrics::gauge!("jetstream_ingestor_reader_consecutive_failures").set(0.0);
                 }
                 c.events_received += 1;
+                c.last_advance_at = Some(Instant::now());
                 drop(c);
                 let p = st.pending.get_or_insert_with(new_pending);
                 p.cursor = Some(p.cursor.map_or(t, |c| c.max(t)));
+                p.bytes += size;
                 p.items.push(Item::Event(ev));
             }
             Decoded::Skipped { time_us, kind } => {
@@ -161,19 +203,27 @@ impl ReadLoop {
                 let p = st.pending.get_or_insert_with(new_pending);
                 p.cursor = Some(p.cursor.map_or(time_us, |c| c.max(time_us)));
             }
-            Decoded::Dead(d) => {
+            Decoded::Dead(mut d) => {
                 warn!(reason = d.reason, message = %d.message, len = d.raw_len, "frame dead-lettered");
                 metrics::counter!("jetstream_ingestor_dead_letters_total", "reason" => d.reason)
                     .increment(1);
                 self.shared.counters.borrow_mut().dead_letters += 1;
+                d.position_us = Some(position_now(st.last_time, dial.cursor));
                 let p = st.pending.get_or_insert_with(new_pending);
-                if let Some(t) = d.time_us {
-                    p.cursor = Some(p.cursor.map_or(t, |c| c.max(t)));
-                }
+                p.bytes += size;
                 p.items.push(Item::Dead(d));
             }
         }
         Step::Continue
+    }
+
+    /// Whether the pending batch must go now: full in events, or in bytes (its fair share of
+    /// the byte budget, so one batch never waits for the whole budget to free up).
+    pub(super) fn pending_full(&self, st: &Sess) -> bool {
+        let share = self.cfg.max_in_flight_bytes / self.cfg.max_in_flight_batches.max(1);
+        st.pending.as_ref().is_some_and(|p| {
+            p.items.len() >= self.cfg.batch_max_events || p.bytes >= share.max(1)
+        })
     }
 
     /// The first event of a session far beyond the position asked for: raise the alarm.
@@ -218,7 +268,7 @@ impl ReadLoop {
         let Some(p) = pending.take() else {
             return Ok(false);
         };
-        let (permit, waited) = match self.window.clone().try_acquire_owned() {
+        let (permit, mut waited) = match self.window.clone().try_acquire_owned() {
             Ok(permit) => (permit, false),
             Err(_) => {
                 metrics::counter!("jetstream_ingestor_backpressure_waits_total").increment(1);
@@ -229,6 +279,24 @@ impl ReadLoop {
                 }
             }
         };
+        // Its share of the byte budget (a frame bigger than the budget takes all of it).
+        let share = u32::try_from(p.bytes.min(self.cfg.max_in_flight_bytes)).unwrap_or(u32::MAX);
+        let bytes = if share == 0 {
+            None
+        } else {
+            Some(match self.bytes.clone().try_acquire_many_owned(share) {
+                Ok(b) => b,
+                Err(_) => {
+                    metrics::counter!("jetstream_ingestor_backpressure_waits_total").increment(1);
+                    debug!(session, "in-flight byte budget spent, reading paused");
+                    waited = true;
+                    match self.bytes.clone().acquire_many_owned(share).await {
+                        Ok(b) => b,
+                        Err(e) => return Err(format!("byte budget closed: {e}")),
+                    }
+                }
+            })
+        };
         let seq = self.shared.next_seq.get();
         self.shared.next_seq.set(seq + 1);
         let batch = Batch {
@@ -238,12 +306,98 @@ impl ReadLoop {
             items: p.items,
             cursor: p.cursor,
             received_at: p.received_at,
-            credit: Credit(permit),
+            credit: Credit {
+                window: permit,
+                bytes,
+            },
         };
         self.downstream
             .send(PushBatch(batch))
             .await
             .map_err(|e| format!("downstream stage is gone: {e}"))?;
         Ok(waited)
+    }
+}
+
+/// Microseconds of a duration, saturating.
+fn duration_us(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Where the reader is when a frame tells no usable time: the newest of the last event time
+/// of the session, the dial cursor and the wall clock. Used as the dedupe score of dead
+/// letters, so their identity stays in the index as long as a rewound redial can meet the
+/// frame again (too high only keeps it longer; too low would write it twice).
+pub(super) fn position_now(last_time: Option<u64>, dial_cursor: Option<u64>) -> u64 {
+    now_us().max(last_time.unwrap_or(0)).max(dial_cursor.unwrap_or(0))
+}
+
+/// A frame whose time lies beyond `limit` (the wall clock plus `future_tolerance`) becomes a
+/// `time_in_future` dead letter; a dead letter with such a time keeps its reason but loses
+/// the time. Nothing from the future reaches the cursor, the dedupe scores or the buckets.
+pub(super) fn screen(decoded: Decoded, raw: &[u8], limit: u64) -> Decoded {
+    let t = match &decoded {
+        Decoded::Event(ev) => ev.time_us(),
+        Decoded::Skipped { time_us, .. } => *time_us,
+        Decoded::Dead(d) => d.time_us.unwrap_or(0),
+    };
+    if t <= limit {
+        return decoded;
+    }
+    metrics::counter!("jetstream_ingestor_future_frames_total").increment(1);
+    let message = format!(
+        "time_us {t} is {:.1} s beyond the wall clock plus jetstream.future_tolerance; not trusted as a position",
+        (t - limit) as f64 / 1e6
+    );
+    match decoded {
+        Decoded::Dead(mut d) => {
+            d.time_us = None;
+            d.message = format!("{}; {message}", d.message);
+            Decoded::Dead(d)
+        }
+        Decoded::Event(ev) => {
+            let mut d = DeadLetter::new("time_in_future", message, raw);
+            d.did = Some(ev.did().to_owned());
+            Decoded::Dead(d)
+        }
+        Decoded::Skipped { .. } => Decoded::Dead(DeadLetter::new("time_in_future", message, raw)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_from_the_future_becomes_a_dead_letter_without_a_time() {
+        let post = br#"{"did":"did:plc:abc","time_us":4102444800000000,"kind":"commit","commit":{"rev":"3l3qo2vutsw2b","operation":"delete","collection":"app.bsky.feed.post","rkey":"x"}}"#;
+        let limit = 1_800_000_000_000_000;
+        let Decoded::Dead(d) = screen(decode_frame(post), post, limit) else {
+            panic!("a far-future commit must be dead-lettered");
+        };
+        assert_eq!((d.reason, d.time_us), ("time_in_future", None));
+        assert_eq!(d.did.as_deref(), Some("did:plc:abc"));
+        assert!(d.message.contains("4102444800000000"), "{}", d.message);
+
+        let kind7 = br#"{"did":"did:plc:abc","time_us":4102444800000000,"kind":7}"#;
+        let Decoded::Dead(d) = screen(decode_frame(kind7), kind7, limit) else {
+            panic!("dead");
+        };
+        assert_eq!(d.time_us, None, "a bad frame keeps its reason, loses the time");
+        assert!(d.message.contains("beyond the wall clock"), "{}", d.message);
+
+        let sync = br#"{"did":"did:plc:abc","time_us":4102444800000000,"kind":"sync"}"#;
+        assert!(matches!(screen(decode_frame(sync), sync, limit), Decoded::Dead(d) if d.reason == "time_in_future"));
+
+        let now = br#"{"did":"did:plc:abc","time_us":1700000000000000,"kind":"sync"}"#;
+        assert!(matches!(screen(decode_frame(now), now, limit), Decoded::Skipped { .. }));
+    }
+
+    #[test]
+    fn a_dead_letter_without_a_time_is_scored_where_the_reader_is() {
+        let wall = now_us();
+        assert!(position_now(None, None) >= wall);
+        assert!(position_now(Some(5), Some(3)) >= wall, "never below the wall clock");
+        assert_eq!(position_now(Some(u64::MAX - 1), Some(3)), u64::MAX - 1);
     }
 }

@@ -7,8 +7,11 @@
 //! `oversize.rs`); an explicit cursor (`Restart { from_cursor }`, `--cursor`, replay), kept
 //! until a session from it receives events; the newest cursor committed from the current
 //! host, minus `rewind` (in that host's clock: see `Shared::host_committed`); right after a
-//! move to another host, the committed cursor minus `failover_rewind` (the clocks differ);
-//! the committed cursor minus `rewind` at start; live when nothing is committed.
+//! move to another host, the newest cursor committed since the last explicit start minus
+//! `failover_rewind` (the clocks differ); that cursor minus `rewind` at start; live when
+//! nothing is committed. "Since the last explicit start" (`Shared::line_committed`): a
+//! `Restart` from an older cursor is carried through to the end, across reconnects and
+//! failovers, instead of jumping back to the newest cursor ever committed.
 //!
 //! Failure: never gives up. Every session end is counted by reason; sessions without events
 //! and silent sessions are failures (backoff grows, failover may move); before each dial the
@@ -25,7 +28,7 @@ use tracing::{info, warn};
 
 use super::config::ReaderConfig;
 use super::failover::{Next, SessionOutcome};
-use super::frames::Pending;
+use super::frames::{Pending, position_now};
 use super::inflate::Inflater;
 use super::oversize::{OversizeSkip, Probe, SkipDial};
 use super::reader::Shared;
@@ -70,6 +73,8 @@ pub(super) struct ReadLoop {
     pub cfg: Arc<ReaderConfig>,
     pub shared: Rc<Shared>,
     pub window: Arc<Semaphore>,
+    /// The byte budget (`max_in_flight_bytes`), shared by every batch in flight.
+    pub bytes: Arc<Semaphore>,
     pub downstream: Recipient<PushBatch>,
     pub control: watch::Receiver<Control>,
     /// zstd context and buffer, built at the first compressed dial and reused.
@@ -83,6 +88,7 @@ impl ReadLoop {
         cfg: Arc<ReaderConfig>,
         shared: Rc<Shared>,
         window: Arc<Semaphore>,
+        bytes: Arc<Semaphore>,
         downstream: Recipient<PushBatch>,
         control: watch::Receiver<Control>,
     ) -> ReadLoop {
@@ -90,6 +96,7 @@ impl ReadLoop {
             cfg,
             shared,
             window,
+            bytes,
             downstream,
             control,
             inflater: None,
@@ -175,7 +182,7 @@ impl ReadLoop {
         } else if let Some(c) = self.shared.host_committed.get() {
             dial.rewind = self.cfg.rewind;
             dial.cursor = Some(Cursor(c).rewound(dial.rewind).0);
-        } else if let Some(c) = self.shared.committed.get() {
+        } else if let Some(c) = self.shared.line_committed.get() {
             dial.rewind = if self.shared.failover_pending.get() {
                 self.cfg.effective_failover_rewind()
             } else {
@@ -359,10 +366,12 @@ impl ReadLoop {
         let descriptor = serde_json::Value::Object(descriptor).to_string();
         let mut d = DeadLetter::new(refused.reason, message, descriptor.as_bytes());
         d.raw_len = refused.size.unwrap_or(0);
+        d.position_us = Some(position_now(end.last_time, dial.cursor));
         let mut pending = Some(Pending {
             items: vec![Item::Dead(d)],
             cursor: end.last_time.or(dial.cursor),
             received_at: Instant::now(),
+            bytes: 0,
         });
         let source: Arc<str> = Arc::from(source_of(&dial.endpoint));
         let session = self.shared.current_session.get();

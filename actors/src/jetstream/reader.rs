@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::{Semaphore, watch};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::config::ReaderConfig;
 use super::failover::Failover;
@@ -26,7 +26,7 @@ use super::subscribe::Filters;
 use crate::backoff::Backoff;
 use crate::messages::{
     BatchCommitted, Drain, FailoverNote, GapAlarm, GetReaderStatus, Pause, PushBatch, ReaderState,
-    ReaderStatus, Restart, Resume, UpdateFilters,
+    ReaderStatus, Restart, Resume, RewindTo, UpdateFilters,
 };
 
 /// Where the first dial starts.
@@ -50,6 +50,10 @@ pub(super) struct Counters {
     pub sessions_started: u64,
     pub backoff_ceiling: Duration,
     pub failovers: u64,
+    /// When a frame was last taken (not dropped as older than the dial cursor).
+    pub last_frame_at: Option<std::time::Instant>,
+    /// When an event last moved the position.
+    pub last_advance_at: Option<std::time::Instant>,
     pub gaps: u64,
     pub last_gap: Option<GapAlarm>,
     pub last_failover: Option<FailoverNote>,
@@ -58,7 +62,16 @@ pub(super) struct Counters {
 /// State shared between the actor's handlers and its read loop (same thread), kept across
 /// restarts of the actor.
 pub(super) struct Shared {
+    /// The newest cursor ever committed (status; never moves back but for a rollback).
     pub committed: Cell<Option<u64>>,
+    /// The newest cursor committed from sessions since the last explicit start (the stored
+    /// cursor at start, a `Restart { from_cursor }`, a rollback): dials resume from it, so a
+    /// requested replay of older events goes on to its end after reconnects.
+    pub line_committed: Cell<Option<u64>>,
+    pub line_since_session: Cell<u64>,
+    /// Where this process started reading: the stored or asked cursor, else the first event
+    /// it received. A rollback of Redis to nothing resumes from here.
+    pub origin: Cell<Option<u64>>,
     /// Next dial starts exactly here instead of from the committed cursor.
     pub dial_override: Cell<Option<u64>>,
     pub next_seq: Cell<u64>,
@@ -99,6 +112,7 @@ pub struct JetstreamReader {
     downstream: Recipient<PushBatch>,
     shared: Rc<Shared>,
     window: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
     control: watch::Sender<Control>,
 }
 
@@ -110,8 +124,14 @@ impl JetstreamReader {
             StartCursor::Live => (None, None),
         };
         let window = Arc::new(Semaphore::new(cfg.max_in_flight_batches));
+        let bytes = Arc::new(Semaphore::new(
+            cfg.max_in_flight_bytes.min(Semaphore::MAX_PERMITS),
+        ));
         let shared = Rc::new(Shared {
             committed: Cell::new(committed),
+            line_committed: Cell::new(committed),
+            line_since_session: Cell::new(0),
+            origin: Cell::new(committed.or(dial_override)),
             dial_override: Cell::new(dial_override),
             next_seq: Cell::new(1),
             next_session: Cell::new(1),
@@ -139,6 +159,7 @@ impl JetstreamReader {
             downstream,
             shared,
             window,
+            bytes,
             control,
         }
     }
@@ -152,6 +173,7 @@ impl Actor for JetstreamReader {
             self.cfg.clone(),
             self.shared.clone(),
             self.window.clone(),
+            self.bytes.clone(),
             self.downstream.clone(),
             self.control.subscribe(),
         );
@@ -177,6 +199,10 @@ impl Handler<BatchCommitted> for JetstreamReader {
             let newest = self.shared.committed.get().map_or(c, |old| old.max(c));
             self.shared.committed.set(Some(newest));
             metrics::gauge!("jetstream_ingestor_committed_cursor_us").set(newest as f64);
+            if msg.session >= self.shared.line_since_session.get() {
+                let line = self.shared.line_committed.get().map_or(c, |old| old.max(c));
+                self.shared.line_committed.set(Some(line));
+            }
             if msg.session >= self.shared.host_since_session.get() {
                 let host = self.shared.host_committed.get().map_or(c, |old| old.max(c));
                 self.shared.host_committed.set(Some(host));
@@ -194,7 +220,26 @@ impl Handler<GetReaderStatus> for JetstreamReader {
 
     fn handle(&mut self, _: GetReaderStatus, _ctx: &mut Self::Context) -> Self::Result {
         let c = self.shared.counters.borrow();
+        let state = *self.shared.state.borrow();
+        let stalled_secs = match (c.last_frame_at, c.last_advance_at) {
+            (Some(frame), Some(advance))
+                if state == ReaderState::Streaming
+                    && !self.cfg.stall_timeout.is_zero()
+                    && frame > advance
+                    && frame.elapsed() < self.cfg.idle_timeout
+                    && advance.elapsed() >= self.cfg.stall_timeout =>
+            {
+                Some(advance.elapsed().as_secs())
+            }
+            _ => None,
+        };
+        metrics::gauge!("jetstream_ingestor_reader_stalled").set(if stalled_secs.is_some() {
+            1.0
+        } else {
+            0.0
+        });
         MessageResult(ReaderStatus {
+            stalled_secs,
             state: *self.shared.state.borrow(),
             endpoint: self.shared.endpoint.borrow().clone(),
             session_id: self.shared.current_session.get(),
@@ -221,12 +266,47 @@ impl Handler<Restart> for JetstreamReader {
     /// Stops this actor; `actix::Supervisor` starts it again (same fields), which dials anew.
     fn handle(&mut self, msg: Restart, ctx: &mut Self::Context) -> u64 {
         if let Some(c) = msg.from_cursor {
+            // A new line: later dials resume from what this replay commits, not from the
+            // newest cursor ever committed.
+            let next = self.shared.next_session.get();
             self.shared.dial_override.set(Some(c));
+            self.shared.line_committed.set(None);
+            self.shared.line_since_session.set(next);
+            self.shared.host_committed.set(None);
+            self.shared.host_since_session.set(next);
+            self.shared.skipped.set(None);
         }
         info!(from_cursor = ?msg.from_cursor, "restart requested");
         self.control.send_replace(Control::Run);
         ctx.stop();
         self.shared.next_session.get()
+    }
+}
+
+impl Handler<RewindTo> for JetstreamReader {
+    type Result = ();
+
+    /// After a Redis rollback (the reader is drained): forget every cursor committed since
+    /// and dial from what Redis holds, as at start; from where this process started when
+    /// Redis holds nothing.
+    fn handle(&mut self, msg: RewindTo, ctx: &mut Self::Context) {
+        let next = self.shared.next_session.get();
+        match msg.stored_cursor {
+            Some(_) => {
+                self.shared.dial_override.set(None);
+                self.shared.failover_pending.set(self.cfg.endpoints.len() > 1);
+            }
+            None => self.shared.dial_override.set(self.shared.origin.get()),
+        }
+        self.shared.committed.set(msg.stored_cursor);
+        self.shared.line_committed.set(msg.stored_cursor);
+        self.shared.line_since_session.set(next);
+        self.shared.host_committed.set(None);
+        self.shared.host_since_session.set(next);
+        self.shared.skipped.set(None);
+        warn!(stored_cursor = ?msg.stored_cursor, origin = ?self.shared.origin.get(), "reader rewinds to what Redis holds after a rollback");
+        self.control.send_replace(Control::Run);
+        ctx.stop();
     }
 }
 

@@ -20,7 +20,6 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, info, warn};
 
-use super::decode::decode_text;
 use super::frames::{Sess, Step};
 use super::heartbeat::{Heartbeat, Liveness};
 use super::read_loop::{Control, Dial, ReadLoop};
@@ -141,6 +140,12 @@ impl ReadLoop {
                 .increment(1);
         }
         self.shared.set_state(ReaderState::Streaming);
+        {
+            // The stall clock starts with the first session, and is not reset by later ones:
+            // a host that keeps sending nothing newer across reconnects is still stalled.
+            let mut c = self.shared.counters.borrow_mut();
+            c.last_advance_at.get_or_insert_with(Instant::now);
+        }
 
         let hb = Heartbeat {
             ping_interval: self.cfg.ping_interval,
@@ -154,6 +159,7 @@ impl ReadLoop {
             first_time: None,
             last_time: None,
             cap_active: max_message_size.is_some(),
+            early: 0,
         };
         let mut last_frame = Instant::now();
         let mut last_ping: Option<Instant> = None;
@@ -245,9 +251,9 @@ impl ReadLoop {
                     let mut drained = 0usize;
                     while let Some(msg) = next.take() {
                         last_frame = Instant::now();
-                        let decoded = match msg {
-                            Some(Ok(WsMessage::Text(t))) => decode_text(t.as_str()),
-                            Some(Ok(WsMessage::Binary(b))) => self.binary(&b),
+                        let (decoded, size) = match msg {
+                            Some(Ok(WsMessage::Text(t))) => (self.text(t.as_str()), t.len()),
+                            Some(Ok(WsMessage::Binary(b))) => (self.binary(&b), b.len()),
                             // Control frames (tungstenite answers pings) end this round; `next` is empty.
                             Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
                             Some(Ok(WsMessage::Close(frame))) => {
@@ -281,14 +287,14 @@ impl ReadLoop {
                             }
                         };
                         frames_received.increment(1);
-                        match self.take(decoded, &mut st, dial) {
+                        match self.take(decoded, size, &mut st, dial) {
                             Step::Continue => {}
                             Step::End(reason, finished) => {
                                 flush_or_end!();
                                 return st.end(reason, None, finished);
                             }
                         }
-                        if st.pending.as_ref().is_some_and(|p| p.items.len() >= self.cfg.batch_max_events) && flush_or_end!() {
+                        if self.pending_full(&st) && flush_or_end!() {
                             last_frame = Instant::now();
                         }
                         drained += 1;

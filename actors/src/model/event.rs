@@ -122,8 +122,13 @@ pub struct DeadLetter {
     pub reason: &'static str,
     /// Human-readable detail.
     pub message: String,
-    /// The event time if the frame got far enough to tell it.
+    /// The event time if the frame got far enough to tell it (never one from the future:
+    /// the reader clears those).
     pub time_us: Option<u64>,
+    /// Where the frame sat when it told no time: the reader's position on receipt (the
+    /// newest of the last event time, the dial cursor and the wall clock). Its dedupe score,
+    /// so a replay after a reconnect meets its identity and does not dead-letter it twice.
+    pub position_us: Option<u64>,
     pub did: Option<String>,
     /// The frame as received (lossy UTF-8 for binary), capped at [`DeadLetter::RAW_CAP`].
     pub raw: String,
@@ -154,6 +159,7 @@ impl DeadLetter {
             reason,
             message: message.into(),
             time_us: None,
+            position_us: None,
             did: None,
             raw: text,
             raw_len: raw.len(),

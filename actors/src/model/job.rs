@@ -240,7 +240,9 @@ pub fn write_transition(sink: &mut impl EntrySink, t: &super::bucket::Transition
 
 /// Writes the entry of a dead letter. Its identity is a hash of the whole frame, so a frame
 /// replayed after a reconnect is dead-lettered once, not once per replay; its score is the
-/// frame's time, or `fallback_score` (the batch cursor) when the frame did not tell one.
+/// frame's time, or where the reader met it (`position_us`), or `fallback_score` (the batch
+/// cursor) when neither is known. Never 0 for a frame of the reader: a score below the
+/// dedupe window is pruned at once, and the frame would be written again after a reconnect.
 pub fn write_dead(sink: &mut impl EntrySink, d: &DeadLetter, source: &str, fallback_score: u64) {
     let mut hash = [0u8; 32];
     // 16 bytes of SHA-256 as 32 hex digits: `encode_to_slice` cannot fail at this size.
@@ -254,7 +256,7 @@ pub fn write_dead(sink: &mut impl EntrySink, d: &DeadLetter, source: &str, fallb
         StreamKind::Dead,
         None,
         &["d", hash],
-        d.time_us.unwrap_or(fallback_score),
+        d.time_us.or(d.position_us).unwrap_or(fallback_score),
     );
     sink.text("v", SCHEMA_VERSION);
     sink.text("reason", d.reason);
@@ -264,6 +266,45 @@ pub fn write_dead(sink: &mut impl EntrySink, d: &DeadLetter, source: &str, fallb
     sink.text("did", d.did.as_deref().unwrap_or(""));
     sink.text("raw_len", len.format(d.raw_len));
     sink.text("raw", &d.raw);
+    sink.text("frame_sha256", hash);
+}
+
+/// The dedupe identity and score of an entry as stored, from its fields: the inverse of the
+/// `write_*` functions above, so the dedupe index can be rebuilt from the streams themselves
+/// (a replay from older than the index remembers). `None` for an entry that is not ours
+/// (no `v`, or a layout we do not know). Dead letters written before `frame_sha256` existed
+/// have no identity to give.
+pub fn identity_of_entry<'a>(
+    field: impl Fn(&str) -> Option<&'a str>,
+    inserted_us: u64,
+) -> Option<(String, u64)> {
+    field("v")?;
+    let time = field("time_us").and_then(|t| t.parse::<u64>().ok());
+    if let (Some(op), Some(idem)) = (field("operation"), field("idem")) {
+        return Some((format!("c|{idem}|{op}"), time?));
+    }
+    if field("transition").is_some() {
+        return Some((format!("b|{}", field("idem")?), time?));
+    }
+    if let Some(kind) = field("kind") {
+        let tag = match kind {
+            "identity" => "i",
+            "account" => "a",
+            _ => return None,
+        };
+        let seq = field("seq").filter(|s| !s.is_empty());
+        let t = time?;
+        let id = match seq {
+            Some(seq) => format!("{tag}|{}|{seq}", field("did")?),
+            None => format!("{tag}|{}|t{t}", field("did")?),
+        };
+        return Some((id, t));
+    }
+    if field("raw_len").is_some() {
+        let hash = field("frame_sha256").filter(|h| !h.is_empty())?;
+        return Some((format!("d|{hash}"), time.unwrap_or(inserted_us)));
+    }
+    None
 }
 
 /// Collects entries as [`StreamEntry`] values (tests, benches, schema checks).
@@ -373,5 +414,71 @@ mod tests {
         let del = entry_for_event(&Event::Commit(commit(Operation::Delete)), "h");
         assert_eq!(del.field("record"), Some(""));
         assert_eq!(del.field("cid"), Some(""));
+    }
+
+    #[test]
+    fn the_identity_of_every_kind_of_entry_is_read_back_from_its_fields() {
+        use crate::model::bucket::{Transition, TransitionKind};
+        use crate::model::event::{AccountEvent, IdentityEvent};
+        let mut sink = EntryCollector::default();
+        for op in [Operation::Create, Operation::Update, Operation::Delete] {
+            write_event(&mut sink, &Event::Commit(commit(op)), "h");
+        }
+        let raw = RawValue::from_string("{}".into()).expect("json");
+        for seq in [Some(7), None] {
+            write_event(
+                &mut sink,
+                &Event::Identity(IdentityEvent {
+                    did: "did:plc:abc".into(),
+                    time_us: 50,
+                    seq,
+                    handle: Some("a.b".into()),
+                    time: None,
+                    raw: raw.clone(),
+                }),
+                "h",
+            );
+            write_event(
+                &mut sink,
+                &Event::Account(AccountEvent {
+                    did: "did:plc:abc".into(),
+                    time_us: 51,
+                    seq,
+                    active: Some(true),
+                    status: None,
+                    time: None,
+                    raw: raw.clone(),
+                }),
+                "h",
+            );
+        }
+        write_transition(
+            &mut sink,
+            &Transition {
+                bucket: std::sync::Arc::from("b1"),
+                did: "did:plc:abc".into(),
+                kind: TransitionKind::Entered,
+                epoch: 3,
+                reason: "criteria",
+                time_us: 60,
+            },
+        );
+        let mut dead = DeadLetter::new("invalid_json", "bad", b"{oops");
+        dead.position_us = Some(70);
+        write_dead(&mut sink, &dead, "h", 0);
+        let mut timed = DeadLetter::new("bad_commit", "bad", b"{}");
+        timed.time_us = Some(71);
+        write_dead(&mut sink, &timed, "h", 0);
+        assert_eq!(sink.entries.len(), 3 + 4 + 1 + 2);
+        for e in &sink.entries {
+            let back = identity_of_entry(|name| e.field(name), 99);
+            let want_score = if e.field("raw_len").is_some() && e.field("time_us") == Some("") {
+                99
+            } else {
+                e.score
+            };
+            assert_eq!(back, Some((e.identity.clone(), want_score)), "{e:?}");
+        }
+        assert_eq!(identity_of_entry(|_| None, 1), None, "not ours");
     }
 }

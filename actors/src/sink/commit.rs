@@ -543,7 +543,7 @@ mod tests {
             items,
             cursor: Some(50),
             received_at: Instant::now(),
-            credit: Credit(window.try_acquire_owned().expect("permit")),
+            credit: Credit::new(window.try_acquire_owned().expect("permit")),
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod commit;
 pub mod config;
+pub mod reindex;
 pub mod retention;
 pub mod trim;
 pub mod writer;

@@ -33,7 +33,10 @@ use tracing::{error, info, warn};
 use super::commit::{CommitLimits, Encoded, Keys, encode};
 use super::config::WriterConfig;
 use crate::backoff::Backoff;
-use crate::messages::{Batch, BatchCommitted, Credit, GetWriterStatus, PushBatch, WriterStatus};
+use crate::messages::{
+    Batch, BatchCommitted, Credit, GetWriterStatus, PushBatch, ResumeWriting, RolledBack,
+    WriterStatus,
+};
 
 /// Identities of commits a probe could not see. foldhash, not SipHash: this set is built for
 /// every commit and hashing was ~2% of the writer's samples; it is seeded per process, and a
@@ -86,6 +89,11 @@ pub struct RedisWriter {
     client: redis::Client,
     conn: Option<ConnectionManager>,
     committed_to: Recipient<BatchCommitted>,
+    /// Told when Redis lost acknowledged commits (the supervisor resets the pipeline).
+    rollback_to: Option<Recipient<RolledBack>>,
+    /// Redis rolled back: every batch is dropped (its credit freed, nothing written) until
+    /// the supervisor has restarted the reader from what Redis holds (`ResumeWriting`).
+    halted: bool,
     /// Uncommitted batches in order.
     queue: VecDeque<Prepared>,
     /// Recently committed batches (as many as can be in flight).
@@ -197,6 +205,8 @@ impl RedisWriter {
             client,
             conn: None,
             committed_to,
+            rollback_to: None,
+            halted: false,
             queue: VecDeque::new(),
             recent: VecDeque::new(),
             commits_sent: 0,
@@ -212,12 +222,19 @@ impl RedisWriter {
                 commits: 0,
                 entries_written: 0,
                 entries_skipped: 0,
+                rollbacks: 0,
                 consecutive_commit_failures: 0,
                 last_error: None,
                 stored_cursor: None,
             },
             cfg,
         })
+    }
+
+    /// Where to report a rollback of Redis (without it, a rollback is only logged).
+    pub fn on_rollback(mut self, to: Recipient<RolledBack>) -> Self {
+        self.rollback_to = Some(to);
+        self
     }
 
     fn manager_config(cfg: &WriterConfig) -> ConnectionManagerConfig {
@@ -469,24 +486,27 @@ impl RedisWriter {
             return;
         };
         let chain_key = self.keys.chain.clone();
+        let cursor_key = self.keys.cursor.clone();
         let fut = async move {
-            redis::cmd("GET")
+            redis::cmd("MGET")
                 .arg(&chain_key)
-                .query_async::<Option<String>>(&mut conn)
+                .arg(&cursor_key)
+                .query_async::<(Option<String>, Option<String>)>(&mut conn)
                 .await
         };
         self.waiting = true;
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             match res {
-                Ok(chain) => {
+                Ok((chain, stored)) => {
                     let tokens: Vec<&str> = act.queue.iter().map(|p| &*p.token).collect();
                     let landed = landed_prefix(chain.as_deref(), &tokens);
                     let known = chain.as_deref() == act.last_token.as_deref();
-                    if landed == 0 && !known && chain.is_some() && act.last_token.is_some() {
-                        // Neither ours nor in the queue: Redis lost acknowledged commits (a
-                        // restart without fsync) or another writer uses this prefix.
-                        metrics::counter!("jetstream_ingestor_commit_chain_unexpected_total").increment(1);
-                        error!(chain = ?chain, last = ?act.last_token, "commit chain holds an unknown token: another writer on this key prefix, or Redis lost acknowledged writes (use appendfsync always)");
+                    let stored = stored.and_then(|c| c.trim().parse::<u64>().ok());
+                    let behind = matches!((stored, act.status.stored_cursor), (s, Some(ours)) if s.is_none_or(|s| s < ours));
+                    if act.last_token.is_some() && ((landed == 0 && !known) || (landed == 0 && behind)) {
+                        act.rolled_back(chain, stored);
+                        act.waiting = false;
+                        return;
                     }
                     for p in act.queue.iter_mut().take(landed) {
                         // Landed before the connection broke; counts unknown: all written.
@@ -519,6 +539,41 @@ impl RedisWriter {
                 }
             });
         }));
+    }
+
+    /// Redis holds less than it acknowledged: the chain holds neither our last token nor a
+    /// queued one (a restart from an older snapshot, AOF `everysec` after a host crash, an
+    /// asynchronous replica promoted), or the stored cursor is behind what we committed.
+    /// Everything queued is dropped (its events will be read again), and the supervisor is
+    /// told so it restarts the reader from what Redis holds, with the bucket state reloaded.
+    /// Until then (`ResumeWriting`) every batch is dropped.
+    fn rolled_back(&mut self, chain: Option<String>, stored: Option<u64>) {
+        metrics::counter!("jetstream_ingestor_redis_rollbacks_total").increment(1);
+        warn!(
+            chain = ?chain,
+            our_last_commit = ?self.last_token,
+            stored_cursor = ?stored,
+            our_newest_cursor = ?self.status.stored_cursor,
+            dropped_batches = self.queue.len(),
+            "Redis lost acknowledged commits (restarted from an older snapshot or AOF, or a replica without them was promoted; or another writer uses this key prefix): resuming from the cursor Redis holds, bucket state reloaded; the events after it are read again"
+        );
+        self.status.rollbacks += 1;
+        self.status.last_error = Some(format!(
+            "redis rolled back: chain {chain:?}, stored cursor {stored:?}, this process had committed up to {:?}",
+            self.status.stored_cursor
+        ));
+        self.halted = true;
+        self.queue.clear();
+        self.recent.clear();
+        self.last_token = chain.map(Rc::from);
+        self.last_pushed = None;
+        self.status.stored_cursor = stored;
+        self.failed = false;
+        metrics::gauge!("jetstream_ingestor_writer_queue_batches").set(0.0);
+        match &self.rollback_to {
+            Some(to) => to.do_send(RolledBack { stored_cursor: stored }),
+            None => error!("no supervisor to reset the pipeline after a Redis rollback"),
+        }
     }
 
     fn notify(&mut self, done: Prepared, written: u64, skipped: u64) {
@@ -587,6 +642,12 @@ impl Handler<PushBatch> for RedisWriter {
     type Result = ();
 
     fn handle(&mut self, PushBatch(batch): PushBatch, ctx: &mut Self::Context) {
+        if self.halted {
+            // Read before the rollback: dropped (credit freed), read again after the reset.
+            metrics::counter!("jetstream_ingestor_batches_dropped_total", "reason" => "redis_rollback")
+                .increment(1);
+            return;
+        }
         let token: Rc<str> = Rc::from(format!("{:x}:{}", self.epoch, batch.seq));
         // Encoded for the usual case: its predecessor is the batch pushed before it.
         let expects = self
@@ -618,6 +679,37 @@ impl Handler<PushBatch> for RedisWriter {
         });
         metrics::gauge!("jetstream_ingestor_writer_queue_batches").set(self.queue.len() as f64);
         self.kick(ctx);
+    }
+}
+
+impl Handler<ResumeWriting> for RedisWriter {
+    type Result = ResponseActFuture<Self, ()>;
+
+    /// After a rollback, once the reader is stopped and every batch read before is dropped:
+    /// learn the chain afresh (checked by the next commit) and accept batches again.
+    fn handle(&mut self, _: ResumeWriting, _ctx: &mut Self::Context) -> Self::Result {
+        let conn = self.conn.clone();
+        let key = self.keys.chain.clone();
+        let fut = async move {
+            let mut conn = conn?;
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .ok()
+        };
+        Box::pin(fut.into_actor(self).map(|chain, act, ctx| {
+            // Unreadable now: the token read during recovery stays (the next commit checks it).
+            if let Some(chain) = chain {
+                act.last_token = chain.map(Rc::from);
+            }
+            act.queue.clear();
+            act.recent.clear();
+            act.last_pushed = None;
+            act.halted = false;
+            info!("writer resumed after the Redis rollback");
+            act.kick(ctx);
+        }))
     }
 }
 

@@ -166,6 +166,14 @@ pub struct ReaderStatus {
     /// Frames keep arriving but none moved the position for this many seconds (more than
     /// `jetstream.stall_timeout`): dead letters only, or events older than the cursor.
     pub stalled_secs: Option<u64>,
+    /// The newest cursor committed since the last explicit start (the stored cursor at
+    /// start, a `Restart { from_cursor }`, a rollback): a replay's progress. Dials resume
+    /// from it.
+    pub line_cursor: Option<u64>,
+    /// Frame bytes in flight between the socket and Redis, and the most seen at once: never
+    /// above `jetstream.max_in_flight_bytes`.
+    pub in_flight_bytes: u64,
+    pub peak_in_flight_bytes: u64,
 }
 
 /// Why and where the reader last moved to another Jetstream endpoint.

@@ -82,6 +82,9 @@ pub struct FakeJetstreamConfig {
     /// Honour `maxMessageSizeBytes` (skip bigger frames for that subscriber), as Jetstream
     /// does; off simulates a host that ignores it.
     pub honor_max_message_size: bool,
+    /// Resume this much earlier than the cursor asked for: a host that replays more than
+    /// asked (Jetstream v2 with a time cursor may start up to an hour early).
+    pub resume_early: Option<Duration>,
 }
 
 impl FakeJetstreamConfig {
@@ -99,6 +102,7 @@ impl FakeJetstreamConfig {
             silent_after: None,
             retention: None,
             honor_max_message_size: true,
+            resume_early: None,
         }
     }
 }
@@ -246,6 +250,9 @@ impl FakeJetstream {
             clock_offset_us: offset,
             silent_after: cfg.silent_after,
             honor_max_message_size: cfg.honor_max_message_size,
+            resume_early_us: cfg
+                .resume_early
+                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             shared: Arc::clone(&shared),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -46,6 +46,8 @@ pub(crate) struct ServerCtx {
     pub clock_offset_us: i64,
     pub silent_after: Option<u64>,
     pub honor_max_message_size: bool,
+    /// Connections start this much before the cursor asked for.
+    pub resume_early_us: u64,
     pub shared: Arc<Shared>,
 }
 

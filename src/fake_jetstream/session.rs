@@ -234,7 +234,8 @@ where
         (false, _) => None,
     };
     let mut pacer = ctx.rate.map(Pacer::new);
-    let mut feed = Feed::new(&ctx.source, params.cursor);
+    let start = params.cursor.map(|c| c.saturating_sub(ctx.resume_early_us));
+    let mut feed = Feed::new(&ctx.source, start);
     let mut sent: u64 = 0;
     // A line that is not an event shares the fate of the event before it.
     let mut previous_wanted = true;

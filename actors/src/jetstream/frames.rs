@@ -297,6 +297,13 @@ impl ReadLoop {
                 }
             })
         };
+        let budget = self.cfg.max_in_flight_bytes.min(tokio::sync::Semaphore::MAX_PERMITS);
+        let in_use = budget.saturating_sub(self.bytes.available_permits()) as u64;
+        {
+            let mut c = self.shared.counters.borrow_mut();
+            c.peak_in_flight_bytes = c.peak_in_flight_bytes.max(in_use);
+        }
+        metrics::gauge!("jetstream_ingestor_in_flight_bytes").set(in_use as f64);
         let seq = self.shared.next_seq.get();
         self.shared.next_seq.set(seq + 1);
         let batch = Batch {

@@ -54,6 +54,8 @@ pub(super) struct Counters {
     pub last_frame_at: Option<std::time::Instant>,
     /// When an event last moved the position.
     pub last_advance_at: Option<std::time::Instant>,
+    /// The most frame bytes in flight at once.
+    pub peak_in_flight_bytes: u64,
     pub gaps: u64,
     pub last_gap: Option<GapAlarm>,
     pub last_failover: Option<FailoverNote>,
@@ -238,8 +240,12 @@ impl Handler<GetReaderStatus> for JetstreamReader {
         } else {
             0.0
         });
+        let budget = self.cfg.max_in_flight_bytes.min(Semaphore::MAX_PERMITS);
         MessageResult(ReaderStatus {
             stalled_secs,
+            line_cursor: self.shared.line_committed.get(),
+            in_flight_bytes: budget.saturating_sub(self.bytes.available_permits()) as u64,
+            peak_in_flight_bytes: c.peak_in_flight_bytes,
             state: *self.shared.state.borrow(),
             endpoint: self.shared.endpoint.borrow().clone(),
             session_id: self.shared.current_session.get(),

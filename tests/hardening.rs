@@ -58,13 +58,17 @@ fn redis_restarting_from_an_older_snapshot_is_a_rollback_and_nothing_is_missing_
         |sup| async move {
             let span = last - first;
             let saved = wait_status(&sup, Duration::from_secs(60), "30% committed", |s| {
-                s.reader.committed_cursor.is_some_and(|c| c >= first + span * 3 / 10)
+                s.reader
+                    .committed_cursor
+                    .is_some_and(|c| c >= first + span * 3 / 10)
             })
             .await;
             let mut con = r.connection().unwrap();
             let _: () = redis::cmd("SAVE").query(&mut con).unwrap();
             let before_kill = wait_status(&sup, Duration::from_secs(60), "60% committed", |s| {
-                s.reader.committed_cursor.is_some_and(|c| c >= first + span * 6 / 10)
+                s.reader
+                    .committed_cursor
+                    .is_some_and(|c| c >= first + span * 6 / 10)
             })
             .await;
             *lw = (
@@ -125,9 +129,12 @@ fn frames_from_the_far_future_are_dead_lettered_and_never_reach_the_cursor() {
             fallback: Some(first),
         },
         |sup| async move {
-            wait_status(&sup, Duration::from_secs(60), "every event committed", |s| {
-                s.reader.committed_cursor == Some(last)
-            })
+            wait_status(
+                &sup,
+                Duration::from_secs(60),
+                "every event committed",
+                |s| s.reader.committed_cursor == Some(last),
+            )
             .await;
         },
     );
@@ -213,7 +220,13 @@ fn a_restart_from_an_older_cursor_replays_to_the_end_and_writes_only_what_is_mis
                 .unwrap();
             let ids: redis::streams::StreamRangeReply =
                 con.xrange_count("jsi:records", "-", "+", 1_000).unwrap();
-            let gone: Vec<String> = ids.ids.iter().skip(500).take(40).map(|e| e.id.clone()).collect();
+            let gone: Vec<String> = ids
+                .ids
+                .iter()
+                .skip(500)
+                .take(40)
+                .map(|e| e.id.clone())
+                .collect();
             let _: usize = con.xdel("jsi:records", &gone).unwrap();
             let session = sup
                 .send(Restart {
@@ -222,9 +235,12 @@ fn a_restart_from_an_older_cursor_replays_to_the_end_and_writes_only_what_is_mis
                 .await
                 .unwrap();
             assert!(session > 1);
-            wait_status(&sup, Duration::from_secs(90), "the replay reached the end", |s| {
-                s.reader.line_cursor == Some(last)
-            })
+            wait_status(
+                &sup,
+                Duration::from_secs(90),
+                "the replay reached the end",
+                |s| s.reader.line_cursor == Some(last),
+            )
             .await;
         },
     );
@@ -263,9 +279,12 @@ fn dead_letters_without_a_time_are_written_once_across_reconnects() {
             fallback: Some(first),
         },
         |sup| async move {
-            wait_status(&sup, Duration::from_secs(60), "every event committed", |s| {
-                s.reader.committed_cursor == Some(last)
-            })
+            wait_status(
+                &sup,
+                Duration::from_secs(60),
+                "every event committed",
+                |s| s.reader.committed_cursor == Some(last),
+            )
             .await;
         },
     );
@@ -301,9 +320,12 @@ fn a_host_that_replays_an_hour_early_at_every_reconnect_writes_no_duplicate() {
             fallback: Some(first),
         },
         |sup| async move {
-            wait_status(&sup, Duration::from_secs(90), "every event committed", |s| {
-                s.reader.committed_cursor == Some(last)
-            })
+            wait_status(
+                &sup,
+                Duration::from_secs(90),
+                "every event committed",
+                |s| s.reader.committed_cursor == Some(last),
+            )
             .await;
         },
     );
@@ -353,9 +375,12 @@ fn frames_in_flight_are_bounded_in_bytes_whatever_their_size() {
             })
             .await;
             kill(pid, Signal::SIGSTOP).unwrap();
-            let full = wait_status(&sup, Duration::from_secs(60), "the byte budget spent", |s| {
-                s.reader.in_flight_bytes + 1_100_000 > 8 * 1024 * 1024
-            })
+            let full = wait_status(
+                &sup,
+                Duration::from_secs(60),
+                "the byte budget spent",
+                |s| s.reader.in_flight_bytes + 1_100_000 > 8 * 1024 * 1024,
+            )
             .await;
             kill(pid, Signal::SIGCONT).unwrap();
             assert!(full.reader.in_flight_bytes <= 8 * 1024 * 1024);
@@ -366,9 +391,12 @@ fn frames_in_flight_are_bounded_in_bytes_whatever_their_size() {
                 full.reader.events_received,
                 committed_frames
             );
-            let end = wait_status(&sup, Duration::from_secs(90), "every event committed", |s| {
-                s.reader.committed_cursor == Some(last)
-            })
+            let end = wait_status(
+                &sup,
+                Duration::from_secs(90),
+                "every event committed",
+                |s| s.reader.committed_cursor == Some(last),
+            )
             .await;
             assert!(end.reader.peak_in_flight_bytes <= 8 * 1024 * 1024);
         },

@@ -287,7 +287,9 @@ impl Handler<RolledBack> for Supervisor {
                             })
                             .await;
                     }
-                    Err(e) => error!(error = %e, "cannot reload the bucket state after the rollback"),
+                    Err(e) => {
+                        error!(error = %e, "cannot reload the bucket state after the rollback")
+                    }
                 }
             }
             let _ = writer.send(ResumeWriting).await;

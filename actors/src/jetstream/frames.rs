@@ -137,7 +137,13 @@ impl ReadLoop {
     /// host replays from earlier than asked (Jetstream v2 with a time cursor may start an
     /// hour early), and those events were committed before the dial, possibly longer ago
     /// than the dedupe index remembers.
-    pub(super) fn take(&mut self, decoded: Decoded, size: usize, st: &mut Sess, dial: &Dial) -> Step {
+    pub(super) fn take(
+        &mut self,
+        decoded: Decoded,
+        size: usize,
+        st: &mut Sess,
+        dial: &Dial,
+    ) -> Step {
         let time = match &decoded {
             Decoded::Event(ev) => Some(ev.time_us()),
             Decoded::Skipped { time_us, .. } => Some(*time_us),
@@ -221,9 +227,9 @@ impl ReadLoop {
     /// the byte budget, so one batch never waits for the whole budget to free up).
     pub(super) fn pending_full(&self, st: &Sess) -> bool {
         let share = self.cfg.max_in_flight_bytes / self.cfg.max_in_flight_batches.max(1);
-        st.pending.as_ref().is_some_and(|p| {
-            p.items.len() >= self.cfg.batch_max_events || p.bytes >= share.max(1)
-        })
+        st.pending
+            .as_ref()
+            .is_some_and(|p| p.items.len() >= self.cfg.batch_max_events || p.bytes >= share.max(1))
     }
 
     /// The first event of a session far beyond the position asked for: raise the alarm.
@@ -297,7 +303,10 @@ impl ReadLoop {
                 }
             })
         };
-        let budget = self.cfg.max_in_flight_bytes.min(tokio::sync::Semaphore::MAX_PERMITS);
+        let budget = self
+            .cfg
+            .max_in_flight_bytes
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
         let in_use = budget.saturating_sub(self.bytes.available_permits()) as u64;
         {
             let mut c = self.shared.counters.borrow_mut();
@@ -336,7 +345,9 @@ fn duration_us(d: std::time::Duration) -> u64 {
 /// letters, so their identity stays in the index as long as a rewound redial can meet the
 /// frame again (too high only keeps it longer; too low would write it twice).
 pub(super) fn position_now(last_time: Option<u64>, dial_cursor: Option<u64>) -> u64 {
-    now_us().max(last_time.unwrap_or(0)).max(dial_cursor.unwrap_or(0))
+    now_us()
+        .max(last_time.unwrap_or(0))
+        .max(dial_cursor.unwrap_or(0))
 }
 
 /// A frame whose time lies beyond `limit` (the wall clock plus `future_tolerance`) becomes a
@@ -390,21 +401,32 @@ mod tests {
         let Decoded::Dead(d) = screen(decode_frame(kind7), kind7, limit) else {
             panic!("dead");
         };
-        assert_eq!(d.time_us, None, "a bad frame keeps its reason, loses the time");
+        assert_eq!(
+            d.time_us, None,
+            "a bad frame keeps its reason, loses the time"
+        );
         assert!(d.message.contains("beyond the wall clock"), "{}", d.message);
 
         let sync = br#"{"did":"did:plc:abc","time_us":4102444800000000,"kind":"sync"}"#;
-        assert!(matches!(screen(decode_frame(sync), sync, limit), Decoded::Dead(d) if d.reason == "time_in_future"));
+        assert!(
+            matches!(screen(decode_frame(sync), sync, limit), Decoded::Dead(d) if d.reason == "time_in_future")
+        );
 
         let now = br#"{"did":"did:plc:abc","time_us":1700000000000000,"kind":"sync"}"#;
-        assert!(matches!(screen(decode_frame(now), now, limit), Decoded::Skipped { .. }));
+        assert!(matches!(
+            screen(decode_frame(now), now, limit),
+            Decoded::Skipped { .. }
+        ));
     }
 
     #[test]
     fn a_dead_letter_without_a_time_is_scored_where_the_reader_is() {
         let wall = now_us();
         assert!(position_now(None, None) >= wall);
-        assert!(position_now(Some(5), Some(3)) >= wall, "never below the wall clock");
+        assert!(
+            position_now(Some(5), Some(3)) >= wall,
+            "never below the wall clock"
+        );
         assert_eq!(position_now(Some(u64::MAX - 1), Some(3)), u64::MAX - 1);
     }
 }

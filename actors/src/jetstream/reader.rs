@@ -300,7 +300,9 @@ impl Handler<RewindTo> for JetstreamReader {
         match msg.stored_cursor {
             Some(_) => {
                 self.shared.dial_override.set(None);
-                self.shared.failover_pending.set(self.cfg.endpoints.len() > 1);
+                self.shared
+                    .failover_pending
+                    .set(self.cfg.endpoints.len() > 1);
             }
             None => self.shared.dial_override.set(self.shared.origin.get()),
         }

@@ -571,7 +571,9 @@ impl RedisWriter {
         self.failed = false;
         metrics::gauge!("jetstream_ingestor_writer_queue_batches").set(0.0);
         match &self.rollback_to {
-            Some(to) => to.do_send(RolledBack { stored_cursor: stored }),
+            Some(to) => to.do_send(RolledBack {
+                stored_cursor: stored,
+            }),
             None => error!("no supervisor to reset the pipeline after a Redis rollback"),
         }
     }

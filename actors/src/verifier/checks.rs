@@ -38,6 +38,14 @@ impl CheckError {
     pub const UNSAFE_INTEGER: &'static str = "unsafe_integer";
     pub const REV_IN_FUTURE: &'static str = "rev_in_future";
     pub const COLLECTION_DENIED: &'static str = "collection_denied";
+    /// An identity event failed a hard check (envelope or inner DID, handle, `seq`, `time`).
+    pub const IDENTITY_INVALID: &'static str = "identity_invalid";
+    /// An account event failed a hard check (envelope or inner DID, `seq`, `time`).
+    pub const ACCOUNT_INVALID: &'static str = "account_invalid";
+    /// Soft: an account `status` outside the lexicon's known values (the set is open).
+    pub const UNKNOWN_STATUS: &'static str = "unknown_status";
+    /// Soft: a field the lexicon requires (`seq`, `time`, account `active`) is absent.
+    pub const MISSING_FIELD: &'static str = "missing_field";
 
     pub fn new(reason: &'static str, message: impl Into<String>) -> CheckError {
         CheckError {
@@ -138,13 +146,18 @@ pub fn check_did(s: &str) -> Result<(), CheckError> {
     Ok(())
 }
 
-/// A hostname as a did:web may carry: `localhost`, or two or more labels of
-/// `[A-Za-z0-9-]` (1–63 chars, no leading/trailing hyphen), total ≤ 253, and a top-level
-/// label that does not start with a digit (so no IP addresses).
+/// A hostname as a did:web may carry: `localhost` or a domain name ([`check_domain_name`]).
 fn check_hostname(host: &str) -> Result<(), &'static str> {
     if host == "localhost" {
         return Ok(());
     }
+    check_domain_name(host)
+}
+
+/// A domain name as atproto handles and did:web hosts use it: two or more labels of
+/// `[A-Za-z0-9-]` (1–63 chars, no leading/trailing hyphen), total ≤ 253, and a top-level
+/// label that does not start with a digit (so no IP addresses).
+pub(crate) fn check_domain_name(host: &str) -> Result<(), &'static str> {
     if host.len() > 253 {
         return Err("longer than 253 chars");
     }

@@ -5,10 +5,13 @@
 //! a later batch finishes first.
 //!
 //! Outcomes per commit: a verdict on the job (CID tag, soft findings, route), a dead letter
-//! for a hard failure, or a counted skip for a denied collection. Identity/account events
-//! and dead letters pass through untouched. Bounded: every batch holds a reader credit until
-//! it is committed, so nothing here queues without bound. A panic while checking one event
-//! is caught and dead-lettered (`verifier_panic`): a bug in a check never stops the stream.
+//! for a hard failure, or a counted skip for a denied collection. Identity/account events:
+//! unchanged when they pass (soft findings are counted and logged: their entry has no
+//! `checks` field), a dead letter (`identity_invalid` / `account_invalid`) when they fail a
+//! hard check. With `verifier.enabled = false` they, like dead letters, pass untouched.
+//! Bounded: every batch holds a reader credit until it is committed, so nothing here queues
+//! without bound. A panic while checking one event is caught and dead-lettered
+//! (`verifier_panic`): a bug in a check never stops the stream.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,8 +22,10 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tracing::{debug, error};
 
+use super::checks::CheckError;
 use super::config::VerifierConfig;
 use super::filter::CollectionFilter;
+use super::identity::{verify_account, verify_identity};
 use super::route::Router;
 use super::verify::verify_commit;
 use crate::messages::{Batch, Item, PushBatch};
@@ -50,9 +55,16 @@ impl Setup {
 
     /// One item through the checks: `None` when it is filtered out.
     pub fn process(&self, item: Item) -> Option<Item> {
-        let Item::Event(Event::Commit(mut c)) = item else {
-            return Some(item);
-        };
+        match item {
+            Item::Event(Event::Commit(c)) => self.process_commit(c),
+            Item::Event(ev @ (Event::Identity(_) | Event::Account(_))) if self.cfg.enabled => {
+                Some(process_identity(ev))
+            }
+            other => Some(other),
+        }
+    }
+
+    fn process_commit(&self, mut c: CommitEvent) -> Option<Item> {
         let stream = self.router.stream_for(&c.collection);
         if !self.cfg.enabled {
             c.verdict = Some(Verdict {
@@ -103,6 +115,79 @@ impl Setup {
             }
         }
     }
+}
+
+/// An identity or account event through its checks: the event back, or its dead letter.
+fn process_identity(ev: Event) -> Item {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &ev {
+        Event::Identity(i) => verify_identity(i),
+        Event::Account(a) => verify_account(a),
+        Event::Commit(_) => Ok(Vec::new()),
+    }));
+    match outcome {
+        Ok(Ok(soft)) => {
+            metrics::counter!("jetstream_ingestor_verified_total", "outcome" => "valid")
+                .increment(1);
+            for s in &soft {
+                metrics::counter!("jetstream_ingestor_verify_findings_total", "check" => s.reason)
+                    .increment(1);
+                debug!(did = %ev.did(), check = s.reason, message = %s.message, "soft finding");
+            }
+            Item::Event(ev)
+        }
+        Ok(Err(e)) => {
+            metrics::counter!("jetstream_ingestor_verified_total", "outcome" => "dead")
+                .increment(1);
+            metrics::counter!("jetstream_ingestor_dead_letters_total", "reason" => e.reason)
+                .increment(1);
+            debug!(did = %ev.did(), reason = e.reason, message = %e.message, "identity/account event failed a hard check");
+            Item::Dead(identity_dead_letter(&ev, e))
+        }
+        Err(_) => {
+            error!(did = %ev.did(), "verifier panicked on an event; dead-lettered");
+            metrics::counter!("jetstream_ingestor_dead_letters_total", "reason" => "verifier_panic").increment(1);
+            Item::Dead(identity_dead_letter(
+                &ev,
+                CheckError::new(
+                    "verifier_panic",
+                    "the verifier panicked on this event (a bug: please report it)",
+                ),
+            ))
+        }
+    }
+}
+
+/// An identity or account event as Jetstream sent it (re-assembled around the inner object's
+/// original bytes).
+#[derive(Serialize)]
+struct IdentityEnvelope<'a> {
+    did: &'a str,
+    time_us: u64,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account: Option<&'a RawValue>,
+}
+
+fn identity_dead_letter(ev: &Event, e: CheckError) -> DeadLetter {
+    let (kind, identity, account) = match ev {
+        Event::Identity(i) => ("identity", Some(&*i.raw), None),
+        Event::Account(a) => ("account", None, Some(&*a.raw)),
+        Event::Commit(_) => ("commit", None, None),
+    };
+    let env = IdentityEnvelope {
+        did: ev.did(),
+        time_us: ev.time_us(),
+        kind,
+        identity,
+        account,
+    };
+    let raw = serde_json::to_vec(&env).unwrap_or_default();
+    let mut d = DeadLetter::new(e.reason, e.message, &raw);
+    d.time_us = Some(ev.time_us());
+    d.did = Some(ev.did().to_owned());
+    d
 }
 
 /// The event as Jetstream sent it (re-assembled: the record bytes are the original ones).

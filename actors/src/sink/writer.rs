@@ -503,7 +503,8 @@ impl RedisWriter {
                     let known = chain.as_deref() == act.last_token.as_deref();
                     let stored = stored.and_then(|c| c.trim().parse::<u64>().ok());
                     let behind = matches!((stored, act.status.stored_cursor), (s, Some(ours)) if s.is_none_or(|s| s < ours));
-                    if act.last_token.is_some() && ((landed == 0 && !known) || (landed == 0 && behind)) {
+                    let lost = landed == 0 && (!known || behind);
+                    if act.last_token.is_some() && lost {
                         act.rolled_back(chain, stored);
                         act.waiting = false;
                         return;

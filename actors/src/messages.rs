@@ -120,6 +120,14 @@ pub struct Pause;
 #[rtype(result = "()")]
 pub struct Resume;
 
+/// Stop reading (as `Pause`), then answer once every batch read so far has left the
+/// pipeline (committed, or dropped by a writer halted by a rollback). The reader stays
+/// paused until a `Restart` or `RewindTo`; unlike `Drain` it never reports `Finished`, which
+/// would end the process.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Quiesce;
+
 /// Stop reading, commit what is in flight, then answer. Used for SIGTERM and `replay`.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]

@@ -21,7 +21,7 @@ use crate::jetstream::reader::StartCursor;
 use crate::jetstream::{JetstreamReader, ReaderConfig};
 use crate::messages::{
     Drain, GetBucketStatus, GetReaderStatus, GetRetentionStatus, GetStatus, GetWriterStatus, Pause,
-    Restart, Resume, ResumeWriting, RewindTo, RolledBack, Status, UpdateFilters,
+    Quiesce, Restart, Resume, ResumeWriting, RewindTo, RolledBack, Status, UpdateFilters,
 };
 use crate::sink::config::ConsumerGroup;
 use crate::sink::retention::{RetentionKeeper, ensure_groups};
@@ -268,7 +268,7 @@ impl Handler<RolledBack> for Supervisor {
         let setup = self.bucket_setup.clone();
         let cfg = self.writer_cfg.clone();
         actix::spawn(async move {
-            let _ = reader.send(Drain).await;
+            let _ = reader.send(Quiesce).await;
             if let (Some(router), Some((bcfg, compiled))) = (router, setup) {
                 match load_state(
                     &cfg.url,
@@ -322,7 +322,7 @@ impl Handler<Restart> for Supervisor {
         let cfg = self.writer_cfg.clone();
         let streams = self.streams.clone();
         Box::pin(async move {
-            let _ = reader.send(Drain).await;
+            let _ = reader.send(Quiesce).await;
             rebuild_dedupe(&cfg, &streams, from).await;
             reader.send(msg).await.unwrap_or(0)
         })

@@ -202,8 +202,8 @@ const LIVE_BATCH: usize = 256;
 
 impl Feed {
     /// Positions a new connection. File: from the first line with `time_us >= cursor` (from
-    /// the start without a cursor), not counting lines more than a day past the cursor: a
-    /// host seeks by its own clock, so a frame carrying a wild time (hostile, from the
+    /// the start without a cursor), not counting lines more than a day past the wall clock:
+    /// a host seeks by its own clock, so a frame carrying a wild time (hostile, from the
     /// future) does not drag the older lines after it back into every resume. Live: from the buffered event at the cursor (clamped to the
     /// oldest one kept), or from the next generated event without a cursor.
     pub fn new(source: &SourceData, cursor: Option<u64>) -> Feed {
@@ -212,7 +212,12 @@ impl Feed {
                 let next = match cursor {
                     None => 0,
                     Some(c) => {
-                        let wild = c.saturating_add(86_400_000_000);
+                        let wild = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(u64::MAX, |d| {
+                                u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+                            })
+                            .saturating_add(86_400_000_000);
                         lines
                             .iter()
                             .position(|l| l.time_us >= c && l.time_us <= wild)

@@ -25,8 +25,8 @@ use super::read_loop::{Control, ReadLoop};
 use super::subscribe::Filters;
 use crate::backoff::Backoff;
 use crate::messages::{
-    BatchCommitted, Drain, FailoverNote, GapAlarm, GetReaderStatus, Pause, PushBatch, ReaderState,
-    ReaderStatus, Restart, Resume, RewindTo, UpdateFilters,
+    BatchCommitted, Drain, FailoverNote, GapAlarm, GetReaderStatus, Pause, PushBatch, Quiesce,
+    ReaderState, ReaderStatus, Restart, Resume, RewindTo, UpdateFilters,
 };
 
 /// Where the first dial starts.
@@ -280,7 +280,6 @@ impl Handler<Restart> for JetstreamReader {
             self.shared.line_since_session.set(next);
             self.shared.host_committed.set(None);
             self.shared.host_since_session.set(next);
-            self.shared.skipped.set(None);
         }
         info!(from_cursor = ?msg.from_cursor, "restart requested");
         self.control.send_replace(Control::Run);
@@ -311,7 +310,6 @@ impl Handler<RewindTo> for JetstreamReader {
         self.shared.line_since_session.set(next);
         self.shared.host_committed.set(None);
         self.shared.host_since_session.set(next);
-        self.shared.skipped.set(None);
         warn!(stored_cursor = ?msg.stored_cursor, origin = ?self.shared.origin.get(), "reader rewinds to what Redis holds after a rollback");
         self.control.send_replace(Control::Run);
         ctx.stop();
@@ -355,6 +353,21 @@ impl Handler<UpdateFilters> for JetstreamReader {
             .increment(1);
         self.shared.filters.send_replace(Arc::new(msg.filters));
         Ok(())
+    }
+}
+
+impl Handler<Quiesce> for JetstreamReader {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Quiesce, _ctx: &mut Self::Context) -> Self::Result {
+        self.control.send_replace(Control::Pause);
+        let mut state = self.shared.state.subscribe();
+        let window = self.window.clone();
+        let n = u32::try_from(self.cfg.max_in_flight_batches).unwrap_or(u32::MAX);
+        Box::pin(async move {
+            let _ = state.wait_for(|s| *s == ReaderState::Paused).await;
+            let _ = window.acquire_many(n).await;
+        })
     }
 }
 

@@ -1,7 +1,9 @@
 //! Buckets end to end, real Redis + fake Jetstream: the same generated events replayed
 //! twice into fresh Redis (different batch sizes and shard counts) give identical
 //! `jsi:buckets` streams and state; `kill -9` of the binary at several points and a restart
-//! give the uninterrupted run's stream and state; status and the members hash agree; a
+//! give the uninterrupted run's stream and state (the applied mark included); a source with
+//! duplicates, equal times and an out-of-order copy gives the exact expected transitions
+//! with 1 or 512 events per batch and with reconnects; status and the members hash agree; a
 //! criteria change is detected and applied at start; docs/jobs.md lists every field.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -104,6 +106,216 @@ fn replay(lines: &[String], redis_url: &str, batch: usize, shards: usize) {
     );
 }
 
+/// "Posted at least twice within 50 ms": the bucket of the identity test.
+const TWICE: &str = r#"
+[[buckets]]
+id = "twice"
+[buckets.criteria]
+collection = "app.bsky.feed.post"
+operation = "create"
+check = "count"
+operator = "gte"
+value = 2
+within = "50ms"
+"#;
+
+/// A post of `did` at `t` with record key `rkey` in revision `rev` (the record and its CID
+/// are a generated post's, so the verifier's CID check passes).
+fn post_line(template: &serde_json::Value, did: &str, t: u64, rkey: &str, rev: &str) -> String {
+    let mut v = template.clone();
+    v["did"] = did.into();
+    v["time_us"] = t.into();
+    v["commit"]["rkey"] = rkey.into();
+    v["commit"]["rev"] = rev.into();
+    v.to_string()
+}
+
+/// A valid TID (record key, revision), distinct per `i` < 32.
+fn tid(i: usize) -> String {
+    let alphabet = b"234567abcdefghijklmnopqrstuvwxyz";
+    format!("3laaaaaaaaab{}", char::from(alphabet[i]))
+}
+
+/// The identity test's source, in ms from `T0`: a DID with two distinct posts of one commit
+/// at the same `time_us` (`twins`, at 1), a DID whose one post is sent twice in a row (`dup`,
+/// at 2), a DID whose post comes again later, out of order (`echo`, at 3 and again after 6),
+/// a DID with a post at 2 and one at 4 right after a like at 4 (`same`), a DID with posts at
+/// 5 and 6 (`three`), and one-post fillers every 5 ms up to 86 so every window expires.
+/// Returns the lines and the expected transitions.
+fn identity_source() -> (Vec<String>, Vec<[String; 6]>) {
+    const T0: u64 = 1_700_000_000_000_000;
+    const MS: u64 = 1_000;
+    let corpus = corpus(2_000, 3);
+    let find = |collection: &str| -> serde_json::Value {
+        corpus
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| {
+                v["commit"]["collection"] == collection && v["commit"]["operation"] == "create"
+            })
+            .unwrap_or_else(|| panic!("the corpus has a {collection} create"))
+    };
+    let (post, like) = (find("app.bsky.feed.post"), find("app.bsky.feed.like"));
+    let did = |name: &str| format!("did:plc:{name:a>24}");
+    let at = |ms: u64| T0 + ms * MS;
+    let mut l = like.clone();
+    l["did"] = did("same").into();
+    l["time_us"] = at(4).into();
+    let mut lines = vec![
+        post_line(&post, &did("fillera"), at(0), &tid(0), &tid(0)),
+        post_line(&post, &did("twins"), at(1), &tid(1), &tid(1)),
+        post_line(&post, &did("twins"), at(1), &tid(2), &tid(1)),
+        post_line(&post, &did("dup"), at(2), &tid(3), &tid(3)),
+        post_line(&post, &did("dup"), at(2), &tid(3), &tid(3)),
+        post_line(&post, &did("same"), at(2), &tid(4), &tid(4)),
+        post_line(&post, &did("echo"), at(3), &tid(5), &tid(5)),
+        l.to_string(),
+        post_line(&post, &did("same"), at(4), &tid(6), &tid(6)),
+        post_line(&post, &did("three"), at(5), &tid(7), &tid(7)),
+        post_line(&post, &did("three"), at(6), &tid(8), &tid(8)),
+        // `echo`'s post again, 3 ms late (a host sending out of order, or a duplicate).
+        post_line(&post, &did("echo"), at(3), &tid(5), &tid(5)),
+    ];
+    for i in 1..=16u64 {
+        let name = format!("filler{}", char::from(b'a' + i as u8));
+        lines.push(post_line(
+            &post,
+            &did(&name),
+            at(6 + 5 * i),
+            &tid(9),
+            &tid(9),
+        ));
+    }
+    let row = |who: &str, kind: &str, reason: &str, ms: u64| {
+        [
+            did(who),
+            "twice".into(),
+            kind.into(),
+            "1".into(),
+            reason.into(),
+            at(ms).to_string(),
+        ]
+    };
+    let expected = vec![
+        row("twins", "entered", "criteria", 1),
+        row("same", "entered", "criteria", 4),
+        row("three", "entered", "criteria", 6),
+        row("twins", "left", "window_expired", 51),
+        row("same", "left", "window_expired", 52),
+        row("three", "left", "window_expired", 55),
+    ];
+    (lines, expected)
+}
+
+/// (did, bucket, transition, epoch, reason, time_us) of every `jsi:buckets` entry, in order.
+fn rows(con: &mut redis::Connection) -> Vec<[String; 6]> {
+    read_stream(con, "jsi:buckets")
+        .into_iter()
+        .map(|e| {
+            ["did", "bucket", "transition", "epoch", "reason", "time_us"]
+                .map(|f| e.get(f).cloned().unwrap_or_default())
+        })
+        .collect()
+}
+
+/// What one run of the identity source left: the transitions, the reader's sessions, the
+/// bucket status (events evaluated, skipped) and the stored applied mark.
+struct IdentityRun {
+    rows: Vec<[String; 6]>,
+    sessions: u64,
+    evaluated: u64,
+    skipped: u64,
+    mark: String,
+}
+
+/// Runs the identity source with `batch` events per batch; with `close_every`, the fake
+/// closes every that many frames and each reconnect rewinds 1 ms from the committed cursor,
+/// re-sending lines the buckets already applied, some at exactly their newest time.
+fn run_identity_source(lines: &[String], batch: usize, close_every: Option<u64>) -> IdentityRun {
+    let redis = redis(false);
+    let server = fake(lines.to_vec(), close_every);
+    let mut s = settings(&server.url(), &redis.url());
+    s.jetstream.batch_max_events = batch;
+    s.jetstream.rewind = Duration::from_millis(1);
+    let s = with_buckets(s, TWICE, 2);
+    let last = lines.iter().filter_map(|l| time_of(l)).max().unwrap();
+    let n = lines.len() as u64;
+    let mut status = None;
+    with_supervisor(
+        s,
+        StartChoice::Resume {
+            fallback: time_of(&lines[0]),
+        },
+        |sup| {
+            let status = &mut status;
+            async move {
+                let st = wait_status(&sup, Duration::from_secs(60), "all committed", |s| {
+                    s.reader.committed_cursor == Some(last)
+                        && s.writer.queued_batches == 0
+                        && s.reader.events_received >= n
+                })
+                .await;
+                *status = Some(st);
+            }
+        },
+    );
+    let st = status.expect("status");
+    let b = st.buckets.expect("bucket status");
+    assert_eq!(b.applied_to, last);
+    let mut con = redis.connection().unwrap();
+    assert_exactly_once(&mut con, "jsi:", lines);
+    let mark: String = redis::cmd("HGET")
+        .arg("jsi:buckets:applied")
+        .arg("mark")
+        .query(&mut con)
+        .unwrap();
+    IdentityRun {
+        rows: rows(&mut con),
+        sessions: st.reader.sessions_started,
+        evaluated: b.events_evaluated,
+        skipped: b.events_skipped,
+        mark,
+    }
+}
+
+/// Identity, not time, decides what the buckets already applied: the same source gives
+/// the same six transitions with 1 event per batch (the equal-time pair split across
+/// batches), 512 per batch (the duplicate inside one batch), and 1 per batch with a
+/// reconnect every 6 frames (rewinds re-send applied events, equal-time ones included).
+/// Of the 27 posts, 25 are distinct and in order: exactly those are evaluated, every time.
+#[test]
+fn same_events_same_transitions_for_any_batching_duplicates_and_equal_times() {
+    let (lines, expected) = identity_source();
+    assert_eq!(lines.len(), 28);
+    let last = time_of(lines.last().unwrap()).unwrap();
+    let want_mark = format!(
+        r#"{{"to":{last},"at_to":["did:plc:aaaaaaaaaaaaaaaaafillerq|app.bsky.feed.post|{t}|{t}|create"]}}"#,
+        t = tid(9)
+    );
+    let one = run_identity_source(&lines, 1, None);
+    assert_eq!(one.rows, expected, "batch_max_events = 1");
+    let many = run_identity_source(&lines, 512, None);
+    assert_eq!(many.rows, expected, "batch_max_events = 512");
+    for run in [&one, &many] {
+        // The second copy of dup's post (already applied) and echo's late copy.
+        assert_eq!((run.evaluated, run.skipped), (25, 2));
+        assert_eq!(run.mark, want_mark);
+    }
+    let reconnecting = run_identity_source(&lines, 1, Some(6));
+    assert!(
+        reconnecting.sessions >= 5,
+        "only {} sessions: the fake did not close",
+        reconnecting.sessions
+    );
+    assert_eq!(
+        reconnecting.rows, expected,
+        "batch_max_events = 1, reconnect every 6 frames"
+    );
+    assert_eq!(reconnecting.evaluated, 25);
+    assert!(reconnecting.skipped > 2, "{} skipped", reconnecting.skipped);
+    assert_eq!(reconnecting.mark, want_mark);
+}
+
 /// The transitions, in stream order, as sorted field lists (stream ids differ by run).
 fn transitions(con: &mut redis::Connection, prefix: &str) -> Vec<Vec<(String, String)>> {
     read_stream(con, &format!("{prefix}buckets"))
@@ -117,17 +329,20 @@ fn transitions(con: &mut redis::Connection, prefix: &str) -> Vec<Vec<(String, St
         .collect()
 }
 
-/// Every bucket's state and members hashes.
+/// Every bucket's state, members and meta hashes, and the applied mark.
 fn hashes(con: &mut redis::Connection, prefix: &str) -> BTreeMap<String, BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
+    let mut keys = vec![format!("{prefix}buckets:applied")];
     for id in IDS {
         for part in ["state", "members", "meta"] {
-            let key = format!("{prefix}bucket:{id}:{part}");
-            let h: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&key).query(con).unwrap();
-            out.insert(key, h);
+            keys.push(format!("{prefix}bucket:{id}:{part}"));
         }
     }
-    out
+    keys.into_iter()
+        .map(|key| {
+            let h: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&key).query(con).unwrap();
+            (key, h)
+        })
+        .collect()
 }
 
 #[test]

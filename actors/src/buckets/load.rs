@@ -1,7 +1,8 @@
-//! Start-up read of the bucket state: for every enabled bucket, its stored `criteria_hash`
+//! Start-up read of the bucket state: the applied mark (`<prefix>buckets:applied`, see
+//! `applied.rs`) and, for every enabled bucket, its stored `criteria_hash`
 //! (`<prefix>bucket:<id>:meta`) and every DID's state (`HSCAN <prefix>bucket:<id>:state`).
 //! That state is exactly the state after the committed cursor (written in the same atomic
-//! commit), so the router skips every event at or before that cursor.
+//! commit as the mark), so the router skips exactly the events the mark says it applied.
 //!
 //! Failure: Redis errors are retried with backoff (the supervisor has just reached Redis);
 //! a state this version cannot read fails the start with the key and the field, because
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use super::applied::{self, Applied, Mark};
 use super::criteria::CompiledBucket;
 use super::membership::Slot;
 use super::state::decode;
@@ -32,6 +34,22 @@ impl LoadedBucket {
     }
 }
 
+/// What Redis holds for the buckets room.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The applied mark (`None`: never stored).
+    pub mark: Option<Mark>,
+    /// Per enabled bucket, in definition order.
+    pub buckets: Vec<LoadedBucket>,
+}
+
+impl Loaded {
+    /// Where the intake starts, given the committed cursor the state belongs to.
+    pub fn applied(&self, committed: Option<u64>) -> Applied {
+        Applied::start(committed, self.mark.clone())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BucketLoadError {
     #[error("redis.url: {0}")]
@@ -44,13 +62,14 @@ pub enum BucketLoadError {
     },
 }
 
-/// Reads meta and state of every bucket, retrying Redis errors with backoff until it can.
+/// Reads the applied mark and the meta and state of every bucket, retrying Redis errors
+/// with backoff until it can.
 pub async fn load_state(
     url: &str,
     prefix: &str,
     buckets: &[CompiledBucket],
     retry: (Duration, Duration),
-) -> Result<Vec<LoadedBucket>, BucketLoadError> {
+) -> Result<Loaded, BucketLoadError> {
     let client = redis::Client::open(url).map_err(BucketLoadError::Url)?;
     let mut backoff = Backoff::new(retry.0, retry.1);
     loop {
@@ -65,7 +84,8 @@ pub async fn load_state(
     }
 }
 
-type Raw = Vec<(Option<String>, Vec<(String, String)>)>;
+/// The mark's text, then per bucket its stored hash and state fields.
+type Raw = (Option<String>, Vec<(Option<String>, Vec<(String, String)>)>);
 
 async fn read_all(
     client: &redis::Client,
@@ -73,6 +93,11 @@ async fn read_all(
     buckets: &[CompiledBucket],
 ) -> redis::RedisResult<Raw> {
     let mut con = client.get_multiplexed_async_connection().await?;
+    let mark: Option<String> = redis::cmd("HGET")
+        .arg(format!("{prefix}{}", applied::KEY))
+        .arg(applied::FIELD)
+        .query_async(&mut con)
+        .await?;
     let mut out = Vec::with_capacity(buckets.len());
     for b in buckets {
         let hash: Option<String> = redis::cmd("HGET")
@@ -102,14 +127,24 @@ async fn read_all(
         }
         out.push((hash, fields));
     }
-    Ok(out)
+    Ok((mark, out))
 }
 
 fn decode_all(
     prefix: &str,
     buckets: &[CompiledBucket],
-    raw: Raw,
-) -> Result<Vec<LoadedBucket>, BucketLoadError> {
+    (mark, raw): Raw,
+) -> Result<Loaded, BucketLoadError> {
+    let mark = mark
+        .map(|text| {
+            Mark::decode(&text).map_err(|reason| BucketLoadError::BadState {
+                key: format!("{prefix}{}", applied::KEY),
+                field: applied::FIELD.to_owned(),
+                reason,
+            })
+        })
+        .transpose()?;
+    info!(?mark, "bucket applied mark loaded");
     let mut out = Vec::with_capacity(raw.len());
     for (b, (stored_hash, fields)) in buckets.iter().zip(raw) {
         let mut loaded = LoadedBucket {
@@ -131,7 +166,7 @@ fn decode_all(
         info!(bucket = %b.id, states = loaded.states.len(), changed, "bucket state loaded");
         out.push(loaded);
     }
-    Ok(out)
+    Ok(Loaded { mark, buckets: out })
 }
 
 /// The stored text without its kept event times.

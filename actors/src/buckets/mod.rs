@@ -1,13 +1,16 @@
 //! Buckets room: per-DID segments (DESIGN.md §4). Bucket definitions (`config`, `parse`),
 //! their compiled criteria (`criteria`), the membership state machine on event time
-//! (`membership`), its stored form (`state`), one shard's pure core (`tracker`), the start-up
-//! read of the state (`load`), and the actor shells: `BucketRouter` (between the verifier
-//! pool and the writer) and `BucketShard`s (one per arbiter thread).
+//! (`membership`), its stored form (`state`), one shard's pure core (`tracker`), which
+//! events are new by identity (`applied`) and the router's pure core (`intake`), the
+//! start-up read of the state (`load`), and the actor shells: `BucketRouter` (between the
+//! verifier pool and the writer) and `BucketShard`s (one per arbiter thread).
 //!
 //! Talks to: nothing but `messages` and `model` (and Redis directly, once, at start).
 
+pub mod applied;
 pub mod config;
 pub mod criteria;
+pub mod intake;
 pub mod load;
 pub mod membership;
 pub mod parse;
@@ -17,6 +20,8 @@ pub mod shard;
 pub mod state;
 pub mod tracker;
 
+#[cfg(test)]
+mod intake_tests;
 #[cfg(test)]
 mod replay_tests;
 #[cfg(test)]

@@ -1,19 +1,15 @@
 //! `BucketRouter`: the actor shell of the buckets room, between the verifier pool and the
-//! writer. For each batch it picks the commit events some bucket condition could match
-//! (collection patterns, memoised per collection), clones only what the shards need, sends
+//! writer. For each batch its [`Intake`] picks the new commit events some bucket condition
+//! could match (by identity: see `applied.rs`) and groups them per shard; the router sends
 //! every shard its DIDs' events plus the batch watermark, merges the shards' transitions in
-//! (time, bucket, DID, kind) order and appends them, with the state operations, to the batch;
-//! batches go on to the writer in arrival order, so state lands in the same atomic commit as
-//! the jobs and the cursor.
-//!
-//! Event time only: events at or before the last applied time (the committed cursor at
-//! start, then each batch's watermark) were already applied and are skipped (reconnect
-//! rewinds, restarts); later events are made non-decreasing.
+//! (time, bucket, DID, kind) order and appends them, with the state operations and the
+//! applied mark, to the batch; batches go on to the writer in arrival order, so state lands
+//! in the same atomic commit as the jobs and the cursor.
 //!
 //! Failure: a shard that panicked or is gone stops the process (exit 70) before the batch
 //! is forwarded; the state in Redis then matches the committed cursor and a restart resumes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -21,43 +17,23 @@ use futures_util::future::join_all;
 use tracing::{error, info, warn};
 
 use super::config::BucketsConfig;
-use super::criteria::{CompiledBucket, candidate_leaves};
-use super::load::LoadedBucket;
+use super::criteria::CompiledBucket;
+use super::intake::shard_of;
+use super::intake::{Intake, Split};
+use super::load::Loaded;
 use super::shard::{BucketShard, EvaluateBatch, LoadedState};
-use super::tracker::ShardEvent;
 use crate::messages::{Batch, BucketInfo, BucketStatus, GetBucketStatus, Item, PushBatch};
-use crate::model::{Event, StateOp};
-
-/// Distinct collections remembered by the pre-filter before it starts over.
-const CACHE_LIMIT: usize = 4096;
-
-/// Leaves a collection can match: `bucket << 16 | leaf`, and whether any has predicates.
-#[derive(Clone)]
-struct Candidates {
-    leaves: Arc<[u32]>,
-    needs_record: bool,
-}
-
-/// FNV-1a: the shard of a DID (stable across runs and builds).
-pub fn shard_of(did: &str, shards: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in did.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % shards.max(1) as u64) as usize
-}
+use crate::model::StateOp;
 
 pub struct BucketRouter {
+    /// The compiled buckets, for a reload ([`ReloadBuckets`]).
     buckets: Arc<[CompiledBucket]>,
     disabled: Vec<String>,
-    cache: HashMap<String, Option<Candidates>>,
+    intake: Intake,
     shards: Vec<Addr<BucketShard>>,
     _arbiters: Vec<Arbiter>,
     downstream: Recipient<PushBatch>,
     in_order: VecDeque<(u64, Option<Batch>)>,
-    /// Every event at or before this time is in the state (skip it if seen again).
-    applied_to: u64,
     /// Written with the first batch: the criteria hashes of the buckets.
     first_ops: Vec<StateOp>,
     first: bool,
@@ -70,20 +46,23 @@ pub struct BucketRouter {
 impl BucketRouter {
     /// Compiles the enabled buckets, hands each shard the stored states it owns and starts
     /// the shards, each on its own arbiter. `start_cursor` is the committed cursor the state
-    /// in Redis belongs to. Must run inside an actix `System`.
+    /// in Redis belongs to (with the stored applied mark, the start of the intake). Must run
+    /// inside an actix `System`.
     pub fn new(
         cfg: &BucketsConfig,
         buckets: Arc<[CompiledBucket]>,
-        loaded: Vec<LoadedBucket>,
+        loaded: Loaded,
         start_cursor: Option<u64>,
         downstream: Recipient<PushBatch>,
     ) -> BucketRouter {
         let n = cfg.shard_count().max(1);
-        let at = start_cursor.unwrap_or(0);
+        let applied = loaded.applied(start_cursor);
+        let at = applied.to();
+        let intake = Intake::new(buckets.clone(), n, applied);
         let mut parts: Vec<Vec<LoadedState>> = (0..n).map(|_| Vec::new()).collect();
         let mut infos = Vec::with_capacity(buckets.len());
         let mut first_ops = Vec::new();
-        for (i, (b, l)) in buckets.iter().zip(loaded).enumerate() {
+        for (i, (b, l)) in buckets.iter().zip(loaded.buckets).enumerate() {
             let changed = l.criteria_changed(b);
             if changed {
                 warn!(bucket = %b.id, stored = ?l.stored_hash, new = %b.criteria_hash, members_leave_at = at,
@@ -129,7 +108,7 @@ impl BucketRouter {
                 .filter(|d| !d.enabled)
                 .map(|d| d.id.clone())
                 .collect(),
-            cache: HashMap::new(),
+            intake,
             shard_members: vec![vec![0; buckets.len()]; n],
             shard_tracked: vec![0; n],
             buckets,
@@ -137,7 +116,6 @@ impl BucketRouter {
             _arbiters: arbiters,
             downstream,
             in_order: VecDeque::new(),
-            applied_to: at,
             first_ops,
             first: true,
             status: BucketStatus {
@@ -148,59 +126,18 @@ impl BucketRouter {
         }
     }
 
-    fn candidates(&mut self, collection: &str) -> Option<Candidates> {
-        if let Some(c) = self.cache.get(collection) {
-            return c.clone();
-        }
-        let (leaves, needs_record) = candidate_leaves(&self.buckets, collection);
-        let found = (!leaves.is_empty()).then(|| Candidates {
-            leaves: leaves.into(),
-            needs_record,
-        });
-        if self.cache.len() >= CACHE_LIMIT {
-            self.cache.clear();
-        }
-        self.cache.insert(collection.to_owned(), found.clone());
-        found
-    }
-
-    /// The relevant events per shard, and the batch watermark.
-    fn split(&mut self, batch: &Batch) -> (Vec<Vec<ShardEvent>>, u64, usize) {
-        let threshold = self.applied_to;
-        let mut clock = threshold;
-        let mut per_shard: Vec<Vec<ShardEvent>> =
-            (0..self.shards.len()).map(|_| Vec::new()).collect();
-        let (mut relevant, mut skipped) = (0usize, 0u64);
-        for item in &batch.items {
-            let Item::Event(Event::Commit(c)) = item else {
-                continue;
-            };
-            let Some(cand) = self.candidates(&c.collection) else {
-                continue;
-            };
-            if c.time_us <= threshold {
-                skipped += 1;
-                continue;
+    /// Counts what the intake skipped.
+    fn count_skipped(&mut self, split: &Split) {
+        for (reason, n) in [
+            ("already_applied", split.already_applied),
+            ("late", split.late),
+        ] {
+            if n > 0 {
+                metrics::counter!("jetstream_ingestor_bucket_events_skipped_total", "reason" => reason)
+                    .increment(n);
+                self.status.events_skipped += n;
             }
-            clock = clock.max(c.time_us);
-            relevant += 1;
-            per_shard[shard_of(&c.did, self.shards.len())].push(ShardEvent {
-                did: c.did.clone(),
-                time_us: clock,
-                operation: c.operation,
-                leaves: cand.leaves,
-                record: if cand.needs_record {
-                    c.record.clone()
-                } else {
-                    None
-                },
-            });
         }
-        if skipped > 0 {
-            metrics::counter!("jetstream_ingestor_bucket_events_skipped_total", "reason" => "already_applied").increment(skipped);
-            self.status.events_skipped += skipped;
-        }
-        (per_shard, clock.max(batch.cursor.unwrap_or(0)), relevant)
     }
 
     /// Forwards every finished batch at the front, in order (as the verifier pool does).
@@ -244,12 +181,19 @@ impl Handler<PushBatch> for BucketRouter {
 
     fn handle(&mut self, PushBatch(batch): PushBatch, ctx: &mut Self::Context) {
         let seq = batch.seq;
-        let (per_shard, watermark, relevant) = self.split(&batch);
-        let advanced = watermark > self.applied_to;
-        self.applied_to = self.applied_to.max(watermark);
+        let split = self.intake.split(&batch.items, batch.cursor, batch.session);
+        self.count_skipped(&split);
+        let Split {
+            per_shard,
+            watermark,
+            advanced,
+            relevant,
+            mark,
+            ..
+        } = split;
         self.status.events_evaluated += relevant as u64;
-        self.status.applied_to = self.applied_to;
-        if relevant == 0 && !advanced && !self.first {
+        self.status.applied_to = self.intake.applied_to();
+        if relevant == 0 && !advanced && mark.is_none() && !self.first {
             // Nothing can change: no event for the buckets, no time passed.
             self.in_order.push_back((seq, Some(batch)));
             self.forward_ready(ctx);
@@ -257,11 +201,13 @@ impl Handler<PushBatch> for BucketRouter {
         }
         self.in_order.push_back((seq, None));
         let mut batch = Some(batch);
-        let first_ops = if std::mem::take(&mut self.first) {
+        // The criteria hashes (first batch only), then the applied mark, then the shards'.
+        let mut lead_ops: Vec<StateOp> = if std::mem::take(&mut self.first) {
             std::mem::take(&mut self.first_ops)
         } else {
             Vec::new()
         };
+        lead_ops.extend(mark);
         let work = join_all(
             self.shards
                 .iter()
@@ -270,7 +216,7 @@ impl Handler<PushBatch> for BucketRouter {
         );
         ctx.spawn(work.into_actor(self).map(move |results, act, ctx| {
             let mut transitions = Vec::new();
-            let mut ops = first_ops;
+            let mut ops = lead_ops;
             for (i, r) in results.into_iter().enumerate() {
                 match r {
                     Ok(Ok(out)) => {
@@ -325,12 +271,13 @@ impl Handler<GetBucketStatus> for BucketRouter {
 }
 
 /// Replace the bucket state with what Redis holds (after a Redis rollback, when nothing is in
-/// flight): the shards are rebuilt from `loaded`, which belongs to `stored_cursor`.
+/// flight): the shards and the intake are rebuilt from `loaded` (states and applied mark),
+/// which belongs to `stored_cursor`.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ReloadBuckets {
     pub cfg: BucketsConfig,
-    pub loaded: Vec<LoadedBucket>,
+    pub loaded: Loaded,
     pub stored_cursor: Option<u64>,
 }
 

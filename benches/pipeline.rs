@@ -206,6 +206,7 @@ fn bench(c: &mut Criterion) {
                 cursor: Some(1),
                 received_at: Instant::now(),
                 credit: Credit::new(window.clone().try_acquire_owned().expect("permit")),
+                replay: false,
             },
             |batch| {
                 let encoded = encode(&keys, &batch, "bench:1", "bench:0", limits);

@@ -39,6 +39,7 @@ fn batch(seq: u64, items: Vec<Item>, cursor: u64) -> Batch {
         cursor: Some(cursor),
         received_at: Instant::now(),
         credit: Credit::new(window.try_acquire_owned().unwrap()),
+        replay: false,
     }
 }
 

@@ -404,3 +404,86 @@ fn frames_in_flight_are_bounded_in_bytes_whatever_their_size() {
     let mut con = redis.connection().unwrap();
     assert_eq!(assert_exactly_once(&mut con, PREFIX, &lines), 120);
 }
+
+/// Item 3, across a process restart: a replay stopped half-way (the process ends) is
+/// resumed from its own progress (`cursor:replay`, committed with every replay batch) by the
+/// next start, and goes on to its end; then the key is gone.
+#[test]
+fn a_replay_interrupted_by_a_process_restart_is_resumed_where_it_was() {
+    let redis = redis(false);
+    let lines = respace(&corpus(3_000, 1308), 1_700_000_000_000_000, 20_000);
+    let first = time_of(&lines[0]).unwrap();
+    let mid = time_of(&lines[1_500]).unwrap();
+    let last = time_of(lines.last().unwrap()).unwrap();
+    let server = fake(lines.clone(), Some(200));
+    let mut s = settings(&server.url(), &redis.url());
+    s.redis.dedupe_window = Duration::from_secs(11);
+    s.jetstream.rewind = Duration::from_secs(1);
+    let url = redis.url();
+    let s2 = s.clone();
+    with_supervisor(
+        s,
+        StartChoice::Resume {
+            fallback: Some(first),
+        },
+        |sup| async move {
+            wait_status(&sup, Duration::from_secs(60), "first pass committed", |s| {
+                s.reader.committed_cursor == Some(last)
+            })
+            .await;
+            let mut con = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            let ids: redis::streams::StreamRangeReply =
+                con.xrange_count("jsi:records", "-", "+", 3_000).unwrap();
+            let gone: Vec<String> = ids
+                .ids
+                .iter()
+                .skip(2_000)
+                .take(30)
+                .map(|e| e.id.clone())
+                .collect();
+            let _: usize = con.xdel("jsi:records", &gone).unwrap();
+            sup.send(Restart {
+                from_cursor: Some(first),
+            })
+            .await
+            .unwrap();
+            wait_status(&sup, Duration::from_secs(60), "the replay half-way", |s| {
+                s.reader.line_cursor.is_some_and(|c| c >= mid)
+            })
+            .await;
+        },
+    );
+    let mut con = redis.connection().unwrap();
+    let at: Option<u64> = con.get("jsi:cursor:replay").unwrap();
+    let at = at.expect("the replay's progress is stored");
+    assert!(
+        (mid..last).contains(&at),
+        "replay at {at}, between {mid} and {last}"
+    );
+    assert_eq!(
+        stored_cursor(&mut con, PREFIX),
+        Some(last),
+        "the cursor never moved back"
+    );
+    with_supervisor(
+        s2,
+        StartChoice::Resume { fallback: None },
+        |sup| async move {
+            let st = status(&sup).await;
+            assert_eq!(st.reader.line_cursor, Some(at), "resumed where it was");
+            wait_status(
+                &sup,
+                Duration::from_secs(60),
+                "the replay at its end",
+                |s| s.reader.line_cursor == Some(last),
+            )
+            .await;
+        },
+    );
+    assert_eq!(assert_exactly_once(&mut con, PREFIX, &lines), 3_000);
+    let gone: Option<u64> = con.get("jsi:cursor:replay").unwrap();
+    assert_eq!(gone, None, "caught up: the replay key is deleted");
+}

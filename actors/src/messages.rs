@@ -60,6 +60,9 @@ pub struct Batch {
     /// When the first frame of the batch arrived, for receive→commit latency.
     pub received_at: Instant,
     pub credit: Credit,
+    /// Read by a replay behind the stored cursor (`Restart { from_cursor }` into the past):
+    /// its commit records the replay's progress, so a crash does not abandon the replay.
+    pub replay: bool,
 }
 
 /// Hand a batch to the next stage. The handler must only enqueue (bounded by credits).
@@ -243,6 +246,8 @@ pub struct GetWriterStatus;
 #[rtype(result = "()")]
 pub struct RolledBack {
     pub stored_cursor: Option<u64>,
+    /// The progress of a replay that was under way, as Redis holds it.
+    pub replay_cursor: Option<u64>,
 }
 
 /// Accept batches again after a rollback (the reader is stopped, nothing is in flight).
@@ -256,6 +261,8 @@ pub struct ResumeWriting;
 #[rtype(result = "()")]
 pub struct RewindTo {
     pub stored_cursor: Option<u64>,
+    /// A replay behind the stored cursor to go on with (its progress as Redis holds it).
+    pub replay_cursor: Option<u64>,
 }
 
 /// Retention of one stream, as of the keeper's last pass.

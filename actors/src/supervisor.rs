@@ -25,7 +25,7 @@ use crate::messages::{
 };
 use crate::sink::config::ConsumerGroup;
 use crate::sink::retention::{RetentionKeeper, ensure_groups};
-use crate::sink::writer::load_cursor;
+use crate::sink::writer::load_cursors;
 use crate::sink::{RedisWriter, WriterConfig};
 use crate::verifier::VerifierConfig;
 use crate::verifier::pool::{Setup, VerifierPool};
@@ -100,16 +100,25 @@ impl Supervisor {
         let setup = Setup::new(verifier.clone())?;
         // The bucket state in Redis belongs to the stored cursor, whatever the start choice.
         let stored = match (&start, &buckets) {
-            (StartChoice::From(_), None) => None,
-            _ => load_cursor(&writer)
+            (StartChoice::From(_), None) => (None, None),
+            _ => load_cursors(&writer)
                 .await
                 .map_err(LaunchError::BadStoredCursor)?,
         };
+        let (stored, replay) = stored;
         let start = match start {
             StartChoice::From(c) => StartCursor::Exact(c),
-            StartChoice::Resume { fallback } => match stored {
-                Some(c) => StartCursor::Committed(c),
-                None => fallback.map_or(StartCursor::Live, StartCursor::Exact),
+            StartChoice::Resume { fallback } => match (stored, replay) {
+                (Some(c), Some(line)) if line < c => {
+                    warn!(
+                        replay_at = line,
+                        stored_cursor = c,
+                        "an unfinished replay is resumed where it was"
+                    );
+                    StartCursor::Replay { line, committed: c }
+                }
+                (Some(c), _) => StartCursor::Committed(c),
+                (None, _) => fallback.map_or(StartCursor::Live, StartCursor::Exact),
             },
         };
         let loaded_buckets = match &buckets {
@@ -296,6 +305,7 @@ impl Handler<RolledBack> for Supervisor {
             let _ = reader
                 .send(RewindTo {
                     stored_cursor: msg.stored_cursor,
+                    replay_cursor: msg.replay_cursor,
                 })
                 .await;
         });

@@ -326,6 +326,8 @@ impl ReadLoop {
                 window: permit,
                 bytes,
             },
+            replay: self.shared.line_replay.get()
+                && session >= self.shared.line_since_session.get(),
         };
         self.downstream
             .send(PushBatch(batch))

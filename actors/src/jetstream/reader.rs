@@ -38,6 +38,9 @@ pub enum StartCursor {
     Exact(u64),
     /// Nothing stored, nothing asked: live tail.
     Live,
+    /// Redis holds `committed`, and an unfinished replay (`Restart { from_cursor }` into the
+    /// past) had reached `line`: the replay goes on from there, minus the rewind.
+    Replay { line: u64, committed: u64 },
 }
 
 #[derive(Default)]
@@ -71,6 +74,9 @@ pub(super) struct Shared {
     /// requested replay of older events goes on to its end after reconnects.
     pub line_committed: Cell<Option<u64>>,
     pub line_since_session: Cell<u64>,
+    /// The line is a replay behind the stored cursor: its batches say so, and their commits
+    /// keep its progress in Redis (`cursor:replay`) until it catches up.
+    pub line_replay: Cell<bool>,
     /// Where this process started reading: the stored or asked cursor, else the first event
     /// it received. A rollback of Redis to nothing resumes from here.
     pub origin: Cell<Option<u64>>,
@@ -121,9 +127,13 @@ pub struct JetstreamReader {
 impl JetstreamReader {
     pub fn new(cfg: ReaderConfig, downstream: Recipient<PushBatch>, start: StartCursor) -> Self {
         let (committed, dial_override) = match start {
-            StartCursor::Committed(c) => (Some(c), None),
+            StartCursor::Committed(c) | StartCursor::Replay { committed: c, .. } => (Some(c), None),
             StartCursor::Exact(c) => (None, Some(c)),
             StartCursor::Live => (None, None),
+        };
+        let (line, line_replay) = match start {
+            StartCursor::Replay { line, .. } => (Some(line), true),
+            _ => (committed, false),
         };
         let window = Arc::new(Semaphore::new(cfg.max_in_flight_batches));
         let bytes = Arc::new(Semaphore::new(
@@ -131,9 +141,10 @@ impl JetstreamReader {
         ));
         let shared = Rc::new(Shared {
             committed: Cell::new(committed),
-            line_committed: Cell::new(committed),
+            line_committed: Cell::new(line),
             line_since_session: Cell::new(0),
-            origin: Cell::new(committed.or(dial_override)),
+            line_replay: Cell::new(line_replay),
+            origin: Cell::new(line.or(dial_override)),
             dial_override: Cell::new(dial_override),
             next_seq: Cell::new(1),
             next_session: Cell::new(1),
@@ -150,7 +161,11 @@ impl JetstreamReader {
             // endpoints it may be in another host's clock, so the first dials treat it
             // like a failover's (rewound by `failover_rewind`) until this host commits.
             failover_pending: Cell::new(
-                cfg.endpoints.len() > 1 && matches!(start, StartCursor::Committed(_)),
+                cfg.endpoints.len() > 1
+                    && matches!(
+                        start,
+                        StartCursor::Committed(_) | StartCursor::Replay { .. }
+                    ),
             ),
             filters: watch::Sender::new(Arc::new(cfg.filters())),
             skipped: Cell::new(None),
@@ -277,6 +292,7 @@ impl Handler<Restart> for JetstreamReader {
             let next = self.shared.next_session.get();
             self.shared.dial_override.set(Some(c));
             self.shared.line_committed.set(None);
+            self.shared.line_replay.set(true);
             self.shared.line_since_session.set(next);
             self.shared.host_committed.set(None);
             self.shared.host_since_session.set(next);
@@ -296,6 +312,9 @@ impl Handler<RewindTo> for JetstreamReader {
     /// Redis holds nothing.
     fn handle(&mut self, msg: RewindTo, ctx: &mut Self::Context) {
         let next = self.shared.next_session.get();
+        let replay = msg
+            .replay_cursor
+            .filter(|r| msg.stored_cursor.is_some_and(|c| *r < c));
         match msg.stored_cursor {
             Some(_) => {
                 self.shared.dial_override.set(None);
@@ -306,11 +325,12 @@ impl Handler<RewindTo> for JetstreamReader {
             None => self.shared.dial_override.set(self.shared.origin.get()),
         }
         self.shared.committed.set(msg.stored_cursor);
-        self.shared.line_committed.set(msg.stored_cursor);
+        self.shared.line_committed.set(replay.or(msg.stored_cursor));
+        self.shared.line_replay.set(replay.is_some());
         self.shared.line_since_session.set(next);
         self.shared.host_committed.set(None);
         self.shared.host_since_session.set(next);
-        warn!(stored_cursor = ?msg.stored_cursor, origin = ?self.shared.origin.get(), "reader rewinds to what Redis holds after a rollback");
+        warn!(stored_cursor = ?msg.stored_cursor, replay_cursor = ?replay, origin = ?self.shared.origin.get(), "reader rewinds to what Redis holds after a rollback");
         self.control.send_replace(Control::Run);
         ctx.stop();
     }

@@ -47,6 +47,9 @@ pub struct Keys {
     pub cursor: String,
     /// Token of the last committed batch: tells which commits landed.
     pub chain: String,
+    /// The progress of a replay behind `cursor` (`Restart { from_cursor }` into the past),
+    /// so a crash does not abandon it: a restart resumes the replay from here.
+    pub replay: String,
 }
 
 impl Keys {
@@ -56,6 +59,7 @@ impl Keys {
             dedupe: format!("{prefix}dedupe"),
             cursor: format!("{prefix}cursor"),
             chain: format!("{prefix}commit:chain"),
+            replay: format!("{prefix}cursor:replay"),
         }
     }
 
@@ -67,9 +71,13 @@ impl Keys {
 
 /// The last command of every commit transaction.
 ///
-/// KEYS: 1 dedupe zset, 2 cursor, 3 chain, 4.. every stream and hash the batch writes.
+/// KEYS: 1 dedupe zset, 2 cursor, 3 chain, 4.. every stream and hash the batch writes, last
+/// the replay cursor.
 /// ARGV: 1 prune-below score ("" = none), 2 cursor ("" = none), 3 this batch's token, 4 the
-/// token the chain must hold ("" = unchecked), 5 the number `m` of new identities; then per
+/// token the chain must hold ("" = unchecked), 5 the number `m` of new identities, 6 `1` when
+/// the batch belongs to a replay (its cursor, while behind the stored one, goes to the replay
+/// cursor key, which is deleted once the replay catches up; the stored cursor never moves
+/// back); then per
 /// key of KEYS[4..]: its type (`stream` / `hash`) and the number of entries this transaction
 /// added to it; then the number of state groups and per group (one hash): its KEYS index, the
 /// number of fields to set, field/value pairs, the number of fields to delete, the fields;
@@ -83,10 +91,10 @@ impl Keys {
 /// also removed other batches' identities of the same times, and later replays wrote those
 /// events again.)
 pub const FINALIZE_SCRIPT: &str = r#"#!lua
-local nt = #KEYS - 3
+local nt = #KEYS - 4
 local function undo(msg)
   for k = 1, nt do
-    local key, n = KEYS[3 + k], tonumber(ARGV[5 + 2 * k])
+    local key, n = KEYS[3 + k], tonumber(ARGV[6 + 2 * k])
     if n > 0 and redis.call('TYPE', key)['ok'] == 'stream' then
       local ids = {}
       for i, e in ipairs(redis.call('XREVRANGE', key, '+', '-', 'COUNT', n)) do ids[i] = e[1] end
@@ -95,8 +103,8 @@ local function undo(msg)
   end
   return redis.error_reply(msg)
 end
-local checks = {{KEYS[1], 'zset'}, {KEYS[2], 'string'}, {KEYS[3], 'string'}}
-for k = 1, nt do checks[#checks + 1] = {KEYS[3 + k], ARGV[4 + 2 * k]} end
+local checks = {{KEYS[1], 'zset'}, {KEYS[2], 'string'}, {KEYS[3], 'string'}, {KEYS[#KEYS], 'string'}}
+for k = 1, nt do checks[#checks + 1] = {KEYS[3 + k], ARGV[5 + 2 * k]} end
 for _, c in ipairs(checks) do
   local t = redis.call('TYPE', c[1])['ok']
   if t ~= 'none' and t ~= c[2] then
@@ -118,7 +126,7 @@ local function apply(cmd, key, from, n, width)
     j = j + m
   end
 end
-local i = 6 + 2 * nt
+local i = 7 + 2 * nt
 local groups = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, groups do
@@ -138,6 +146,13 @@ if ARGV[1] ~= '' then
 end
 if ARGV[2] ~= '' then
   local old = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  if ARGV[6] == '1' then
+    if tonumber(ARGV[2]) < old then
+      redis.call('SET', KEYS[#KEYS], ARGV[2])
+    else
+      redis.call('DEL', KEYS[#KEYS])
+    end
+  end
   if tonumber(ARGV[2]) > old then
     redis.call('SET', KEYS[2], ARGV[2])
   end
@@ -178,6 +193,8 @@ pub struct Encoded {
     state: Vec<StateGroup>,
     prune: Option<u64>,
     cursor: Option<u64>,
+    /// The batch belongs to a replay behind the stored cursor.
+    replay: bool,
     token: String,
 }
 
@@ -248,18 +265,20 @@ impl Encoded {
         }
         let mut fin = redis::cmd("EVAL");
         fin.arg(FINALIZE_SCRIPT)
-            .arg(3 + self.typed.len())
+            .arg(4 + self.typed.len())
             .arg(&self.keys.dedupe)
             .arg(&self.keys.cursor)
             .arg(&self.keys.chain);
         for (key, _) in &self.typed {
             fin.arg(key);
         }
+        fin.arg(&self.keys.replay);
         let mut num = itoa::Buffer::new();
         fin.arg(self.prune.map_or("", |p| num.format(p)));
         fin.arg(self.cursor.map_or("", |c| num.format(c)));
         fin.arg(&self.token).arg(expects);
         fin.arg(new);
+        fin.arg(if self.replay { "1" } else { "0" });
         for ((_, t), n) in self.typed.iter().zip(&added) {
             fin.arg(*t).arg(*n);
         }
@@ -497,6 +516,7 @@ pub fn encode(
             .cursor
             .map(|c| c.saturating_sub(limits.dedupe_window_us)),
         cursor: batch.cursor,
+        replay: batch.replay,
         token: token.to_owned(),
     };
     let mut commit = enc.pipe;
@@ -544,6 +564,7 @@ mod tests {
             cursor: Some(50),
             received_at: Instant::now(),
             credit: Credit::new(window.try_acquire_owned().expect("permit")),
+            replay: false,
         }
     }
 
@@ -632,9 +653,12 @@ mod tests {
         assert_eq!(&c[3][..2], ["XADD", "jsi:buckets"]);
         let fin = &c[4];
         assert_eq!(fin[0], "EVAL");
-        assert_eq!(fin[2], "8", "dedupe, cursor, chain + 4 streams + 1 hash");
         assert_eq!(
-            &fin[3..11],
+            fin[2], "9",
+            "dedupe, cursor, chain + 4 streams + 1 hash + replay cursor"
+        );
+        assert_eq!(
+            &fin[3..12],
             [
                 "jsi:dedupe",
                 "jsi:cursor",
@@ -643,24 +667,25 @@ mod tests {
                 "jsi:feed",
                 "jsi:dead",
                 "jsi:buckets",
-                "jsi:bucket:b:state"
+                "jsi:bucket:b:state",
+                "jsi:cursor:replay"
             ]
         );
-        assert_eq!(&fin[11..16], ["47", "50", "e:7", "e:6", "4"]);
+        assert_eq!(&fin[12..18], ["47", "50", "e:7", "e:6", "4", "0"]);
         assert_eq!(
-            &fin[16..26],
+            &fin[18..28],
             [
                 "stream", "1", "stream", "1", "stream", "1", "stream", "1", "hash", "0"
             ]
         );
         assert_eq!(
-            &fin[26..33],
+            &fin[28..35],
             ["1", "8", "1", "did:plc:abc", "{}", "1", "did:plc:old"],
             "one group: hash KEYS[8], one field set, one deleted"
         );
-        assert_eq!(fin.len(), 33 + 2 * 4, "then 4 score/identity pairs");
+        assert_eq!(fin.len(), 35 + 2 * 4, "then 4 score/identity pairs");
         assert_eq!(
-            &fin[33..35],
+            &fin[35..37],
             [
                 "40",
                 "c|did:plc:abc|app.bsky.feed.post|r1|3l3qo2vutsw2b|create"
@@ -756,12 +781,12 @@ mod tests {
         assert_eq!(c[1][1], "jsi:dead");
         let fin = &c[2];
         assert_eq!(
-            &fin[13..16],
+            &fin[14..17],
             ["e:7", "x:1", "2"],
             "new predecessor, two new identities"
         );
         assert_eq!(
-            &fin[16..26],
+            &fin[18..28],
             [
                 "stream", "0", "stream", "1", "stream", "1", "stream", "0", "hash", "0"
             ],
@@ -779,8 +804,8 @@ mod tests {
 
         let none = commands(&enc.rebuilt(&[true; 4], ""));
         assert_eq!(none.len(), 1, "finalize only: state writes, cursor, chain");
-        assert_eq!(none[0][15], "0", "no new identity");
-        assert_eq!(none[0].len(), 33, "and no pairs");
+        assert_eq!(none[0][16], "0", "no new identity");
+        assert_eq!(none[0].len(), 35, "and no pairs");
     }
 
     #[test]
@@ -791,8 +816,11 @@ mod tests {
         ]);
         let enc = encode(&Keys::new("jsi:"), &b, "t", "", limits());
         let fin = &commands(&enc.commit)[2];
-        assert_eq!(fin[2], "4", "one stream key");
-        assert_eq!(&fin[7..15], ["47", "50", "t", "", "2", "stream", "2", "0"]);
+        assert_eq!(fin[2], "5", "one stream key (+ 4 fixed)");
+        assert_eq!(
+            &fin[8..17],
+            ["47", "50", "t", "", "2", "0", "stream", "2", "0"]
+        );
     }
 
     #[test]
@@ -800,8 +828,8 @@ mod tests {
         let enc = encode(&Keys::new("p:"), &batch(Vec::new()), "t", "", limits());
         let c = commands(&enc.commit);
         assert_eq!(c.len(), 1);
-        assert_eq!(c[0][2], "3");
-        assert_eq!(&c[0][6..], ["47", "50", "t", "", "0", "0"]);
+        assert_eq!(c[0][2], "4");
+        assert_eq!(&c[0][7..], ["47", "50", "t", "", "0", "0", "0"]);
         assert!(enc.probe.is_none(), "nothing to probe");
     }
 }

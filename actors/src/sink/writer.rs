@@ -487,17 +487,19 @@ impl RedisWriter {
         };
         let chain_key = self.keys.chain.clone();
         let cursor_key = self.keys.cursor.clone();
+        let replay_key = self.keys.replay.clone();
         let fut = async move {
             redis::cmd("MGET")
                 .arg(&chain_key)
                 .arg(&cursor_key)
-                .query_async::<(Option<String>, Option<String>)>(&mut conn)
+                .arg(&replay_key)
+                .query_async::<(Option<String>, Option<String>, Option<String>)>(&mut conn)
                 .await
         };
         self.waiting = true;
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             match res {
-                Ok((chain, stored)) => {
+                Ok((chain, stored, replay)) => {
                     let tokens: Vec<&str> = act.queue.iter().map(|p| &*p.token).collect();
                     let landed = landed_prefix(chain.as_deref(), &tokens);
                     let known = chain.as_deref() == act.last_token.as_deref();
@@ -505,7 +507,8 @@ impl RedisWriter {
                     let behind = matches!((stored, act.status.stored_cursor), (s, Some(ours)) if s.is_none_or(|s| s < ours));
                     let lost = landed == 0 && (!known || behind);
                     if act.last_token.is_some() && lost {
-                        act.rolled_back(chain, stored);
+                        let replay = replay.and_then(|c| c.trim().parse::<u64>().ok());
+                        act.rolled_back(chain, stored, replay);
                         act.waiting = false;
                         return;
                     }
@@ -548,7 +551,7 @@ impl RedisWriter {
     /// Everything queued is dropped (its events will be read again), and the supervisor is
     /// told so it restarts the reader from what Redis holds, with the bucket state reloaded.
     /// Until then (`ResumeWriting`) every batch is dropped.
-    fn rolled_back(&mut self, chain: Option<String>, stored: Option<u64>) {
+    fn rolled_back(&mut self, chain: Option<String>, stored: Option<u64>, replay: Option<u64>) {
         metrics::counter!("jetstream_ingestor_redis_rollbacks_total").increment(1);
         warn!(
             chain = ?chain,
@@ -574,6 +577,7 @@ impl RedisWriter {
         match &self.rollback_to {
             Some(to) => to.do_send(RolledBack {
                 stored_cursor: stored,
+                replay_cursor: replay,
             }),
             None => error!("no supervisor to reset the pipeline after a Redis rollback"),
         }
@@ -740,26 +744,38 @@ pub fn redact(url: &str) -> String {
 /// Reads the stored cursor, waiting (with backoff) until Redis answers. `Err` only when the
 /// stored value is not a cursor: that needs an operator, guessing would lose or repeat data.
 pub async fn load_cursor(cfg: &WriterConfig) -> Result<Option<u64>, String> {
+    Ok(load_cursors(cfg).await?.0)
+}
+
+/// The stored cursor and the progress of an unfinished replay behind it (`cursor:replay`),
+/// waiting (with backoff) until Redis answers. `Err` names a key that does not hold a cursor.
+pub async fn load_cursors(cfg: &WriterConfig) -> Result<(Option<u64>, Option<u64>), String> {
     let client = redis::Client::open(cfg.url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
-    let key = Keys::new(&cfg.key_prefix).cursor;
+    let keys = Keys::new(&cfg.key_prefix);
     let mut backoff = Backoff::new(cfg.retry_min, cfg.retry_max);
     let url = redact(&cfg.url);
+    let parse = |key: &str, v: Option<String>| -> Result<Option<u64>, String> {
+        v.map(|v| {
+            v.trim().parse::<u64>().map_err(|_| {
+                format!(
+                    "{key} holds {v:?}, which is not a cursor (unix microseconds); fix or delete it"
+                )
+            })
+        })
+        .transpose()
+    };
     loop {
         let attempt = async {
             let mut c = client.get_multiplexed_async_connection().await?;
-            redis::cmd("GET")
-                .arg(&key)
-                .query_async::<Option<String>>(&mut c)
+            redis::cmd("MGET")
+                .arg(&keys.cursor)
+                .arg(&keys.replay)
+                .query_async::<(Option<String>, Option<String>)>(&mut c)
                 .await
         };
         match tokio::time::timeout(cfg.connect_timeout, attempt).await {
-            Ok(Ok(None)) => return Ok(None),
-            Ok(Ok(Some(v))) => {
-                return v
-                    .trim()
-                    .parse::<u64>()
-                    .map(Some)
-                    .map_err(|_| format!("{key} holds {v:?}, which is not a cursor (unix microseconds); fix or delete it"));
+            Ok(Ok((cursor, replay))) => {
+                return Ok((parse(&keys.cursor, cursor)?, parse(&keys.replay, replay)?));
             }
             Ok(Err(e)) => warn!(error = %e, url = %url, "cannot read the stored cursor; retrying"),
             Err(_) => warn!(url = %url, "reading the stored cursor timed out; retrying"),

@@ -86,6 +86,11 @@ pub struct ReaderConfig {
     /// would start in the future and receive nothing), the dedupe scores or the buckets.
     #[serde(with = "crate::model::duration")]
     pub future_tolerance: Duration,
+    /// An event whose `time_us` jumps further than this ahead of the session's position
+    /// waits (up to 1 s) for the next event: if that one is older, the jump was a lie and the
+    /// frame is dead-lettered (`time_out_of_order`) instead of becoming the cursor. "0s" off.
+    #[serde(with = "crate::model::duration")]
+    pub max_time_jump: Duration,
     /// Frames arriving but none of them moving the position (all dead letters, skipped or
     /// older than the dial cursor) for this long: the reader is `stalled` in status and
     /// `/readyz` answers 503. "0s" turns the check off.
@@ -128,6 +133,7 @@ impl Default for ReaderConfig {
             require_hello: false,
             gap_threshold: Duration::from_secs(60),
             future_tolerance: Duration::from_secs(300),
+            max_time_jump: Duration::from_secs(60),
             stall_timeout: Duration::from_secs(180),
             max_in_flight_bytes: 64 * 1024 * 1024,
             until: None,

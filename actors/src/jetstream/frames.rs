@@ -58,6 +58,25 @@ pub(super) struct Sess {
     pub cap_active: bool,
     /// Events older than the dial cursor the host sent anyway (dropped).
     pub early: u64,
+    /// An event at or after the dial cursor has arrived.
+    pub caught_up: bool,
+    /// An event whose time jumped far ahead, waiting for the next one (see `take`).
+    pub held: Option<Held>,
+}
+
+/// How long a frame whose time jumped ahead waits for the next event before it is written
+/// anyway (without moving the cursor).
+pub(super) const JUMP_HOLD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A frame held by the jump check: the decoded frame, its bytes (for the dead letter if the
+/// jump is refuted), its time and the position it jumped from.
+pub(super) struct Held {
+    decoded: Decoded,
+    raw: Vec<u8>,
+    size: usize,
+    time: u64,
+    from: u64,
+    pub at: Instant,
 }
 
 impl Sess {
@@ -104,23 +123,32 @@ impl ReadLoop {
     }
 
     /// A binary frame: zstd when `compress` is on, otherwise a dead letter.
-    pub(super) fn binary(&mut self, raw: &[u8]) -> Decoded {
+    ///
+    /// Also returns the bytes the frame weighs in memory (inflated, when it inflates): its
+    /// share of the byte budget.
+    pub(super) fn binary(&mut self, raw: &[u8]) -> (Decoded, usize) {
         let Some(inflater) = self.inflater.as_mut().filter(|_| self.cfg.compress) else {
-            return Decoded::Dead(DeadLetter::new(
+            let d = DeadLetter::new(
                 "binary_frame",
                 "binary frame received but jetstream.compress is off",
                 raw,
-            ));
+            );
+            return (Decoded::Dead(d), raw.len());
         };
         let limit = now_us().saturating_add(duration_us(self.cfg.future_tolerance));
         match inflater.inflate(raw) {
-            Ok(plain) => screen(decode_frame(plain), plain, limit),
-            Err(e @ InflateError::TooLarge { .. }) => {
-                Decoded::Dead(DeadLetter::new("zstd_too_large", e.to_string(), raw))
-            }
-            Err(e @ InflateError::Corrupt(_)) => {
-                Decoded::Dead(DeadLetter::new("zstd_error", e.to_string(), raw))
-            }
+            Ok(plain) => (
+                screen(decode_frame(plain), plain, limit),
+                plain.len().max(raw.len()),
+            ),
+            Err(e @ InflateError::TooLarge { .. }) => (
+                Decoded::Dead(DeadLetter::new("zstd_too_large", e.to_string(), raw)),
+                raw.len(),
+            ),
+            Err(e @ InflateError::Corrupt(_)) => (
+                Decoded::Dead(DeadLetter::new("zstd_error", e.to_string(), raw)),
+                raw.len(),
+            ),
         }
     }
 
@@ -136,10 +164,19 @@ impl ReadLoop {
     /// cursor, whatever time it claims. An event older than the dial cursor is dropped: the
     /// host replays from earlier than asked (Jetstream v2 with a time cursor may start an
     /// hour early), and those events were committed before the dial, possibly longer ago
-    /// than the dedupe index remembers.
+    /// than the dedupe index remembers; so is a dead letter met while the host is still
+    /// sending from before the cursor.
+    ///
+    /// An event whose time jumps more than `max_time_jump` ahead of the session's position is
+    /// held ([`Held`]) until the next event says whether the stream really moved there: if
+    /// the next one is older, the jump was a lie (a hostile or broken frame) and the held
+    /// frame is dead-lettered `time_out_of_order`, so its time never becomes the cursor, a
+    /// dial position or a bucket clock. Held past [`JUMP_HOLD`] without a next event (a
+    /// quiet filtered stream), it is written as a job whose time does not move the cursor.
     pub(super) fn take(
         &mut self,
         decoded: Decoded,
+        raw: &[u8],
         size: usize,
         st: &mut Sess,
         dial: &Dial,
@@ -161,6 +198,90 @@ impl ReadLoop {
             st.early += 1;
             return Step::Continue;
         }
+        if time.is_none() && st.early > 0 && !st.caught_up {
+            // Among the events from before the cursor: met (and dead-lettered) before.
+            metrics::counter!("jetstream_ingestor_events_skipped_total", "reason" => "before_cursor")
+                .increment(1);
+            return Step::Continue;
+        }
+        if time.is_some() {
+            st.caught_up = true;
+        }
+        let Some(t) = time else {
+            return self.accept(decoded, size, st, dial, true);
+        };
+        if let Some(held) = st.held.take() {
+            let step = if t >= held.time {
+                self.accept(held.decoded, held.size, st, dial, true)
+            } else {
+                self.refute(held, t, st, dial)
+            };
+            if let Step::End(..) = step {
+                return step;
+            }
+        }
+        let jump = duration_us(self.cfg.max_time_jump);
+        let reference = st.last_time.or(dial.cursor);
+        if jump > 0 && dial.skip.is_none() && reference.is_some_and(|r| t > r.saturating_add(jump))
+        {
+            metrics::counter!("jetstream_ingestor_time_jumps_total", "outcome" => "held")
+                .increment(1);
+            st.held = Some(Held {
+                decoded,
+                raw: raw.to_vec(),
+                size,
+                time: t,
+                from: reference.unwrap_or(0),
+                at: Instant::now(),
+            });
+            return Step::Continue;
+        }
+        self.accept(decoded, size, st, dial, true)
+    }
+
+    /// A held frame's jump was not confirmed by the next event (older than it): a
+    /// `time_out_of_order` dead letter.
+    fn refute(&mut self, held: Held, next: u64, st: &mut Sess, dial: &Dial) -> Step {
+        metrics::counter!("jetstream_ingestor_time_jumps_total", "outcome" => "refuted")
+            .increment(1);
+        let message = format!(
+            "time_us {} jumps {:.1} s ahead of the stream (position {}) and the next event is back at {next}: not trusted as a position",
+            held.time,
+            (held.time - held.from) as f64 / 1e6,
+            held.from
+        );
+        let mut d = DeadLetter::new("time_out_of_order", message, &held.raw);
+        if let Decoded::Event(ev) = &held.decoded {
+            d.did = Some(ev.did().to_owned());
+        }
+        self.accept(Decoded::Dead(d), held.size, st, dial, true)
+    }
+
+    /// A held frame no event came after within [`JUMP_HOLD`]: written, its time not trusted
+    /// as a position.
+    pub(super) fn release_held(&mut self, st: &mut Sess, dial: &Dial) -> Step {
+        let Some(held) = st.held.take() else {
+            return Step::Continue;
+        };
+        metrics::counter!("jetstream_ingestor_time_jumps_total", "outcome" => "released")
+            .increment(1);
+        self.accept(held.decoded, held.size, st, dial, false)
+    }
+
+    /// Puts a frame into the pending batch; `trusted`: its time may move the position.
+    fn accept(
+        &mut self,
+        decoded: Decoded,
+        size: usize,
+        st: &mut Sess,
+        dial: &Dial,
+        trusted: bool,
+    ) -> Step {
+        let time = match &decoded {
+            Decoded::Event(ev) if trusted => Some(ev.time_us()),
+            Decoded::Skipped { time_us, .. } if trusted => Some(*time_us),
+            _ => None,
+        };
         if let Some(t) = time {
             if st.first_time.is_none() {
                 st.first_time = Some(t);
@@ -196,18 +317,24 @@ impl ReadLoop {
                     metrics::gauge!("jetstream_ingestor_reader_consecutive_failures").set(0.0);
                 }
                 c.events_received += 1;
-                c.last_advance_at = Some(Instant::now());
+                if trusted && self.shared.committed.get().is_none_or(|done| t > done) {
+                    c.last_advance_at = Some(Instant::now());
+                }
                 drop(c);
                 let p = st.pending.get_or_insert_with(new_pending);
-                p.cursor = Some(p.cursor.map_or(t, |c| c.max(t)));
+                if trusted {
+                    p.cursor = Some(p.cursor.map_or(t, |c| c.max(t)));
+                }
                 p.bytes += size;
                 p.items.push(Item::Event(ev));
             }
             Decoded::Skipped { time_us, kind } => {
                 debug!(kind, time_us, "skipping event of unknown kind");
                 metrics::counter!("jetstream_ingestor_events_skipped_total", "reason" => "unknown_kind").increment(1);
-                let p = st.pending.get_or_insert_with(new_pending);
-                p.cursor = Some(p.cursor.map_or(time_us, |c| c.max(time_us)));
+                if trusted {
+                    let p = st.pending.get_or_insert_with(new_pending);
+                    p.cursor = Some(p.cursor.map_or(time_us, |c| c.max(time_us)));
+                }
             }
             Decoded::Dead(mut d) => {
                 warn!(reason = d.reason, message = %d.message, len = d.raw_len, "frame dead-lettered");

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, info, warn};
 
-use super::frames::{Sess, Step};
+use super::frames::{JUMP_HOLD, Sess, Step};
 use super::heartbeat::{Heartbeat, Liveness};
 use super::read_loop::{Control, Dial, ReadLoop};
 use super::subscribe::{DialOptions, options_update, plan_dial, source_of};
@@ -160,6 +160,8 @@ impl ReadLoop {
             last_time: None,
             cap_active: max_message_size.is_some(),
             early: 0,
+            caught_up: false,
+            held: None,
         };
         let mut last_frame = Instant::now();
         let mut last_ping: Option<Instant> = None;
@@ -217,6 +219,11 @@ impl ReadLoop {
                 Liveness::Alive { next_check } => next_check,
             };
             let linger_at = st.pending.as_ref().map(|p| p.received_at + linger);
+            let hold_at = st.held.as_ref().map(|h| h.at + JUMP_HOLD);
+            let linger_at = match (linger_at, hold_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 biased;
                 changed = control.changed() => {
@@ -239,6 +246,12 @@ impl ReadLoop {
                     metrics::counter!("jetstream_ingestor_options_updates_total", "why" => "filters").increment(1);
                 }
                 _ = tokio::time::sleep_until(linger_at.unwrap_or(now).into()), if linger_at.is_some() => {
+                    if st.held.as_ref().is_some_and(|h| h.at.elapsed() >= JUMP_HOLD)
+                        && let Step::End(reason, finished) = self.release_held(&mut st, dial)
+                    {
+                        flush_or_end!();
+                        return st.end(reason, None, finished);
+                    }
                     if flush_or_end!() {
                         last_frame = Instant::now();
                     }
@@ -251,9 +264,18 @@ impl ReadLoop {
                     let mut drained = 0usize;
                     while let Some(msg) = next.take() {
                         last_frame = Instant::now();
+                        let frame;
                         let (decoded, size) = match msg {
-                            Some(Ok(WsMessage::Text(t))) => (self.text(t.as_str()), t.len()),
-                            Some(Ok(WsMessage::Binary(b))) => (self.binary(&b), b.len()),
+                            Some(Ok(WsMessage::Text(t))) => {
+                                let d = self.text(t.as_str());
+                                frame = WsMessage::Text(t);
+                                (d, frame.len())
+                            }
+                            Some(Ok(WsMessage::Binary(b))) => {
+                                let d = self.binary(&b);
+                                frame = WsMessage::Binary(b);
+                                d
+                            }
                             // Control frames (tungstenite answers pings) end this round; `next` is empty.
                             Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
                             Some(Ok(WsMessage::Close(frame))) => {
@@ -287,7 +309,12 @@ impl ReadLoop {
                             }
                         };
                         frames_received.increment(1);
-                        match self.take(decoded, size, &mut st, dial) {
+                        let raw: &[u8] = match &frame {
+                            WsMessage::Text(t) => t.as_bytes(),
+                            WsMessage::Binary(b) => b,
+                            _ => &[],
+                        };
+                        match self.take(decoded, raw, size, &mut st, dial) {
                             Step::Continue => {}
                             Step::End(reason, finished) => {
                                 flush_or_end!();

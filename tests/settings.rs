@@ -463,7 +463,8 @@ fn a_start_with_a_route_to_an_owned_key_is_refused_before_anything_is_written() 
     ] {
         let f = dir.path().join("c.toml");
         std::fs::write(&f, toml).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_jetstream-ingestor"))
+        let log = dir.path().join("stderr");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_jetstream-ingestor"))
             .args(["--config", f.to_str().unwrap(), "run"])
             .env("JETSTREAM_INGESTOR__REDIS__URL", redis.url())
             .env("JETSTREAM_INGESTOR__ADMIN__LISTEN", "127.0.0.1:0")
@@ -471,10 +472,28 @@ fn a_start_with_a_route_to_an_owned_key_is_refused_before_anything_is_written() 
                 "JETSTREAM_INGESTOR__JETSTREAM__ENDPOINTS",
                 "ws://127.0.0.1:9/subscribe",
             )
-            .output()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
             .unwrap();
-        assert_eq!(out.status.code(), Some(2));
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        // A refused configuration exits at once; an accepted one runs until killed.
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = std::fs::read_to_string(&log).unwrap();
+        let status = status.unwrap_or_else(|| {
+            panic!("{field}: still running after 30 s, the configuration was accepted: {stderr}")
+        });
+        assert_eq!(status.code(), Some(2), "{stderr}");
         assert!(
             stderr.contains(field) && stderr.contains("jsi:"),
             "{stderr}"

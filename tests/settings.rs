@@ -399,6 +399,11 @@ fn routes_and_consumer_groups_on_keys_the_ingestor_owns_are_refused() {
     let routes = [
         ("commit:chain", "the token of the last committed batch"),
         ("cursor", "the committed cursor"),
+        ("cursor:replay", "the progress of a replay"),
+        (
+            "buckets:applied",
+            "the mark of the events the bucket state contains",
+        ),
         ("dedupe", "the dedupe index"),
         ("heartbeat", "the heartbeat"),
         ("identity", "identity and account jobs"),
@@ -420,6 +425,8 @@ fn routes_and_consumer_groups_on_keys_the_ingestor_owns_are_refused() {
     }
     let groups = [
         "cursor",
+        "cursor:replay",
+        "buckets:applied",
         "dedupe",
         "commit:chain",
         "heartbeat",

@@ -3,11 +3,14 @@
 //! `commit:chain` or a consumer group on `cursor` would otherwise pass and then wedge the
 //! writer (its commit finds a key of the wrong type and undoes itself, forever).
 //!
-//! Who uses what: the writer (`actors::sink::commit::Keys`: `cursor`, `dedupe`,
-//! `commit:chain`), the job streams (`actors::model::StreamKind`: `records`, `identity`,
-//! `dead`, `buckets`), the bucket store (`actors::buckets::criteria`: `bucket:<id>:state`,
-//! `…:members`, `…:meta`), the heartbeat (`heartbeat`) and the control stream
-//! (`crate::control::ControlKeys`: `control`, `control:acks`, `control:last`).
+//! Who uses what: the writer (`actors::sink::commit::Keys`: `cursor`, `cursor:replay`,
+//! `dedupe`, `commit:chain`), the job streams (`actors::model::StreamKind`: `records`,
+//! `identity`, `dead`, `buckets`), the bucket store (`actors::buckets::criteria`:
+//! `bucket:<id>:state`, `…:members`, `…:meta`; `actors::buckets::applied::KEY`:
+//! `buckets:applied`), the heartbeat (`heartbeat`) and the control stream
+//! (`crate::control::ControlKeys`: `control`, `control:acks`, `control:last`). Each family
+//! (`bucket:`, `buckets:`, `commit:`, `control:`, `cursor:`) is reserved whole, so a key
+//! added there later is covered.
 //!
 //! Rules: a route (`verifier.routes[i].stream`) may name `records` (the default stream of
 //! record jobs) or a name the ingestor does not use; a consumer group (`consumers[i].stream`)
@@ -54,7 +57,7 @@ const fn family(name: &'static str, what: &'static str) -> Owned {
 }
 
 /// Every key the ingestor owns under its prefix.
-const OWNED: [Owned; 14] = [
+const OWNED: [Owned; 18] = [
     key(
         "records",
         "the stream of record jobs (a stream)",
@@ -72,10 +75,20 @@ const OWNED: [Owned; 14] = [
         Role::JobStream,
     ),
     key("cursor", "the committed cursor (a string)", Role::Internal),
+    key(
+        "cursor:replay",
+        "the progress of a replay behind the cursor (a string)",
+        Role::Internal,
+    ),
     key("dedupe", "the dedupe index (a sorted set)", Role::Internal),
     key(
         "commit:chain",
         "the token of the last committed batch (a string)",
+        Role::Internal,
+    ),
+    key(
+        "buckets:applied",
+        "the mark of the events the bucket state contains (a hash)",
         Role::Internal,
     ),
     key("heartbeat", "the heartbeat (a hash)", Role::Internal),
@@ -98,7 +111,9 @@ const OWNED: [Owned; 14] = [
         "bucket:",
         "reserved for bucket state, members and meta (hashes bucket:<id>:state|members|meta)",
     ),
+    family("buckets:", "reserved for the bucket store's bookkeeping"),
     family("commit:", "reserved for the writer's commit bookkeeping"),
+    family("cursor:", "reserved for the writer's cursor bookkeeping"),
     family("control:", "reserved for the control stream"),
 ];
 
@@ -162,6 +177,9 @@ mod tests {
         assert!(owner("Cursor").is_none());
         assert!(owner("bucket:active:state").is_some());
         assert!(owner("bucket").is_none());
+        assert!(owner("cursor:replay").is_some_and(|o| !o.family));
+        assert!(owner("buckets:applied").is_some_and(|o| !o.family));
+        assert!(owner("buckets:other").is_some_and(|o| o.family));
         assert!(owner("commit:chain").is_some_and(|o| !o.family));
         assert!(owner("control:acks").is_some_and(|o| !o.family));
         assert!(owner("control:other").is_some_and(|o| o.family));

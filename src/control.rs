@@ -11,7 +11,11 @@
 //!
 //! Failure: never fatal. Redis errors are logged and counted
 //! (`jetstream_ingestor_control_errors_total`) and retried with capped full-jitter backoff;
-//! a command that cannot be parsed or executed gets an `error` ack and is not retried.
+//! an entry that is not a command (bytes that are not UTF-8, a missing, unknown or repeated
+//! field, an unknown `cmd`, a bad cursor) gets an `error` ack naming the entry id and the
+//! problem, is counted in `jetstream_ingestor_control_rejected_total{reason}` and skipped:
+//! later commands run. A command the supervisor cannot execute gets an `error` ack too; none
+//! is retried.
 
 use std::time::Duration;
 
@@ -23,10 +27,16 @@ use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use tracing::{info, warn};
 
+mod command;
+
+pub use command::{Command, Rejected};
+
 /// How long one XREAD blocks waiting for commands.
 const BLOCK: Duration = Duration::from_secs(5);
 /// Acks kept (approximately) in `<prefix>control:acks`.
 const ACKS_MAX_LEN: usize = 10_000;
+/// The counter of entries refused as commands, by reason.
+pub const REJECTED_METRIC: &str = "jetstream_ingestor_control_rejected_total";
 
 /// The keys, all under the ingestor's prefix.
 #[derive(Debug, Clone)]
@@ -57,50 +67,6 @@ pub struct ControlTarget {
     pub retry_max: Duration,
 }
 
-/// A parsed command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    Restart { cursor: Option<u64> },
-    Pause,
-    Resume,
-}
-
-impl Command {
-    /// From an entry's fields: `cmd` (case-insensitive) and, for `restart`, `cursor`.
-    pub fn parse(fields: &[(String, String)]) -> Result<Command, String> {
-        let get = |name: &str| {
-            fields
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.trim())
-        };
-        match get("cmd").map(str::to_ascii_lowercase).as_deref() {
-            Some("restart") => {
-                let cursor = match get("cursor") {
-                    None | Some("") => None,
-                    Some(c) => Some(
-                        c.parse::<u64>()
-                            .map_err(|_| format!("cursor {c:?} is not a time_us"))?,
-                    ),
-                };
-                Ok(Command::Restart { cursor })
-            }
-            Some("pause") => Ok(Command::Pause),
-            Some("resume") => Ok(Command::Resume),
-            Some(other) => Err(format!("unknown cmd {other:?} (restart, pause, resume)")),
-            None => Err("missing field cmd".into()),
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Command::Restart { .. } => "restart",
-            Command::Pause => "pause",
-            Command::Resume => "resume",
-        }
-    }
-}
-
 /// The running control-stream reader.
 pub struct ControlStream {
     task: actix_rt::task::JoinHandle<()>,
@@ -109,6 +75,10 @@ pub struct ControlStream {
 impl ControlStream {
     /// Starts reading. Must run inside an actix System.
     pub fn start(target: ControlTarget, supervisor: Addr<Supervisor>) -> ControlStream {
+        metrics::describe_counter!(
+            REJECTED_METRIC,
+            "Entries of the Redis control stream that are not a command (answered with an error ack and skipped), by reason: not_utf8, missing_cmd, unknown_cmd, unknown_field, duplicate_field, bad_cursor"
+        );
         info!(stream = %target.keys.stream, "control stream enabled");
         ControlStream {
             task: actix_rt::spawn(run(target, supervisor)),
@@ -122,7 +92,9 @@ impl ControlStream {
     }
 }
 
-type Entries = Vec<(String, Vec<(String, Vec<(String, String)>)>)>;
+/// XREAD's reply. Field names and values stay bytes: one entry that is not UTF-8 must be
+/// answered and skipped, not fail the whole reply (and so every later command) forever.
+type Entries = Vec<(String, Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>)>;
 
 async fn connect(target: &ControlTarget) -> redis::RedisResult<MultiplexedConnection> {
     let client = redis::Client::open(target.redis_url.as_str())?;
@@ -215,21 +187,22 @@ struct Ack {
     result: Result<Option<u64>, String>,
 }
 
-async fn execute(supervisor: &Addr<Supervisor>, id: &str, fields: &[(String, String)]) -> Ack {
-    let raw_cmd = fields
-        .iter()
-        .find(|(k, _)| k == "cmd")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
+async fn execute(supervisor: &Addr<Supervisor>, id: &str, fields: &[(Vec<u8>, Vec<u8>)]) -> Ack {
     let command = match Command::parse(fields) {
         Ok(c) => c,
-        Err(reason) => {
+        Err(r) => {
             metrics::counter!("jetstream_ingestor_control_commands_total", "cmd" => "invalid", "outcome" => "error")
                 .increment(1);
-            warn!(%id, %reason, "control command refused");
+            metrics::counter!(REJECTED_METRIC, "reason" => r.reason).increment(1);
+            warn!(%id, reason = r.reason, message = %r.message, "control entry refused and skipped");
+            let raw_cmd = fields
+                .iter()
+                .find(|(k, _)| k == b"cmd")
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
             return Ack {
                 cmd: raw_cmd,
-                result: Err(reason),
+                result: Err(format!("entry {id}: {}", r.message)),
             };
         }
     };
@@ -295,46 +268,4 @@ async fn acknowledge(
         .ignore()
         .query_async(con)
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn f(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
-    #[test]
-    fn commands_parse_and_bad_ones_say_why() {
-        assert_eq!(Command::parse(&f(&[("cmd", "pause")])), Ok(Command::Pause));
-        assert_eq!(
-            Command::parse(&f(&[("cmd", "RESUME")])),
-            Ok(Command::Resume)
-        );
-        assert_eq!(
-            Command::parse(&f(&[("cmd", "restart")])),
-            Ok(Command::Restart { cursor: None })
-        );
-        assert_eq!(
-            Command::parse(&f(&[("cmd", "restart"), ("cursor", "1700000000000000")])),
-            Ok(Command::Restart {
-                cursor: Some(1_700_000_000_000_000)
-            })
-        );
-        assert!(
-            Command::parse(&f(&[("cmd", "restart"), ("cursor", "soon")]))
-                .expect_err("bad cursor")
-                .contains("cursor")
-        );
-        assert!(
-            Command::parse(&f(&[("cmd", "drop-tables")]))
-                .expect_err("unknown")
-                .contains("unknown")
-        );
-        assert!(Command::parse(&f(&[])).is_err());
-    }
 }

@@ -2,7 +2,10 @@
 //!
 //! Layers, later wins: built-in defaults (identical to `config/default.toml`, a test checks
 //! it), the file given with `--config`, then `JETSTREAM_INGESTOR__SECTION__KEY` variables
-//! (lists comma-separated). Unknown keys and invalid values fail at start, naming the key.
+//! (lists comma-separated). Unknown keys and invalid values fail at start, naming the key,
+//! and so do routes or consumer groups on a key the ingestor owns (`keys`).
+
+mod keys;
 
 use std::path::Path;
 use std::time::Duration;
@@ -26,11 +29,19 @@ use crate::heartbeat::{HeartbeatConfig, HeartbeatConfigError};
 pub const ENV_PREFIX: &str = "JETSTREAM_INGESTOR";
 
 /// Keys whose environment values are comma-separated lists.
-const LIST_KEYS: [&str; 3] = [
+const LIST_KEYS: [&str; 4] = [
     "jetstream.endpoints",
     "jetstream.wanted_collections",
     "jetstream.wanted_dids",
+    "admin.allowed_hosts",
 ];
+
+/// `JETSTREAM_INGESTOR__SECTION__KEY` → `section.key` (what `config::Environment` does with
+/// the same separators); `None` for variables of other programs.
+fn env_key(name: &str) -> Option<String> {
+    let rest = name.strip_prefix(ENV_PREFIX)?.strip_prefix("__")?;
+    Some(rest.to_lowercase().replace("__", "."))
+}
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -125,6 +136,14 @@ pub enum SettingsError {
     },
     #[error("buckets.shards: {0} is too many (at most 256)")]
     BucketShards(usize),
+    #[error("{field} = {name:?}: {key} is {what}; {why}")]
+    ReservedKey {
+        field: String,
+        name: String,
+        key: String,
+        what: &'static str,
+        why: &'static str,
+    },
     #[error(
         "redis.dedupe_window ({window:?}) must be longer than jetstream.rewind and jetstream.failover_rewind ({rewind:?}), or replayed events would be written twice"
     )]
@@ -152,20 +171,31 @@ impl Settings {
                     .required(true),
             );
         }
-        let vars: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
-            .collect();
-        let mut environment = config::Environment::with_prefix(ENV_PREFIX)
-            .prefix_separator("__")
-            .separator("__")
-            .list_separator(",")
-            .try_parsing(true)
-            .source(Some(vars));
-        for key in LIST_KEYS {
-            environment = environment.with_list_parse_key(key);
+        // Environment values stay strings (no `try_parsing`): a token, prefix or name that
+        // looks like a number must not come back as one (`12345678901234567890` would turn
+        // into the float `12345678901234567000`). Numeric and boolean keys are parsed by
+        // their own types' deserializers from the string. List keys are split here, since
+        // `config` only splits lists when it also guesses types.
+        let mut vars = config::Map::new();
+        for (name, value) in env {
+            let Some(key) = env_key(&name) else {
+                continue;
+            };
+            if LIST_KEYS.contains(&key.as_str()) {
+                let list: Vec<String> = value.split(',').map(str::to_owned).collect();
+                builder = builder
+                    .set_override(key, list)
+                    .map_err(SettingsError::Invalid)?;
+            } else {
+                vars.insert(name, value);
+            }
         }
-        builder = builder.add_source(environment);
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(vars)),
+        );
         let built = builder.build().map_err(|e| match file {
             Some(p) => SettingsError::File {
                 path: p.display().to_string(),
@@ -275,6 +305,8 @@ impl Settings {
         self.heartbeat.validate()?;
         self.jetstream.validate()?;
         self.redis.validate()?;
+        // Before the verifier's own route checks: this message names the key and its use.
+        keys::check(self)?;
         self.verifier.validate()?;
         validate_consumers(&self.consumers)?;
         if self.buckets.shards > 256 {

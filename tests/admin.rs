@@ -281,11 +281,26 @@ fn bad_tokens_get_one_identical_401_and_the_right_token_works() {
         .raw(
             "POST",
             "/admin/restart",
-            &[("Authorization", &auth)],
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
             b"{\"cursor\": \"x\"}",
         )
         .unwrap();
     assert_eq!(r.status, 400);
+    let r = a
+        .raw(
+            "POST",
+            "/admin/restart",
+            &[("Authorization", &auth)],
+            b"{\"cursor\": \"x\"}",
+        )
+        .unwrap();
+    assert_eq!(
+        r.status, 415,
+        "a body without Content-Type: application/json"
+    );
 
     // Probes: /healthz public; /readyz says only ready/not ready without the token; /metrics
     // public by default.

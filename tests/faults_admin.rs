@@ -5,6 +5,12 @@
 //! ACL user) refuses a wrong one: the ingestor fails closed (writes nothing, not ready) with
 //! a clear error, and no password ever reaches its logs, even at `trace`.
 //!
+//! A web page cannot drive the API (hardening item 8): a foreign `Host` (DNS rebinding) or
+//! `Origin` gets 403 and a non-JSON body 415, with and without a token, each counted in
+//! `jetstream_ingestor_admin_refused_total{reason}`, while probes answer under any name and
+//! the CLI still works; `admin.allowed_hosts` needs a token. A numeric-looking token from the
+//! environment is the token byte for byte (item 9).
+//!
 //! The identical 401s (missing, malformed, wrong, other-length tokens, huge bodies), the
 //! 413 body limit and the refusal of a non-loopback listen without a token are proved in
 //! `tests/admin.rs`.
@@ -322,4 +328,339 @@ fn a_wrong_redis_password_fails_closed_with_a_clear_error_and_never_reaches_the_
         lines.len(),
         text.lines().count()
     );
+}
+
+/// The value of one sample line of the Prometheus text (`name{labels}`), 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+fn refused(admin: &AdminClient, reason: &str) -> f64 {
+    let text = admin.get("/metrics").unwrap().text();
+    sample(
+        &text,
+        &format!("jetstream_ingestor_admin_refused_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+#[test]
+fn a_web_page_cannot_drive_the_admin_api_without_a_token() {
+    let redis = redis(false);
+    let lines = corpus(2_000, 1103);
+    let server = fake(lines.clone(), None);
+    let env = ingestor_env(&server.url(), &redis.url());
+    let cursor = time_of(&lines[0]).unwrap().to_string();
+    let run = start(&["run", "--cursor", &cursor], &env, None);
+    let a = &run.admin;
+    let port = a.addr().port();
+    wait_admin(a, Duration::from_secs(30), "streaming", |s| {
+        s["state"] == "streaming"
+    });
+    let evil_host = format!("evil.example:{port}");
+    let evil_origin = format!("http://evil.example:{port}");
+    let own_origin = format!("http://127.0.0.1:{port}");
+
+    // The attack of the issue: a page posts text/plain cross-origin, or, after rebinding its
+    // name to 127.0.0.1, sends its own name as Host.
+    let r = a
+        .raw(
+            "POST",
+            "/admin/restart",
+            &[
+                ("Host", &evil_host),
+                ("Origin", &evil_origin),
+                ("Content-Type", "text/plain"),
+            ],
+            b"{}",
+        )
+        .unwrap();
+    assert_eq!(r.status, 403, "{}", r.text());
+    let msg = r.json().unwrap()["error"].as_str().unwrap().to_owned();
+    assert!(
+        msg.contains(&format!("Host header \"{evil_host}\"")),
+        "{msg}"
+    );
+    let r = a
+        .raw("GET", "/admin/status", &[("Host", &evil_host)], b"")
+        .unwrap();
+    assert_eq!(r.status, 403, "DNS rebinding: {}", r.text());
+    let r = a
+        .raw(
+            "POST",
+            "/admin/pause",
+            &[("Host", "localhost.evil.example")],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 403);
+    // Cross-origin with a good Host: refused, whatever the content type.
+    for ct in ["text/plain", "application/json"] {
+        let r = a
+            .raw(
+                "POST",
+                "/admin/pause",
+                &[("Origin", &evil_origin), ("Content-Type", ct)],
+                b"{}",
+            )
+            .unwrap();
+        assert_eq!(r.status, 403, "{}", r.text());
+        assert!(r.text().contains("Origin header"), "{}", r.text());
+    }
+    let r = a
+        .raw("POST", "/admin/pause", &[("Origin", "null")], b"")
+        .unwrap();
+    assert_eq!(r.status, 403);
+    // A body that is not JSON: 415, with or without a declared type.
+    let r = a
+        .raw(
+            "POST",
+            "/admin/restart",
+            &[("Content-Type", "text/plain")],
+            b"{}",
+        )
+        .unwrap();
+    assert_eq!(r.status, 415, "{}", r.text());
+    assert!(
+        r.text().contains("Content-Type header \\\"text/plain\\\""),
+        "{}",
+        r.text()
+    );
+    let r = a
+        .raw(
+            "POST",
+            "/admin/restart",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            b"cursor=1",
+        )
+        .unwrap();
+    assert_eq!(r.status, 415);
+    let r = a.raw("POST", "/admin/restart", &[], b"{}").unwrap();
+    assert_eq!(r.status, 415, "a body without a Content-Type");
+    assert!(
+        r.text().contains("Content-Type header missing"),
+        "{}",
+        r.text()
+    );
+
+    // Nothing of that reached the pipeline.
+    let st = admin_status(a);
+    assert_eq!(
+        (st["state"].as_str(), st["session_id"].as_u64()),
+        (Some("streaming"), Some(1))
+    );
+    assert_eq!(server.connections().len(), 1);
+    assert_eq!(refused(a, "host"), 3.0);
+    assert_eq!(refused(a, "origin"), 3.0);
+    assert_eq!(refused(a, "content_type"), 3.0);
+
+    // Loopback names, the API's own origin, JSON bodies and bare commands pass.
+    for host in [
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        format!("127.0.0.1:{port}"),
+    ] {
+        let r = a
+            .raw("GET", "/admin/status", &[("Host", &host)], b"")
+            .unwrap();
+        assert_eq!(r.status, 200, "Host {host}");
+    }
+    let r = a
+        .raw(
+            "PUT",
+            "/admin/filters",
+            &[
+                ("Origin", &own_origin),
+                ("Content-Type", "application/json; charset=utf-8"),
+            ],
+            b"{\"wantedCollections\": []}",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = a.raw("POST", "/admin/pause", &[], b"").unwrap();
+    assert_eq!(r.status, 202, "curl -X POST without a body: {}", r.text());
+    wait_admin(a, Duration::from_secs(10), "paused", |s| {
+        s["state"] == "paused"
+    });
+
+    // Probes answer under any name (orchestrators probe by pod IP).
+    let r = a
+        .raw("GET", "/healthz", &[("Host", &evil_host)], b"")
+        .unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+    let r = a
+        .raw("GET", "/metrics", &[("Host", &evil_host)], b"")
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("jetstream_ingestor_admin_refused_total"));
+    assert!(
+        r.text()
+            .contains("# HELP jetstream_ingestor_admin_refused_total")
+    );
+    // /readyz: the bare answer under a foreign name, details only under its own.
+    let r = a
+        .raw("GET", "/readyz", &[("Host", &evil_host)], b"")
+        .unwrap();
+    assert_eq!((r.status, r.text().as_str()), (503, "not ready\n"));
+    let r = a.raw("GET", "/readyz", &[], b"").unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json().unwrap()["state"], "paused", "{}", r.text());
+
+    // The CLI (no token configured) sends its own Host and JSON: it still works.
+    let bin = env!("CARGO_BIN_EXE_jetstream-ingestor");
+    let addr = a.addr().to_string();
+    let cli = |args: &[&str]| {
+        Command::new(bin)
+            .arg("admin")
+            .args(["--addr", &addr])
+            .args(args)
+            .env_remove("JETSTREAM_INGESTOR__ADMIN__TOKEN")
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let out = cli(args);
+        assert!(
+            out.status.success(),
+            "admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&["resume"]);
+    wait_admin(a, Duration::from_secs(10), "resumed by the CLI", |s| {
+        s["session_id"] == 2 && s["state"] == "streaming"
+    });
+    let said = ok(&["restart", "--cursor", &cursor]);
+    assert!(said.contains("restart accepted: session 3"), "{said}");
+    wait_admin(a, Duration::from_secs(10), "restarted by the CLI", |s| {
+        s["session_id"] == 3
+    });
+    ok(&["filters", "--collections", "app.bsky.feed.post"]);
+    assert!(ok(&["status"]).contains("state "));
+    assert_eq!(
+        refused(a, "host") + refused(a, "origin") + refused(a, "content_type"),
+        9.0
+    );
+}
+
+#[test]
+fn with_a_token_foreign_hosts_are_still_refused_unless_allowed() {
+    let redis = redis(false);
+    let server = fake(corpus(100, 1104), None);
+    let mut env = ingestor_env(&server.url(), &redis.url());
+    env.push((
+        "JETSTREAM_INGESTOR__ADMIN__ALLOWED_HOSTS",
+        "ingestor.internal,10.1.2.3".to_owned(),
+    ));
+    let run = start(&["run"], &env, Some(TOKEN));
+    let a = &run.admin;
+    let auth = format!("Bearer {TOKEN}");
+    let get = |host: &str| {
+        a.raw(
+            "GET",
+            "/admin/status",
+            &[("Host", host), ("Authorization", &auth)],
+            b"",
+        )
+        .unwrap()
+        .status
+    };
+    assert_eq!(get("ingestor.internal:8089"), 200);
+    assert_eq!(get("INGESTOR.INTERNAL"), 200);
+    assert_eq!(get("10.1.2.3:80"), 200);
+    assert_eq!(get("evil.example"), 403);
+    assert_eq!(get("10.1.2.4:8089"), 403);
+    // The Host check comes first: a foreign name learns nothing about the token.
+    let r = a
+        .raw("GET", "/admin/status", &[("Host", "evil.example")], b"")
+        .unwrap();
+    assert_eq!(r.status, 403);
+    // Then the token, then the body type.
+    let r = a
+        .raw(
+            "POST",
+            "/admin/restart",
+            &[("Content-Type", "text/plain")],
+            b"{}",
+        )
+        .unwrap();
+    assert_eq!(r.status, 401);
+    let r = a
+        .raw(
+            "POST",
+            "/admin/restart",
+            &[("Content-Type", "text/plain"), ("Authorization", &auth)],
+            b"{}",
+        )
+        .unwrap();
+    assert_eq!(r.status, 415);
+    assert_eq!(refused(a, "host"), 3.0);
+    assert_eq!(refused(a, "content_type"), 1.0);
+
+    // allowed_hosts without a token is refused at start, naming both keys.
+    let out = Command::new(env!("CARGO_BIN_EXE_jetstream-ingestor"))
+        .arg("check-config")
+        .env(
+            "JETSTREAM_INGESTOR__ADMIN__ALLOWED_HOSTS",
+            "ingestor.internal",
+        )
+        .env_remove("JETSTREAM_INGESTOR__ADMIN__TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("admin.allowed_hosts") && stderr.contains("admin.token"),
+        "{stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_jetstream-ingestor"))
+        .arg("check-config")
+        .env(
+            "JETSTREAM_INGESTOR__ADMIN__ALLOWED_HOSTS",
+            "ok.example,http://x",
+        )
+        .env("JETSTREAM_INGESTOR__ADMIN__TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("admin.allowed_hosts[1] \"http://x\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_numeric_looking_token_from_the_environment_is_the_token_byte_for_byte() {
+    let redis = redis(false);
+    let server = fake(corpus(100, 1105), None);
+    let env = ingestor_env(&server.url(), &redis.url());
+    // The issue's token, and one that an integer parse would shorten.
+    for (token, mangled) in [
+        ("12345678901234567890", "12345678901234567000"),
+        ("00000000000000000042", "42"),
+    ] {
+        let run = start(&["run"], &env, Some(token));
+        let status_with = |t: &str| {
+            let h = format!("Bearer {t}");
+            run.admin
+                .raw("GET", "/admin/status", &[("Authorization", &h)], b"")
+                .unwrap()
+                .status
+        };
+        assert_eq!(status_with(token), 200, "the real token {token}");
+        assert_eq!(
+            status_with(mangled),
+            401,
+            "the float/integer form {mangled}"
+        );
+    }
 }

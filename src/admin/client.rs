@@ -1,6 +1,8 @@
 //! The admin API's client, used by `jetstream-ingestor admin …` (and the tests): one blocking
 //! HTTP/1.1 request per call over `std::net::TcpStream`, `Connection: close`, the bearer
-//! token from the same settings the server reads.
+//! token from the same settings the server reads. `Host` is the address dialled (a loopback
+//! or the server's own address, which the server's host check accepts) and commands carry
+//! `Content-Type: application/json`.
 //!
 //! Why not `awc`: the admin API is plain HTTP on a loopback or private address and the
 //! server is ours, so the client needs a request line, two headers, and a body framed by
@@ -130,14 +132,17 @@ impl AdminClient {
         if let Some(a) = &auth {
             headers.push(("Authorization", a));
         }
-        if body.is_some() {
+        // The API refuses bodies that are not JSON (415); say so on every command, with or
+        // without a body.
+        if body.is_some() || method != "GET" {
             headers.push(("Content-Type", "application/json"));
         }
         self.raw(method, path, &headers, body.as_deref().unwrap_or_default())
     }
 
     /// One request with exactly these extra headers (no token added): for tests that
-    /// present wrong credentials.
+    /// present wrong credentials. A `Host` among them replaces the default (the address
+    /// dialled).
     pub fn raw(
         &self,
         method: &str,
@@ -153,10 +158,12 @@ impl AdminClient {
         stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
         stream.set_write_timeout(Some(self.timeout)).map_err(io)?;
         let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.addr,
+            "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
             body.len()
         );
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            head.push_str(&format!("Host: {}\r\n", self.addr));
+        }
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }

@@ -1,7 +1,7 @@
-//! `[admin]` settings: where the admin API listens, its token, what `/metrics` requires, the
-//! request body limit, and whether the Redis control stream is read. Pure: `settings.rs`
-//! loads them (and reads `token_file`), `validate` refuses the unsafe combinations at start,
-//! naming the key.
+//! `[admin]` settings: where the admin API listens, its token, the host names it answers to,
+//! what `/metrics` requires, the request body limit, and whether the Redis control stream is
+//! read. Pure: `settings.rs` loads them (and reads `token_file`), `validate` refuses the
+//! unsafe combinations at start, naming the key.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +25,10 @@ pub struct AdminConfig {
     pub token: Option<Secret>,
     /// A file holding the token (read at start by `Settings::load`; whitespace trimmed).
     pub token_file: Option<PathBuf>,
+    /// Host names (or IP addresses) besides loopback under which `/admin/*` may be reached,
+    /// e.g. a service DNS name. Any other `Host` header is refused: a web page that rebinds
+    /// its own name to this address must not reach the API. Needs `token`.
+    pub allowed_hosts: Vec<String>,
     /// `/metrics` only with the token.
     pub metrics_require_token: bool,
     /// Larger request bodies are refused with 413 before they are parsed.
@@ -40,6 +44,7 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8089)),
             token: None,
             token_file: None,
+            allowed_hosts: Vec::new(),
             metrics_require_token: false,
             max_body_bytes: 16 * 1024,
             control_stream: false,
@@ -61,6 +66,18 @@ pub enum AdminConfigError {
     MetricsWithoutToken,
     #[error("admin.max_body_bytes must be between 1024 and 1048576, got {0}")]
     BodyLimit(usize),
+    #[error(
+        "admin.allowed_hosts[{index}] {host:?}: {reason} (a host name or IP address, without scheme, port or wildcard)"
+    )]
+    AllowedHost {
+        index: usize,
+        host: String,
+        reason: &'static str,
+    },
+    #[error(
+        "admin.allowed_hosts is set, so the admin API is reached under other names than loopback, which requires admin.token (or admin.token_file, or JETSTREAM_INGESTOR__ADMIN__TOKEN)"
+    )]
+    AllowedHostsWithoutToken,
 }
 
 impl AdminConfig {
@@ -84,8 +101,37 @@ impl AdminConfig {
         if self.enabled && self.token.is_none() && !self.listen.ip().is_loopback() {
             return Err(AdminConfigError::TokenRequired(self.listen));
         }
+        for (index, host) in self.allowed_hosts.iter().enumerate() {
+            check_allowed_host(host).map_err(|reason| AdminConfigError::AllowedHost {
+                index,
+                host: host.clone(),
+                reason,
+            })?;
+        }
+        if self.enabled && self.token.is_none() && !self.allowed_hosts.is_empty() {
+            return Err(AdminConfigError::AllowedHostsWithoutToken);
+        }
         Ok(())
     }
+}
+
+/// A bare host name (letters, digits, `-`, `.`) or an IP address (IPv6 with or without
+/// brackets).
+fn check_allowed_host(host: &str) -> Result<(), &'static str> {
+    if host.is_empty() || host.len() > 253 {
+        return Err("must be 1 to 253 characters");
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+    {
+        return Err("contains a character that is not a letter, digit, '-' or '.'");
+    }
+    Ok(())
 }
 
 /// Long enough, and visible ASCII only (it travels in an HTTP header).

@@ -1,8 +1,8 @@
-//! Operating surfaces around the pipeline: the admin HTTP API (`server`, `auth`, `config`),
-//! its client and the `admin` CLI commands (`client`, `command`), the operator's view of the
-//! status (`view`), and [`Surfaces`], which `app.rs` uses to start them with the heartbeat
-//! (`crate::heartbeat`) and the Redis control stream (`crate::control`), feed them status
-//! samples and stop them.
+//! Operating surfaces around the pipeline: the admin HTTP API (`server`, `guard`, `auth`,
+//! `config`), its client and the `admin` CLI commands (`client`, `command`), the operator's
+//! view of the status (`view`), and [`Surfaces`], which `app.rs` uses to start them with the
+//! heartbeat (`crate::heartbeat`) and the Redis control stream (`crate::control`), feed them
+//! status samples and stop them.
 //!
 //! Order: the API and the heartbeat start before the pipeline (which waits for Redis), so
 //! `/healthz` answers and `/readyz` says "starting" meanwhile; the control stream starts once
@@ -15,6 +15,7 @@ pub mod auth;
 pub mod client;
 pub mod command;
 pub mod config;
+pub mod guard;
 pub mod server;
 pub mod view;
 
@@ -30,6 +31,7 @@ use crate::control::{ControlKeys, ControlStream, ControlTarget};
 use crate::heartbeat::{Heartbeat, HeartbeatTarget};
 use crate::settings::Settings;
 use auth::TokenCheck;
+use guard::HostPolicy;
 use server::{AdminServer, AdminState, PipelineCell};
 use view::{Observed, Sampler, lag_seconds};
 
@@ -69,6 +71,7 @@ impl Surfaces {
                 pipeline: pipeline.clone(),
                 observed: observed_rx.clone(),
                 check: TokenCheck::new(settings.admin.token.as_ref()),
+                hosts: HostPolicy::new(&settings.admin),
                 metrics,
                 metrics_require_token: settings.admin.metrics_require_token,
                 instance: instance.clone(),

@@ -5,27 +5,29 @@
 //! | route | auth | answer |
 //! |---|---|---|
 //! | `GET /healthz` | none | 200 `ok` while the process serves HTTP |
-//! | `GET /readyz` | details only with the token | 200 when streaming and committing, else 503 |
+//! | `GET /readyz` | details only with the token and this API's own `Host` | 200 when streaming and committing, else 503 |
 //! | `GET /metrics` | token if `admin.metrics_require_token` | Prometheus text |
 //! | `GET /admin/status` | token | [`StatusView`] JSON |
 //! | `POST /admin/restart` | token | body `{"cursor": N}` optional; 202 `{"session_id": …}` |
 //! | `POST /admin/pause`, `POST /admin/resume` | token | 202 |
 //! | `PUT /admin/filters` | token | body `{"wantedCollections": […], "wantedDids": […]}`; 200 or 400 |
 //!
+//! Everything under `/admin` passes [`guard::admin_guard`](super::guard) first: a foreign
+//! `Host` or `Origin` gets 403, a missing or wrong token the same bare 401 whatever was sent,
+//! a body that is not `application/json` 415, all before any body is read.
+//!
 //! Failure: binding fails at start (the caller refuses to run). Afterwards a request that
 //! cannot reach the supervisor gets 503 with a JSON `error`; a bad body gets 400, a body over
-//! `admin.max_body_bytes` 413, a missing or wrong token the same bare 401 whatever was sent
-//! (checked in middleware before any body is read). Nothing here logs the token.
+//! `admin.max_body_bytes` 413. Nothing here logs the token.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use actix::Addr;
-use actix_web::body::BoxBody;
-use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::dev::ServerHandle;
 use actix_web::http::header::{self, ContentType};
-use actix_web::middleware::{Next, from_fn};
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use actors::messages::{Filters, GetStatus, Pause, Restart, Resume, Status, UpdateFilters};
 use actors::supervisor::Supervisor;
@@ -37,6 +39,7 @@ use tracing::{info, warn};
 
 use super::auth::{TokenCheck, unauthorized};
 use super::config::AdminConfig;
+use super::guard::{HostPolicy, LocalAddr, REFUSED_METRIC, admin_guard};
 use super::view::{Observed, StatusView, readiness};
 
 /// How long a handler waits for the supervisor before answering 503.
@@ -50,13 +53,15 @@ pub struct AdminState {
     pub pipeline: PipelineCell,
     pub observed: watch::Receiver<Observed>,
     pub check: TokenCheck,
+    /// The names `/admin/*` answers to (`Host`, `Origin`).
+    pub hosts: HostPolicy,
     pub metrics: Option<PrometheusHandle>,
     pub metrics_require_token: bool,
     pub instance: String,
 }
 
 impl AdminState {
-    fn authorized(&self, req: &HttpRequest) -> bool {
+    pub(super) fn authorized(&self, req: &HttpRequest) -> bool {
         self.check.allows(authorization(req.headers()))
     }
 
@@ -88,6 +93,10 @@ impl AdminServer {
     /// Binds `cfg.listen` and starts serving. Must run inside an actix System.
     pub fn start(cfg: &AdminConfig, state: AdminState) -> std::io::Result<AdminServer> {
         let open = state.check.is_open();
+        metrics::describe_counter!(
+            REFUSED_METRIC,
+            "Admin API requests refused before the token check or the handler, by reason: host (a Host that does not name this API), origin (a foreign Origin), content_type (a body that is not application/json)"
+        );
         let data = web::Data::new(state);
         let limit = cfg.max_body_bytes;
         let server = HttpServer::new(move || {
@@ -99,13 +108,21 @@ impl AdminServer {
                 .route("/metrics", web::get().to(metrics_text))
                 .service(
                     web::scope("/admin")
-                        .wrap(from_fn(require_token))
+                        .wrap(from_fn(admin_guard))
                         .route("/status", web::get().to(status))
                         .route("/restart", web::post().to(restart))
                         .route("/pause", web::post().to(pause))
                         .route("/resume", web::post().to(resume))
                         .route("/filters", web::put().to(filters)),
                 )
+        })
+        .on_connect(|io, ext| {
+            if let Some(addr) = io
+                .downcast_ref::<actix_web::rt::net::TcpStream>()
+                .and_then(|s| s.local_addr().ok())
+            {
+                ext.insert(LocalAddr(addr));
+            }
         })
         .workers(1)
         .disable_signals()
@@ -139,22 +156,6 @@ impl AdminServer {
     }
 }
 
-/// Everything under `/admin` needs the token; refused before the body is read.
-async fn require_token(
-    req: ServiceRequest,
-    next: Next<BoxBody>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let allowed = req
-        .app_data::<web::Data<AdminState>>()
-        .is_some_and(|s| s.check.allows(authorization(req.headers())));
-    if !allowed {
-        metrics::counter!("jetstream_ingestor_admin_auth_failures_total").increment(1);
-        warn!(path = %req.path(), peer = ?req.peer_addr(), "admin request refused: missing or wrong token");
-        return Ok(req.into_response(unauthorized()));
-    }
-    next.call(req).await
-}
-
 fn error(status: u16, message: &str) -> HttpResponse {
     let code = actix_web::http::StatusCode::from_u16(status)
         .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
@@ -182,7 +183,18 @@ async fn readyz(state: web::Data<AdminState>, req: HttpRequest) -> HttpResponse 
     } else {
         HttpResponse::ServiceUnavailable()
     };
-    if state.authorized(&req) {
+    // Details only for a request that would pass `/admin/*`'s host and origin checks and
+    // the token: a page that rebinds its name gets the bare answer, like any probe.
+    let local = req.conn_data::<LocalAddr>().map(|a| a.0.ip());
+    let named = state
+        .hosts
+        .check(
+            req.headers(),
+            req.uri().authority().map(|a| a.as_str()),
+            local,
+        )
+        .is_ok();
+    if named && state.authorized(&req) {
         let view = StatusView::new(
             &observed,
             fresh.as_ref(),

@@ -97,7 +97,7 @@ pub async fn run(
                 }
                 if let Ok(Ok(status)) = supervisor.send(GetStatus).await {
                     let until_reached = matches!(mode, Mode::Replay { until, .. }
-                        if status.reader.committed_cursor.is_some_and(|c| c >= until));
+                        if status.reader.line_cursor.is_some_and(|c| c >= until));
                     let finished = until_reached
                         || (status.reader.state == ReaderState::Finished && status.writer.queued_batches == 0);
                     progress.update(&status);

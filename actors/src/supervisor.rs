@@ -25,7 +25,7 @@ use crate::messages::{
 };
 use crate::sink::config::ConsumerGroup;
 use crate::sink::retention::{RetentionKeeper, ensure_groups};
-use crate::sink::writer::load_cursors;
+use crate::sink::writer::{Stored, load_cursors};
 use crate::sink::{RedisWriter, WriterConfig};
 use crate::verifier::VerifierConfig;
 use crate::verifier::pool::{Setup, VerifierPool};
@@ -78,6 +78,7 @@ pub struct Supervisor {
     writer_cfg: WriterConfig,
     /// Every stream the pipeline writes (the dedupe index is rebuilt from them).
     streams: Vec<String>,
+    reindex_margin_us: u64,
     started_at: Instant,
     restarts: u64,
 }
@@ -98,14 +99,12 @@ impl Supervisor {
             buckets,
         } = cfg;
         let setup = Setup::new(verifier.clone())?;
-        // The bucket state in Redis belongs to the stored cursor, whatever the start choice.
-        let stored = match (&start, &buckets) {
-            (StartChoice::From(_), None) => (None, None),
-            _ => load_cursors(&writer)
-                .await
-                .map_err(LaunchError::BadStoredCursor)?,
-        };
-        let (stored, replay) = stored;
+        // The bucket state in Redis belongs to the stored cursor, whatever the start choice;
+        // the chain token is what the first commit must find (a rollback before it is one).
+        let held: Stored = load_cursors(&writer)
+            .await
+            .map_err(LaunchError::BadStoredCursor)?;
+        let (stored, replay) = (held.cursor, held.replay);
         let start = match start {
             StartChoice::From(c) => StartCursor::Exact(c),
             StartChoice::Resume { fallback } => match (stored, replay) {
@@ -162,9 +161,13 @@ impl Supervisor {
             &consumers,
         )?
         .start();
+        let reindex_margin_us = [writer.dedupe_window, reader.future_tolerance]
+            .iter()
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            .fold(60_000_000u64, u64::saturating_add);
         if let StartCursor::Exact(from) = start {
             // A start from an explicit cursor may lie before what the dedupe index remembers.
-            rebuild_dedupe(&writer, &streams, from).await;
+            rebuild_dedupe(&writer, &streams, from, reindex_margin_us).await;
         }
         info!(
             ?start,
@@ -208,7 +211,8 @@ impl Supervisor {
         let writer_arbiter = Arbiter::new();
         writer_arbiter.spawn_fn(move || match RedisWriter::new(writer, committed) {
             Ok(actor) => {
-                Context::with_receiver(writer_rx).run(actor.on_rollback(rollback_to));
+                Context::with_receiver(writer_rx)
+                    .run(actor.expecting(&held).on_rollback(rollback_to));
             }
             // Checked above; cannot happen.
             Err(e) => tracing::error!(error = %e, "redis.url rejected; the writer did not start"),
@@ -222,6 +226,7 @@ impl Supervisor {
             bucket_setup,
             writer_cfg,
             streams,
+            reindex_margin_us,
             started_at: Instant::now(),
             restarts: 0,
         });
@@ -232,12 +237,14 @@ impl Supervisor {
 /// Adds the identities of everything the streams hold from `from_us` on to the dedupe index
 /// (`sink/reindex.rs`), waiting for Redis with backoff: a replay from older than the index
 /// remembers then writes only what is missing.
-async fn rebuild_dedupe(cfg: &WriterConfig, streams: &[String], from_us: u64) {
+///
+/// `margin_us`: how far back of `from_us` (in Redis's clock) the streams are read: entries
+/// are inserted after their events happened, unless the host's clock is ahead of Redis's, by
+/// at most `jetstream.future_tolerance` (more is dead-lettered), so that plus the dedupe
+/// window plus a minute.
+async fn rebuild_dedupe(cfg: &WriterConfig, streams: &[String], from_us: u64, margin_us: u64) {
     let keys = crate::sink::commit::Keys::new(&cfg.key_prefix);
     let full: Vec<String> = streams.iter().map(|s| keys.stream(s)).collect();
-    let margin_us = u64::try_from(cfg.dedupe_window.as_micros())
-        .unwrap_or(u64::MAX)
-        .saturating_add(60_000_000);
     let mut backoff = Backoff::new(cfg.retry_min, cfg.retry_max);
     loop {
         let attempt = async {
@@ -331,9 +338,10 @@ impl Handler<Restart> for Supervisor {
         };
         let cfg = self.writer_cfg.clone();
         let streams = self.streams.clone();
+        let margin = self.reindex_margin_us;
         Box::pin(async move {
             let _ = reader.send(Quiesce).await;
-            rebuild_dedupe(&cfg, &streams, from).await;
+            rebuild_dedupe(&cfg, &streams, from, margin).await;
             reader.send(msg).await.unwrap_or(0)
         })
     }

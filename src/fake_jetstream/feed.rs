@@ -202,9 +202,10 @@ const LIVE_BATCH: usize = 256;
 
 impl Feed {
     /// Positions a new connection. File: from the first line with `time_us >= cursor` (from
-    /// the start without a cursor), not counting lines more than a day past the wall clock:
-    /// a host seeks by its own clock, so a frame carrying a wild time (hostile, from the
-    /// future) does not drag the older lines after it back into every resume. Live: from the buffered event at the cursor (clamped to the
+    /// the start without a cursor), not counting lines more than a day past the wall clock or
+    /// more than a minute ahead of the line after them: a host seeks by its own clock, so a
+    /// frame carrying a wild time (hostile, from the future) does not drag the older lines
+    /// after it back into every resume. Live: from the buffered event at the cursor (clamped to the
     /// oldest one kept), or from the next generated event without a cursor.
     pub fn new(source: &SourceData, cursor: Option<u64>) -> Feed {
         match source {
@@ -218,9 +219,18 @@ impl Feed {
                                 u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
                             })
                             .saturating_add(86_400_000_000);
-                        lines
-                            .iter()
-                            .position(|l| l.time_us >= c && l.time_us <= wild)
+                        // A line more than a minute ahead of the line after it carries a
+                        // wild time: a host stores events by its own clock, so seeking by
+                        // time never lands on it.
+                        let outlier = |i: usize| {
+                            lines
+                                .get(i + 1)
+                                .is_some_and(|n| lines[i].time_us > n.time_us + 60_000_000)
+                        };
+                        (0..lines.len())
+                            .find(|&i| {
+                                lines[i].time_us >= c && lines[i].time_us <= wild && !outlier(i)
+                            })
                             .unwrap_or(lines.len())
                     }
                 };

@@ -131,8 +131,11 @@ impl JetstreamReader {
             StartCursor::Exact(c) => (None, Some(c)),
             StartCursor::Live => (None, None),
         };
+        // An explicit start may lie behind the stored cursor: its batches say they are a
+        // replay, so their commits keep its progress (and drop it once it catches up).
         let (line, line_replay) = match start {
             StartCursor::Replay { line, .. } => (Some(line), true),
+            StartCursor::Exact(_) => (None, true),
             _ => (committed, false),
         };
         let window = Arc::new(Semaphore::new(cfg.max_in_flight_batches));
@@ -240,7 +243,7 @@ impl Handler<GetReaderStatus> for JetstreamReader {
         let state = *self.shared.state.borrow();
         let stalled_secs = match (c.last_frame_at, c.last_advance_at) {
             (Some(frame), Some(advance))
-                if state == ReaderState::Streaming
+                if state != ReaderState::Paused
                     && !self.cfg.stall_timeout.is_zero()
                     && frame > advance
                     && frame.elapsed() < self.cfg.idle_timeout

@@ -256,7 +256,12 @@ pub fn write_dead(sink: &mut impl EntrySink, d: &DeadLetter, source: &str, fallb
         StreamKind::Dead,
         None,
         &["d", hash],
-        d.time_us.or(d.position_us).unwrap_or(fallback_score),
+        match (d.time_us, d.position_us) {
+            // The newer of the two: a frame claiming an ancient time is still met again by
+            // every rewind that reaches where it sits.
+            (Some(t), Some(p)) => t.max(p),
+            (t, p) => t.or(p).unwrap_or(fallback_score),
+        },
     );
     sink.text("v", SCHEMA_VERSION);
     sink.text("reason", d.reason);
@@ -302,7 +307,12 @@ pub fn identity_of_entry<'a>(
     }
     if field("raw_len").is_some() {
         let hash = field("frame_sha256").filter(|h| !h.is_empty())?;
-        return Some((format!("d|{hash}"), time.unwrap_or(inserted_us)));
+        // Scored as written: the newer of its time and where it was met (about when it was
+        // inserted).
+        return Some((
+            format!("d|{hash}"),
+            time.map_or(inserted_us, |t| t.max(inserted_us)),
+        ));
     }
     None
 }
@@ -472,8 +482,8 @@ mod tests {
         assert_eq!(sink.entries.len(), 3 + 4 + 1 + 2);
         for e in &sink.entries {
             let back = identity_of_entry(|name| e.field(name), 99);
-            let want_score = if e.field("raw_len").is_some() && e.field("time_us") == Some("") {
-                99
+            let want_score = if e.field("raw_len").is_some() {
+                e.score.max(99)
             } else {
                 e.score
             };

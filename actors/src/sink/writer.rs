@@ -231,6 +231,14 @@ impl RedisWriter {
         })
     }
 
+    /// What Redis held when the pipeline started: the first commit checks for that chain
+    /// token, and a stored cursor below that one later is a rollback.
+    pub fn expecting(mut self, stored: &Stored) -> Self {
+        self.last_token = stored.chain.as_deref().map(Rc::from);
+        self.status.stored_cursor = stored.cursor;
+        self
+    }
+
     /// Where to report a rollback of Redis (without it, a rollback is only logged).
     pub fn on_rollback(mut self, to: Recipient<RolledBack>) -> Self {
         self.rollback_to = Some(to);
@@ -744,12 +752,23 @@ pub fn redact(url: &str) -> String {
 /// Reads the stored cursor, waiting (with backoff) until Redis answers. `Err` only when the
 /// stored value is not a cursor: that needs an operator, guessing would lose or repeat data.
 pub async fn load_cursor(cfg: &WriterConfig) -> Result<Option<u64>, String> {
-    Ok(load_cursors(cfg).await?.0)
+    Ok(load_cursors(cfg).await?.cursor)
 }
 
-/// The stored cursor and the progress of an unfinished replay behind it (`cursor:replay`),
-/// waiting (with backoff) until Redis answers. `Err` names a key that does not hold a cursor.
-pub async fn load_cursors(cfg: &WriterConfig) -> Result<(Option<u64>, Option<u64>), String> {
+/// What Redis holds at start: the stored cursor, the progress of an unfinished replay behind
+/// it (`cursor:replay`) and the commit chain's token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub cursor: Option<u64>,
+    pub replay: Option<u64>,
+    /// The writer's first commit expects exactly this token: Redis rolling back between the
+    /// start and that commit is a rollback like any other.
+    pub chain: Option<String>,
+}
+
+/// Reads [`Stored`], waiting (with backoff) until Redis answers. `Err` names a key that does
+/// not hold a cursor.
+pub async fn load_cursors(cfg: &WriterConfig) -> Result<Stored, String> {
     let client = redis::Client::open(cfg.url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
     let keys = Keys::new(&cfg.key_prefix);
     let mut backoff = Backoff::new(cfg.retry_min, cfg.retry_max);
@@ -770,12 +789,17 @@ pub async fn load_cursors(cfg: &WriterConfig) -> Result<(Option<u64>, Option<u64
             redis::cmd("MGET")
                 .arg(&keys.cursor)
                 .arg(&keys.replay)
-                .query_async::<(Option<String>, Option<String>)>(&mut c)
+                .arg(&keys.chain)
+                .query_async::<(Option<String>, Option<String>, Option<String>)>(&mut c)
                 .await
         };
         match tokio::time::timeout(cfg.connect_timeout, attempt).await {
-            Ok(Ok((cursor, replay))) => {
-                return Ok((parse(&keys.cursor, cursor)?, parse(&keys.replay, replay)?));
+            Ok(Ok((cursor, replay, chain))) => {
+                return Ok(Stored {
+                    cursor: parse(&keys.cursor, cursor)?,
+                    replay: parse(&keys.replay, replay)?,
+                    chain,
+                });
             }
             Ok(Err(e)) => warn!(error = %e, url = %url, "cannot read the stored cursor; retrying"),
             Err(_) => warn!(url = %url, "reading the stored cursor timed out; retrying"),

@@ -100,7 +100,19 @@ where
             }
             ConnectionEnd::Silent
         }
-        Ok(SendEnd::Failed(err)) => ConnectionEnd::Error(err),
+        Ok(SendEnd::Failed(err)) => {
+            // A send fails when the subscriber closes while we write: its Close frame may be
+            // waiting on the read side, which tells a clean close from a real failure.
+            let waiting = tokio::time::timeout(
+                std::time::Duration::from_millis(500),
+                read_client(&mut stream, &filter_tx, conn),
+            )
+            .await;
+            match waiting {
+                Ok(end @ ConnectionEnd::ClientClosed { code: Some(_) }) => end,
+                _ => ConnectionEnd::Error(err),
+            }
+        }
     }
 }
 

@@ -301,8 +301,16 @@ impl Handler<Restart> for JetstreamReader {
             self.shared.host_since_session.set(next);
         }
         info!(from_cursor = ?msg.from_cursor, "restart requested");
-        self.control.send_replace(Control::Run);
-        ctx.stop();
+        // The session closes cleanly first (close handshake), then the actor restarts.
+        self.control.send_replace(Control::Pause);
+        let mut state = self.shared.state.subscribe();
+        let paused = async move {
+            let _ = state.wait_for(|s| *s == ReaderState::Paused).await;
+        };
+        ctx.spawn(paused.into_actor(self).map(|(), act, ctx| {
+            act.control.send_replace(Control::Run);
+            ctx.stop();
+        }));
         self.shared.next_session.get()
     }
 }

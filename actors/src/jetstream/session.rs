@@ -230,7 +230,18 @@ impl ReadLoop {
                     let c = if changed.is_ok() { *control.borrow_and_update() } else { Control::Drain };
                     if c != Control::Run {
                         flush_or_end!();
-                        let _ = sink.send(WsMessage::Close(None)).await;
+                        // A clean close: our Close frame, then the host's answer (what it
+                        // sends meanwhile is read again after the next dial's rewind).
+                        if sink.send(WsMessage::Close(None)).await.is_ok() {
+                            let answer = async {
+                                while let Some(Ok(m)) = stream.next().await {
+                                    if m.is_close() {
+                                        break;
+                                    }
+                                }
+                            };
+                            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), answer).await;
+                        }
                         return st.end("stopped", None, false);
                     }
                 }

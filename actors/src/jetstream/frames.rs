@@ -1,7 +1,16 @@
 //! What each frame of a session becomes: binary frames inflated with the zstd dictionary
 //! (bounded, `inflate.rs`) when `compress` is on, text decoded (`decode.rs`), events and dead
 //! letters put into the pending batch in wire order, the first event checked for a gap
-//! (`gap.rs`), and full batches flushed downstream with a credit of the in-flight window.
+//! (`gap.rs`), and full batches (in events, or in bytes) flushed downstream with a credit of
+//! the in-flight window and their share of the byte budget.
+//!
+//! Why times are checked here: a frame's `time_us` becomes the cursor, the next dial's
+//! position, a dedupe score and a bucket clock, so one wrong time can stop ingest for good
+//! (a cursor in the future) or lose what follows it. Times beyond the wall clock plus
+//! `future_tolerance` are dead-lettered (`time_in_future`); a time that jumps far ahead of the
+//! stream and is contradicted by the next event is dead-lettered (`time_out_of_order`);
+//! events from before the dial cursor are dropped (a host replaying more than asked); dead
+//! letters never move the cursor.
 //!
 //! Failure: nothing here ends the reading except replay's `until` and a probe's first frame;
 //! a frame that does not inflate or decode becomes a dead letter with its reason

@@ -1,13 +1,16 @@
 //! `JetstreamReader`: the actor shell around the socket. It owns the state that must survive
 //! a restart (committed cursor, backoff, endpoint choice, filters, counters) in [`Shared`],
-//! answers the control messages (`Restart`, `Pause`, `Resume`, `Drain`, `UpdateFilters`,
-//! `GetReaderStatus`) and the writer's `BatchCommitted`, and runs the [`ReadLoop`]
+//! answers the control messages (`Restart`, `Pause`, `Resume`, `Drain`, `Quiesce`,
+//! `RewindTo`, `UpdateFilters`, `GetReaderStatus`) and the writer's `BatchCommitted`, and
+//! runs the [`ReadLoop`]
 //! (`read_loop.rs`: dial, failover, backoff; `session.rs`: one connection) on its context.
 //!
 //! Failure: the read loop never gives up (it redials with backoff, moving between endpoints);
-//! it runs under `actix::Supervisor`: `Restart` stops the actor and the supervisor starts it
-//! again with the same struct, so cursor, backoff, endpoint and counters survive (STYLE
-//! rule 5). `UpdateFilters` with invalid filters is refused with the validation message and
+//! it runs under `actix::Supervisor`: `Restart` closes the session cleanly, then stops the
+//! actor and the supervisor starts it again with the same struct, so cursor, backoff,
+//! endpoint and counters survive (STYLE rule 5). A restart from a cursor starts a new "line"
+//! (`Shared::line_committed`): later dials resume from what it commits, not from the newest
+//! cursor ever committed; after a Redis rollback `RewindTo` starts one from what Redis holds. `UpdateFilters` with invalid filters is refused with the validation message and
 //! changes nothing.
 
 use std::cell::{Cell, RefCell};

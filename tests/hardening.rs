@@ -487,3 +487,34 @@ fn a_replay_interrupted_by_a_process_restart_is_resumed_where_it_was() {
     let gone: Option<u64> = con.get("jsi:cursor:replay").unwrap();
     assert_eq!(gone, None, "caught up: the replay key is deleted");
 }
+
+/// The jump check does not hold back a quiet (filtered) stream: events minutes apart in
+/// event time, the last one followed by nothing, all land and the cursor reaches the last
+/// (each jump is confirmed by the next event, the last one released after 1 s because it is
+/// not ahead of the wall clock). No dead letter, no stall.
+#[test]
+fn a_quiet_stream_with_long_gaps_moves_the_cursor_to_its_last_event() {
+    let redis = redis(false);
+    let lines = respace(&corpus(6, 1309), 1_700_000_000_000_000, 120_000_000);
+    let first = time_of(&lines[0]).unwrap();
+    let last = time_of(lines.last().unwrap()).unwrap();
+    let server = fake_with(lines.clone(), |c| c.rate = Some(4));
+    let s = settings(&server.url(), &redis.url());
+    with_supervisor(
+        s,
+        StartChoice::Resume {
+            fallback: Some(first),
+        },
+        |sup| async move {
+            let st = wait_status(&sup, Duration::from_secs(30), "the last event committed", |s| {
+                s.reader.committed_cursor == Some(last) && s.writer.queued_batches == 0
+            })
+            .await;
+            assert_eq!(st.reader.dead_letters, 0);
+            assert_eq!(st.reader.stalled_secs, None);
+        },
+    );
+    let mut con = redis.connection().unwrap();
+    assert_eq!(assert_exactly_once(&mut con, PREFIX, &lines), 6);
+    assert_eq!(stored_cursor(&mut con, PREFIX), Some(last));
+}

@@ -181,7 +181,8 @@ impl ReadLoop {
     /// the next one is older, the jump was a lie (a hostile or broken frame) and the held
     /// frame is dead-lettered `time_out_of_order`, so its time never becomes the cursor, a
     /// dial position or a bucket clock. Held past [`JUMP_HOLD`] without a next event (a
-    /// quiet filtered stream), it is written as a job whose time does not move the cursor.
+    /// quiet filtered stream), it is written as usual, unless its time is also ahead of the
+    /// wall clock: then its time does not move the cursor.
     pub(super) fn take(
         &mut self,
         decoded: Decoded,
@@ -266,15 +267,22 @@ impl ReadLoop {
         self.accept(Decoded::Dead(d), held.size, st, dial, true)
     }
 
-    /// A held frame no event came after within [`JUMP_HOLD`]: written, its time not trusted
-    /// as a position.
+    /// A held frame no event came after within [`JUMP_HOLD`]: written; its time moves the
+    /// position unless it is ahead of the wall clock.
     pub(super) fn release_held(&mut self, st: &mut Sess, dial: &Dial) -> Step {
         let Some(held) = st.held.take() else {
             return Step::Continue;
         };
-        metrics::counter!("jetstream_ingestor_time_jumps_total", "outcome" => "released")
-            .increment(1);
-        self.accept(held.decoded, held.size, st, dial, false)
+        // Nothing contradicted it: a quiet (filtered) stream after a gap. Trusted unless it is
+        // also ahead of our own clock, which no honest host's event can be.
+        let trusted = held.time <= now_us().saturating_add(1_000_000);
+        let outcome = if trusted {
+            "released"
+        } else {
+            "released_untrusted"
+        };
+        metrics::counter!("jetstream_ingestor_time_jumps_total", "outcome" => outcome).increment(1);
+        self.accept(held.decoded, held.size, st, dial, trusted)
     }
 
     /// Puts a frame into the pending batch; `trusted`: its time may move the position.

@@ -179,6 +179,23 @@ impl ReadLoop {
                 }
             };
         }
+        // A deliberate end: our Close frame, then the host's answer (bounded), so the host
+        // sees a clean close handshake rather than a reset. What it sends meanwhile is not
+        // taken: the next dial rewinds over it.
+        macro_rules! close_cleanly {
+            () => {
+                if sink.send(WsMessage::Close(None)).await.is_ok() {
+                    let answer = async {
+                        while let Some(Ok(m)) = stream.next().await {
+                            if m.is_close() {
+                                break;
+                            }
+                        }
+                    };
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), answer).await;
+                }
+            };
+        }
         macro_rules! send_or_end {
             ($msg:expr) => {
                 if let Err(e) = sink.send($msg).await {
@@ -230,18 +247,7 @@ impl ReadLoop {
                     let c = if changed.is_ok() { *control.borrow_and_update() } else { Control::Drain };
                     if c != Control::Run {
                         flush_or_end!();
-                        // A clean close: our Close frame, then the host's answer (what it
-                        // sends meanwhile is read again after the next dial's rewind).
-                        if sink.send(WsMessage::Close(None)).await.is_ok() {
-                            let answer = async {
-                                while let Some(Ok(m)) = stream.next().await {
-                                    if m.is_close() {
-                                        break;
-                                    }
-                                }
-                            };
-                            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), answer).await;
-                        }
+                        close_cleanly!();
                         return st.end("stopped", None, false);
                     }
                 }
@@ -261,6 +267,7 @@ impl ReadLoop {
                         && let Step::End(reason, finished) = self.release_held(&mut st, dial)
                     {
                         flush_or_end!();
+                        close_cleanly!();
                         return st.end(reason, None, finished);
                     }
                     if flush_or_end!() {
@@ -329,6 +336,7 @@ impl ReadLoop {
                             Step::Continue => {}
                             Step::End(reason, finished) => {
                                 flush_or_end!();
+                                close_cleanly!();
                                 return st.end(reason, None, finished);
                             }
                         }

@@ -4,7 +4,7 @@
 //! `<prefix>buckets:applied` (field `mark`) in the same atomic commit as the batch whose
 //! state it describes, read back at start by `load`.
 //!
-//! The rule, per frame in arrival order (README "Buckets", "Exact, on event time"):
+//! The rule, per frame in arrival order (docs/buckets.md, "Exact, on event time"):
 //! - `to` is the newest `time_us` seen: every event, relevant to a bucket or not, and every
 //!   batch cursor (frames dropped before the router) moves it forward, never back;
 //! - a relevant event newer than `to` is applied (and `to` becomes its time);

@@ -5,7 +5,7 @@
 //! criteria value (`holds`); the membership (`entered_at`, suppressed or not); a deferred
 //! leave (`min_dwell`); the epoch (1 + prior memberships) and the last leave time.
 //!
-//! Rules (README "Buckets"):
+//! Rules (docs/buckets.md):
 //! - entries happen on a rising edge of the criteria (false → true); a DID that left by
 //!   `max_dwell` while the criteria still hold re-enters only after they fell and rose again;
 //! - before anything happens at time t, every timer ≤ t (window expiry, `min_dwell`

@@ -1,5 +1,5 @@
 //! Stream entries: what one event (or dead letter) becomes in Redis. The field names and the
-//! `v` rule are a contract with our users' consumers (README "Job schema"): additive changes
+//! `v` rule are a contract with our users' consumers (docs/jobs.md): additive changes
 //! keep `v`, breaking changes bump it.
 
 use super::event::{CommitEvent, DeadLetter, Event};

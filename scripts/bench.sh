@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for the performance figures the README quotes, with their targets, so a change
+# One command for the performance figures docs/performance.md quotes, with their targets, so a change
 # can be judged against the same numbers every time (supersedes scripts/bench-replay.sh).
 #
 # Everything runs on this machine against a private redis-server (free port, no persistence)

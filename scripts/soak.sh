@@ -17,7 +17,7 @@
 # CLIENT PAUSE WRITE / maxmemory / connection resets, WebSocket reset / blackhole / cut). At the
 # end: every event exactly once, and the ingestor's RSS every 10 s with the growth per process
 # lifetime (peak must stay under 96 MiB). Debug build, like CI; add --release to measure the
-# build you ship (the figures in the README scorecard are debug).
+# build you ship (the figures in the docs/testing.md scorecard are debug).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -11,8 +11,8 @@
 //!
 //! Why not one Lua script per batch (the first design): every argument of a script is
 //! converted into a Lua string and back into a Redis object, which made Redis spend
-//! ~10–13 µs per event against ~4 µs for the same XADDs sent plainly (README
-//! "Performance"). Only the small finalize step is Lua here.
+//! ~10–13 µs per event against ~4 µs for the same XADDs sent plainly (docs/performance.md).
+//! Only the small finalize step is Lua here.
 //!
 //! Why it stays exactly-once with several commits in flight: `EXEC` cannot skip commands, so
 //! a commit whose predecessor did not land (failed, out of memory, connection lost, another

@@ -303,6 +303,11 @@ impl Handler<Restart> for JetstreamReader {
             self.shared.host_committed.set(None);
             self.shared.host_since_session.set(next);
         }
+        if msg.from_cursor.is_none() && self.shared.line_committed.get().is_some() {
+            // "From the committed cursor": an explicit cursor not yet used up (a dial that
+            // received nothing at or after it, e.g. one in the future) is dropped.
+            self.shared.dial_override.set(None);
+        }
         info!(from_cursor = ?msg.from_cursor, "restart requested");
         // The session closes cleanly first (close handshake), then the actor restarts.
         self.control.send_replace(Control::Pause);

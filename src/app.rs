@@ -96,10 +96,13 @@ pub async fn run(
                     last_upkeep = Instant::now();
                 }
                 if let Ok(Ok(status)) = supervisor.send(GetStatus).await {
-                    let until_reached = matches!(mode, Mode::Replay { until, .. }
-                        if status.reader.line_cursor.is_some_and(|c| c >= until));
+                    let until_reached = !status.resetting
+                        && matches!(mode, Mode::Replay { until, .. }
+                            if status.reader.line_cursor.is_some_and(|c| c >= until));
                     let finished = until_reached
-                        || (status.reader.state == ReaderState::Finished && status.writer.queued_batches == 0);
+                        || (status.reader.state == ReaderState::Finished
+                            && status.writer.queued_batches == 0
+                            && !status.resetting);
                     progress.update(&status);
                     surfaces.observe(&status);
                     last_status = Some(status);

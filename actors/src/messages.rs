@@ -342,6 +342,9 @@ pub struct Status {
     pub buckets: Option<BucketStatus>,
     pub uptime_secs: u64,
     pub reader_restarts: u64,
+    /// The pipeline is being reset after a Redis rollback (reader stopped, writer dropping
+    /// batches, bucket state reloading): nothing read so far counts as done.
+    pub resetting: bool,
 }
 
 #[derive(Message)]

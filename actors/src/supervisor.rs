@@ -81,6 +81,8 @@ pub struct Supervisor {
     reindex_margin_us: u64,
     started_at: Instant,
     restarts: u64,
+    /// Rollback resets under way.
+    resetting: u32,
 }
 
 impl Supervisor {
@@ -229,6 +231,7 @@ impl Supervisor {
             reindex_margin_us,
             started_at: Instant::now(),
             restarts: 0,
+            resetting: 0,
         });
         Ok(sup_addr)
     }
@@ -277,13 +280,14 @@ impl Handler<RolledBack> for Supervisor {
     /// Redis lost acknowledged commits: stop the reader and let everything read drain (the
     /// writer drops it), reload the bucket state that belongs to the cursor Redis holds,
     /// resume the writer, restart the reader from that cursor.
-    fn handle(&mut self, msg: RolledBack, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: RolledBack, ctx: &mut Self::Context) {
+        self.resetting += 1;
         let reader = self.reader.clone();
         let writer = self.writer.clone();
         let router = self.buckets.clone();
         let setup = self.bucket_setup.clone();
         let cfg = self.writer_cfg.clone();
-        actix::spawn(async move {
+        let reset = async move {
             let _ = reader.send(Quiesce).await;
             if let (Some(router), Some((bcfg, compiled))) = (router, setup) {
                 match load_state(
@@ -315,7 +319,10 @@ impl Handler<RolledBack> for Supervisor {
                     replay_cursor: msg.replay_cursor,
                 })
                 .await;
-        });
+        };
+        ctx.spawn(reset.into_actor(self).map(|(), act, _| {
+            act.resetting = act.resetting.saturating_sub(1);
+        }));
     }
 }
 
@@ -404,6 +411,7 @@ impl Handler<GetStatus> for Supervisor {
         let buckets = self.buckets.clone();
         let uptime_secs = self.started_at.elapsed().as_secs();
         let reader_restarts = self.restarts;
+        let resetting = self.resetting > 0;
         Box::pin(async move {
             Ok(Status {
                 reader: reader.send(GetReaderStatus).await?,
@@ -415,6 +423,7 @@ impl Handler<GetStatus> for Supervisor {
                 },
                 uptime_secs,
                 reader_restarts,
+                resetting,
             })
         })
     }

@@ -313,7 +313,9 @@ impl Handler<Restart> for JetstreamReader {
         self.control.send_replace(Control::Pause);
         let mut state = self.shared.state.subscribe();
         let paused = async move {
-            let _ = state.wait_for(|s| *s == ReaderState::Paused).await;
+            let _ = state
+                .wait_for(|s| matches!(s, ReaderState::Paused | ReaderState::Finished))
+                .await;
         };
         ctx.spawn(paused.into_actor(self).map(|(), act, ctx| {
             act.control.send_replace(Control::Run);
@@ -404,7 +406,10 @@ impl Handler<Quiesce> for JetstreamReader {
         let window = self.window.clone();
         let n = u32::try_from(self.cfg.max_in_flight_batches).unwrap_or(u32::MAX);
         Box::pin(async move {
-            let _ = state.wait_for(|s| *s == ReaderState::Paused).await;
+            // A finished loop (replay end, drain) reads nothing either.
+            let _ = state
+                .wait_for(|s| matches!(s, ReaderState::Paused | ReaderState::Finished))
+                .await;
             let _ = window.acquire_many(n).await;
         })
     }

@@ -9,10 +9,22 @@
 //!
 //! Environment: REDIS_URL, STREAM (jsi:records), GROUP (example), CONSUMER (host-pid),
 //! OUT (jsi:example:processed: the hash `work` writes to), CLAIM_IDLE_MS (30000: a pending
-//! entry idle this long belongs to a dead consumer and is claimed).
+//! entry idle this long belongs to a dead consumer and is claimed), DONE_TTL_S (86400: how
+//! long the "done" mark of a processed job is kept, see `WORK`).
+//!
+//! Idle is normal: once caught up, each XREADGROUP blocks up to `BLOCK` waiting for new
+//! jobs, so the connection's response timeout is `BLOCK` plus `RESPONSE_MARGIN` (the redis
+//! client's default, 500 ms, would fail every idle read with "timed out").
+
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{RedisResult, Value};
+use redis::{AsyncConnectionConfig, RedisResult, Value};
+
+/// How long one XREADGROUP waits for new entries.
+const BLOCK: Duration = Duration::from_secs(2);
+/// How much longer than `BLOCK` a reply may take before Redis counts as unreachable.
+const RESPONSE_MARGIN: Duration = Duration::from_secs(5);
 
 /// One stream entry: id and fields.
 type Entry = (String, Vec<(String, String)>);
@@ -21,8 +33,16 @@ type Entry = (String, Vec<(String, String)>);
 /// before or after it never processes a job twice or loses it. Here the work is a counter in
 /// Redis; if your work is outside Redis (an HTTP call, a database), make it idempotent on
 /// `idem` instead (an upsert keyed by it), because no transaction spans two systems.
+///
+/// The marks are bounded: one small key per job (`<stream>:done:<group>:<idem>`), expiring
+/// after DONE_TTL_S (ARGV[2]), so Redis holds about jobs-per-second × TTL of them (a day of
+/// the full firehose is tens of millions: lower it there). A mark only has to outlive the
+/// time a job can come back: an entry left pending by a crashed consumer (claimed again
+/// after CLAIM_IDLE_MS, or when a consumer next runs) and a deliberate `replay` of a range
+/// older than the ingestor's dedupe window. Keep it above both; a job redelivered after its
+/// mark expired is processed again.
 const WORK: &str = r#"
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', 604800) then
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
   redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
   return 1
 end
@@ -36,6 +56,7 @@ struct Consumer {
     name: String,
     out: String,
     claim_idle_ms: u64,
+    done_ttl_s: u64,
     work: redis::Script,
 }
 
@@ -53,6 +74,7 @@ impl Consumer {
             .key(&done_key)
             .key(&self.out)
             .arg(&idem)
+            .arg(self.done_ttl_s)
             .invoke_async(&mut self.con)
             .await?;
         let _: i64 = redis::cmd("XACK")
@@ -64,7 +86,7 @@ impl Consumer {
         Ok(())
     }
 
-    /// New entries for this group (blocks up to 2 s when there are none).
+    /// New entries for this group (blocks up to `BLOCK` when there are none).
     async fn read_new(&mut self) -> RedisResult<Vec<Entry>> {
         let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -73,7 +95,7 @@ impl Consumer {
             .arg("COUNT")
             .arg(200)
             .arg("BLOCK")
-            .arg(2000)
+            .arg(BLOCK.as_millis() as u64)
             .arg("STREAMS")
             .arg(&self.stream)
             .arg(">")
@@ -115,8 +137,10 @@ async fn main() -> RedisResult<()> {
     let group = env("GROUP", "example");
     let name = env("CONSUMER", &format!("consumer-{}", std::process::id()));
     let claim_idle_ms = env("CLAIM_IDLE_MS", "30000").parse().unwrap_or(30_000);
+    let done_ttl_s = env("DONE_TTL_S", "86400").parse().unwrap_or(86_400).max(1);
+    let config = AsyncConnectionConfig::new().set_response_timeout(Some(BLOCK + RESPONSE_MARGIN));
     let con = redis::Client::open(url.as_str())?
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await?;
     let mut c = Consumer {
         con,
@@ -125,6 +149,7 @@ async fn main() -> RedisResult<()> {
         group,
         name,
         claim_idle_ms,
+        done_ttl_s,
         work: redis::Script::new(WORK),
     };
 

@@ -28,16 +28,27 @@ pub struct Cli {
 pub enum Command {
     /// Subscribe and ingest until SIGTERM/SIGINT.
     Run {
-        /// Start here when Redis holds no cursor yet (overrides jetstream.initial_cursor).
-        #[arg(long)]
+        /// Start here when Redis holds no cursor yet (overrides jetstream.initial_cursor):
+        /// Jetstream `time_us`, unix microseconds.
+        #[arg(long, value_name = "TIME_US")]
         cursor: Option<u64>,
     },
-    /// Ingest [from, until] through the same pipeline, then exit 0.
+    /// Ingest [from, until] through the same pipeline, then exit 0. Serves no admin API
+    /// unless `--admin` is given or `admin.listen` is set (config file or environment), so it
+    /// runs beside a `run` that holds 127.0.0.1:8089.
     Replay {
-        #[arg(long)]
+        /// First event time to ingest: Jetstream `time_us`, unix microseconds
+        /// (e.g. 1733400000000000).
+        #[arg(long, value_name = "TIME_US")]
         from: u64,
-        #[arg(long)]
+        /// Last event time to ingest (inclusive), unix microseconds like --from; the replay
+        /// exits 0 once everything up to it is committed.
+        #[arg(long, value_name = "TIME_US")]
         until: u64,
+        /// Serve the admin API (status, /metrics) during the replay on this address;
+        /// port 0 picks a free one (logged).
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<std::net::SocketAddr>,
     },
     /// Validate the configuration and print the effective settings.
     CheckConfig,
@@ -45,13 +56,16 @@ pub enum Command {
     FakeJetstream(FakeArgs),
     /// Write a deterministic corpus of realistic events (JSON lines) for tests and benches.
     GenerateCorpus {
+        /// How many events to write.
         #[arg(long)]
         count: usize,
+        /// The file to write (JSON lines; replaced if it exists).
         #[arg(long)]
         out: PathBuf,
+        /// Seed of the generator: the same seed, count and start give the same file.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// time_us of the first event (default: now minus one hour).
+        /// time_us of the first event, unix microseconds (default: now minus one hour).
         #[arg(long)]
         start_us: Option<u64>,
     },
@@ -60,13 +74,19 @@ pub enum Command {
     Admin(crate::admin::command::AdminArgs),
     /// A first look: fake Jetstream + Redis + the real pipeline for a few seconds.
     Demo {
+        /// How long to ingest before the report, in seconds.
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// After the report, keep the private redis-server running (its address and the
+        /// command that stops it are printed) to look around with redis-cli.
+        #[arg(long)]
+        keep_redis: bool,
     },
 }
 
 #[derive(Debug, Args)]
 pub struct FakeArgs {
+    /// Address to serve the WebSocket on (`ws://ADDR/subscribe`); port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:6008")]
     pub listen: std::net::SocketAddr,
     /// Serve this JSON-lines file (one event per line, sent verbatim).
@@ -87,6 +107,8 @@ pub struct FakeArgs {
     /// Jetstream zstd dictionary, enables `compress=true`.
     #[arg(long)]
     pub zstd_dictionary: Option<PathBuf>,
+    /// Generate mode: seed of the generator (the same seed gives the same accounts and
+    /// records).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Shift every time_us served (and cursors read) by this many microseconds: simulates
@@ -116,12 +138,19 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             telemetry::init_logging(&settings.log);
             run_pipeline(settings, Mode::Run { cursor: *cursor })
         }
-        Command::Replay { from, until } => {
+        Command::Replay { from, until, admin } => {
             if until < from {
                 anyhow::bail!("--until ({until}) is before --from ({from})");
             }
-            let settings = load(&cli)?;
+            let mut settings = load(&cli)?;
+            replay_admin(&mut settings, *admin);
+            settings.validate().context("configuration rejected")?;
             telemetry::init_logging(&settings.log);
+            if !settings.admin.enabled {
+                tracing::info!(
+                    "replay: no admin API (give --admin ADDR, e.g. 127.0.0.1:0, to serve one)"
+                );
+            }
             run_pipeline(
                 settings,
                 Mode::Replay {
@@ -179,7 +208,22 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let settings = load(&cli)?;
             Ok(crate::admin::command::run(&settings, args))
         }
-        Command::Demo { seconds } => demo::run(*seconds),
+        Command::Demo {
+            seconds,
+            keep_redis,
+        } => demo::run(*seconds, *keep_redis),
+    }
+}
+
+/// `replay` serves the admin API only when asked: `--admin ADDR`, or `admin.listen` given in
+/// the config file or environment. Otherwise it would take the default 127.0.0.1:8089 from
+/// the `run` beside it and fail to start.
+fn replay_admin(settings: &mut Settings, flag: Option<std::net::SocketAddr>) {
+    if let Some(addr) = flag {
+        settings.admin.enabled = true;
+        settings.admin.listen = addr;
+    } else if !settings.admin_listen_given {
+        settings.admin.enabled = false;
     }
 }
 
@@ -218,5 +262,116 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// Every subcommand, nested ones included, with its path (`jetstream-ingestor admin status`).
+    fn all_commands(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Command)>) {
+        out.push((path.to_owned(), cmd.clone()));
+        for sub in cmd.get_subcommands() {
+            all_commands(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_subcommand_and_flag_has_help_text() {
+        let mut root = Cli::command();
+        root.build();
+        let mut commands = Vec::new();
+        all_commands(&root, "jetstream-ingestor", &mut commands);
+        assert!(commands.len() >= 8, "{}", commands.len());
+        let mut missing = Vec::new();
+        for (path, cmd) in &commands {
+            if path != "jetstream-ingestor" && cmd.get_about().is_none() {
+                missing.push(format!("{path}: no about"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if ["help", "version"].contains(&id) {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "without help text: {missing:?}");
+    }
+
+    #[test]
+    fn replay_from_and_until_say_their_unit() {
+        let cmd = Cli::command();
+        let replay = cmd.find_subcommand("replay").expect("replay");
+        for id in ["from", "until"] {
+            let arg = replay
+                .get_arguments()
+                .find(|a| a.get_id() == id)
+                .expect("flag");
+            let help = arg.get_help().expect("help").to_string();
+            assert!(help.contains("unix microseconds"), "--{id}: {help}");
+        }
+    }
+
+    #[test]
+    fn every_help_page_renders() {
+        let mut commands = Vec::new();
+        all_commands(&Cli::command(), "jetstream-ingestor", &mut commands);
+        for (path, mut cmd) in commands {
+            let help = cmd.render_long_help().to_string();
+            assert!(help.contains("Usage:"), "{path}: {help}");
+        }
+    }
+
+    fn settings(listen_given: bool) -> Settings {
+        Settings {
+            admin_listen_given: listen_given,
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn replay_serves_no_admin_api_unless_asked() {
+        let mut s = settings(false);
+        replay_admin(&mut s, None);
+        assert!(
+            !s.admin.enabled,
+            "the default 127.0.0.1:8089 is left to `run`"
+        );
+
+        let mut s = settings(true);
+        s.admin.listen = "127.0.0.1:9100".parse().expect("addr");
+        replay_admin(&mut s, None);
+        assert!(s.admin.enabled, "admin.listen given: served there");
+        assert_eq!(s.admin.listen.port(), 9100);
+
+        let mut s = settings(false);
+        s.admin.enabled = false;
+        replay_admin(&mut s, Some("127.0.0.1:0".parse().expect("addr")));
+        assert!(s.admin.enabled, "--admin wins");
+        assert_eq!(s.admin.listen.port(), 0);
+    }
+
+    #[test]
+    fn replay_parses_its_flags() {
+        let cli = Cli::try_parse_from([
+            "jetstream-ingestor",
+            "replay",
+            "--from",
+            "1",
+            "--until",
+            "2",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Replay { from: 1, until: 2, admin: Some(a) } if a.port() == 0
+        ));
     }
 }

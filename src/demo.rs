@@ -4,6 +4,10 @@
 //! buckets of `config/buckets.example.toml` (built in) run too: the report shows their
 //! members and the newest transitions.
 //!
+//! The closing hint matches what is still running ([`closing_hint`]): the private server is
+//! stopped on exit unless `--keep-redis` leaves it running (then the hint says how to look
+//! and how to stop it); `REDIS_URL` is the user's and stays as it is.
+//!
 //! Failure: no Redis to be had → a clear error with the install command.
 
 use std::time::Duration;
@@ -12,19 +16,54 @@ use anyhow::Context as _;
 
 use crate::app::{self, Mode};
 use crate::fake_jetstream::{FakeJetstream, FakeJetstreamConfig, Source};
-use crate::local_redis::{LocalRedis, LocalRedisOptions};
+use crate::local_redis::{Kept, LocalRedis, LocalRedisOptions};
 use crate::settings::{LogConfig, Settings};
 use crate::{cli, telemetry};
 
 /// The shipped example bucket file, so the demo runs from any directory.
 const EXAMPLE_BUCKETS: &str = include_str!("../config/buckets.example.toml");
 
-pub fn run(seconds: u64) -> anyhow::Result<i32> {
+/// Where the demo's Redis is once the demo has exited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisAfter {
+    /// The user's (`REDIS_URL`): untouched, still there.
+    Yours { url: String },
+    /// The private server, left running by `--keep-redis`.
+    Kept(Kept),
+    /// The private server, stopped and its data removed.
+    Stopped,
+}
+
+/// The last lines the demo prints: commands that work after it has exited.
+pub fn closing_hint(after: &RedisAfter, prefix: &str) -> String {
+    match after {
+        RedisAfter::Yours { url } => format!(
+            "read them yourself: redis-cli -u {url} XRANGE {prefix}records - + COUNT 5\n\
+             remove the demo's keys: redis-cli -u {url} --scan --pattern '{prefix}*' | xargs -r redis-cli -u {url} DEL"
+        ),
+        RedisAfter::Kept(k) => {
+            let pid = k.pid.map_or_else(String::new, |p| format!(" (pid {p})"));
+            format!(
+                "the private redis-server keeps running on port {port}{pid}, data in {dir}\n\
+                 read the jobs yourself: redis-cli -p {port} XRANGE {prefix}records - + COUNT 5\n\
+                 stop it when done:     redis-cli -p {port} shutdown nosave && rm -rf {dir}",
+                port = k.port,
+                dir = k.dir.display(),
+            )
+        }
+        RedisAfter::Stopped => "the private redis-server is stopped and its data removed. \
+             To look around with redis-cli afterwards: scripts/demo.sh --keep-redis \
+             (or use your own Redis: REDIS_URL=redis://127.0.0.1:6379 scripts/demo.sh)"
+            .to_owned(),
+    }
+}
+
+pub fn run(seconds: u64, keep_redis: bool) -> anyhow::Result<i32> {
     telemetry::init_logging(&LogConfig {
         level: "warn,jetstream_ingestor=info,actors=info".into(),
         ..Default::default()
     });
-    let (redis_url, _private, prefix) = match std::env::var("REDIS_URL") {
+    let (redis_url, private, prefix) = match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => (url, None, "jsi:demo:".to_owned()),
         _ => {
             let r =
@@ -61,6 +100,15 @@ pub fn run(seconds: u64) -> anyhow::Result<i32> {
     if !outcome.drained {
         println!("warning: not every batch was committed before the deadline");
     }
+    let after = match private {
+        None => RedisAfter::Yours { url: redis_url },
+        Some(r) if keep_redis => RedisAfter::Kept(r.keep_running()),
+        Some(r) => {
+            drop(r);
+            RedisAfter::Stopped
+        }
+    };
+    println!("\n{}", closing_hint(&after, &prefix));
     Ok(0)
 }
 
@@ -103,7 +151,6 @@ fn report(url: &str, prefix: &str) -> anyhow::Result<()> {
         }
     }
     report_buckets(&mut con, prefix)?;
-    println!("\nread them yourself: redis-cli -u {url} XRANGE {prefix}records - + COUNT 5");
     Ok(())
 }
 
@@ -147,4 +194,48 @@ fn report_buckets(con: &mut redis::Connection, prefix: &str) -> anyhow::Result<(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_redis_gets_no_command_that_needs_it() {
+        let hint = closing_hint(&RedisAfter::Stopped, "jsi:");
+        assert!(!hint.contains("redis-cli -p"), "{hint}");
+        assert!(!hint.contains("redis-cli -u"), "{hint}");
+        assert!(hint.contains("stopped"), "{hint}");
+        assert!(hint.contains("--keep-redis"), "{hint}");
+    }
+
+    #[test]
+    fn a_kept_redis_gets_the_commands_to_read_and_to_stop_it() {
+        let kept = Kept {
+            port: 40123,
+            pid: Some(777),
+            dir: "/tmp/jsi-redis-x".into(),
+        };
+        let hint = closing_hint(&RedisAfter::Kept(kept), "jsi:");
+        assert!(
+            hint.contains("redis-cli -p 40123 XRANGE jsi:records"),
+            "{hint}"
+        );
+        assert!(
+            hint.contains("redis-cli -p 40123 shutdown nosave && rm -rf /tmp/jsi-redis-x"),
+            "{hint}"
+        );
+        assert!(hint.contains("pid 777"), "{hint}");
+    }
+
+    #[test]
+    fn the_users_redis_is_named_with_the_demo_prefix() {
+        let url = "redis://10.0.0.5:6379".to_owned();
+        let hint = closing_hint(&RedisAfter::Yours { url }, "jsi:demo:");
+        assert!(
+            hint.contains("redis-cli -u redis://10.0.0.5:6379 XRANGE jsi:demo:records"),
+            "{hint}"
+        );
+        assert!(hint.contains("--pattern 'jsi:demo:*'"), "{hint}");
+    }
 }

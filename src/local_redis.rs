@@ -1,5 +1,6 @@
 //! A private `redis-server` on a free loopback port, for the demo and the tests: never the
-//! shared one on 6379. Killed on drop; its data directory is a temp dir removed with it.
+//! shared one on 6379. Killed on drop; its data directory is a temp dir removed with it,
+//! unless [`LocalRedis::keep_running`] hands both over (the demo's `--keep-redis`).
 //!
 //! Failure: if `redis-server` is not installed, `start` says so with the install command.
 
@@ -14,8 +15,9 @@ pub enum LocalRedisError {
         "redis-server is not installed (Debian/Ubuntu: `sudo apt-get install -y redis-server`; macOS: `brew install redis`), or set REDIS_URL"
     )]
     NotInstalled,
+    /// The cause is in the message (so not a `source`: it would read twice in a chain).
     #[error("cannot start redis-server: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error(
         "redis-server on port {port} did not accept connections within {waited:?}; its log: {log}"
     )]
@@ -24,6 +26,12 @@ pub enum LocalRedisError {
         waited: Duration,
         log: String,
     },
+}
+
+impl From<std::io::Error> for LocalRedisError {
+    fn from(e: std::io::Error) -> Self {
+        LocalRedisError::Io(e)
+    }
 }
 
 /// Options of a private server.
@@ -178,10 +186,30 @@ impl LocalRedis {
         self.spawn()
     }
 
+    /// Lets the server outlive this value (and this process): not killed, its directory not
+    /// removed. The caller tells the user how to stop it ([`Kept`]).
+    pub fn keep_running(mut self) -> Kept {
+        self.dir.disable_cleanup(true);
+        Kept {
+            port: self.port,
+            pid: self.child.take().map(|c| c.id()),
+            dir: self.dir.path().to_path_buf(),
+        }
+    }
+
     /// A blocking connection for assertions.
     pub fn connection(&self) -> redis::RedisResult<redis::Connection> {
         redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(5))
     }
+}
+
+/// A private server left running by [`LocalRedis::keep_running`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    pub port: u16,
+    pub pid: Option<u32>,
+    /// Its data directory and log, to remove once it is stopped.
+    pub dir: PathBuf,
 }
 
 impl Drop for LocalRedis {

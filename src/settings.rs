@@ -60,6 +60,10 @@ pub struct Settings {
     /// The definitions read from `buckets.file`, validated (not a config key).
     #[serde(skip)]
     pub bucket_defs: Vec<BucketDef>,
+    /// `admin.listen` was given (config file or environment), not defaulted: `replay` serves
+    /// the admin API only then, or with `--admin` (not a config key).
+    #[serde(skip)]
+    pub admin_listen_given: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -108,10 +112,12 @@ impl Default for ShutdownConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("config file {path}: {source}")]
+    // The causes below are part of the message, so they are not `source`s: shown with its
+    // chain (`{:#}`), "file not found" would read twice.
+    #[error("config file {path}: {error}")]
     File {
         path: String,
-        source: config::ConfigError,
+        error: config::ConfigError,
     },
     #[error("invalid setting: {0}")]
     Invalid(config::ConfigError),
@@ -129,10 +135,10 @@ pub enum SettingsError {
     Heartbeat(#[from] HeartbeatConfigError),
     #[error("buckets.file {path}: {reason}")]
     BucketFile { path: String, reason: String },
-    #[error("buckets.file {path}: {source}")]
+    #[error("buckets.file {path}: {error}")]
     Buckets {
         path: String,
-        source: BucketConfigError,
+        error: BucketConfigError,
     },
     #[error("buckets.shards: {0} is too many (at most 256)")]
     BucketShards(usize),
@@ -162,7 +168,7 @@ impl Settings {
             if !path.exists() {
                 return Err(SettingsError::File {
                     path: path.display().to_string(),
-                    source: config::ConfigError::Message("file not found".into()),
+                    error: config::ConfigError::Message("file not found".into()),
                 });
             }
             builder = builder.add_source(
@@ -199,11 +205,14 @@ impl Settings {
         let built = builder.build().map_err(|e| match file {
             Some(p) => SettingsError::File {
                 path: p.display().to_string(),
-                source: e,
+                error: e,
             },
             None => SettingsError::Invalid(e),
         })?;
+        // Defaults come from serde, not from `built`: a key found here was given.
+        let admin_listen_given = built.get_string("admin.listen").is_ok();
         let mut settings: Settings = built.try_deserialize().map_err(SettingsError::Invalid)?;
+        settings.admin_listen_given = admin_listen_given;
         settings.read_admin_token_file()?;
         settings.read_bucket_file()?;
         settings.validate()?;
@@ -249,9 +258,9 @@ impl Settings {
                 path: origin.to_owned(),
                 reason: e.to_string(),
             })?;
-        self.bucket_defs = parse_bucket_file(&tree).map_err(|source| SettingsError::Buckets {
+        self.bucket_defs = parse_bucket_file(&tree).map_err(|error| SettingsError::Buckets {
             path: origin.to_owned(),
-            source,
+            error,
         })?;
         Ok(())
     }

@@ -2,15 +2,17 @@
 //! connect late; retention never trims what a protected group has not read or acknowledged,
 //! reports the blocking, and trims to the bound once the group catches up; the reference
 //! consumer (`examples/consumer.rs`) processes a replay exactly once by `idem`, also when
-//! killed mid-way (a second consumer claims its pending entries).
+//! killed mid-way (a second consumer claims its pending entries), and stays alive when idle
+//! well past its read's block time (then processes the next job).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::collections::HashMap;
+use std::io::Read as _;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use actors::sink::config::ConsumerGroup;
 use actors::supervisor::StartChoice;
@@ -277,7 +279,7 @@ fn the_reference_consumer_processes_a_replay_exactly_once_across_a_kill() {
             .env("CONSUMER", name)
             .env("CLAIM_IDLE_MS", "300")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap()
     };
@@ -312,16 +314,79 @@ fn the_reference_consumer_processes_a_replay_exactly_once_across_a_kill() {
             pending == 0 && lag == 0
         },
     );
+
+    // Caught up: every read now blocks for the example's BLOCK (2 s) and returns nothing.
+    // Idle well past it (three block times), then the consumer must still be running ...
+    let idle_until = Instant::now() + EXAMPLE_BLOCK * 3;
+    wait_until(
+        EXAMPLE_BLOCK * 4,
+        "three block times of idling pass",
+        || {
+            assert_alive(&mut second, "while idle");
+            Instant::now() >= idle_until
+        },
+    );
+    assert_alive(&mut second, "after idling three block times");
+    // ... and process the next job that arrives.
+    let _: String = redis::cmd("XADD")
+        .arg("jsi:records")
+        .arg("*")
+        .arg("v")
+        .arg("1")
+        .arg("idem")
+        .arg("after-the-idle")
+        .query(&mut con)
+        .unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the job after the idle processed",
+        || {
+            let done: Option<i64> = redis::cmd("HGET")
+                .arg("jsi:example:processed")
+                .arg("after-the-idle")
+                .query(&mut con)
+                .unwrap();
+            done == Some(1)
+        },
+    );
+    assert_alive(&mut second, "after the job that followed the idle");
+
     let nix_pid = nix::unistd::Pid::from_raw(i32::try_from(second.id()).unwrap());
     nix::sys::signal::kill(nix_pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = second.wait().unwrap();
-    assert!(status.success(), "clean shutdown on SIGTERM: {status:?}");
+    assert!(
+        status.success(),
+        "clean shutdown on SIGTERM: {status:?}; stderr: {}",
+        stderr_of(&mut second)
+    );
 
-    let counts: HashMap<String, i64> = redis::cmd("HGETALL")
+    let mut counts: HashMap<String, i64> = redis::cmd("HGETALL")
         .arg("jsi:example:processed")
         .query(&mut con)
         .unwrap();
+    assert_eq!(counts.remove("after-the-idle"), Some(1));
     assert_eq!(counts.len(), n, "every job processed");
     let twice: Vec<_> = counts.iter().filter(|(_, c)| **c != 1).collect();
     assert!(twice.is_empty(), "processed more than once: {twice:?}");
+}
+
+/// `BLOCK` of `examples/consumer.rs`: how long its XREADGROUP waits for new entries.
+const EXAMPLE_BLOCK: Duration = Duration::from_secs(2);
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut text = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut text);
+    }
+    text
+}
+
+/// The child has not exited (else: its status and what it wrote to stderr).
+fn assert_alive(child: &mut Child, when: &str) {
+    if let Some(status) = child.try_wait().unwrap() {
+        panic!(
+            "the consumer exited {when}: {status:?}; stderr: {}",
+            stderr_of(child)
+        );
+    }
 }

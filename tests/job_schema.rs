@@ -1,6 +1,8 @@
 //! The job schema is a contract: every field the ingestor writes to `records`, `identity`
 //! and `dead` must be listed in docs/jobs.md (and, for records, every listed field is
-//! written), so a new field cannot ship undocumented.
+//! written), and so must every key it leaves in Redis, so a new field or key cannot ship
+//! undocumented. (Keys of other processes' surfaces, the heartbeat and control stream, are
+//! checked against the same document by unit tests of `settings::keys` and `admin::view`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -36,6 +38,67 @@ fn documented() -> HashMap<String, BTreeSet<String>> {
         }
     }
     out
+}
+
+/// Every backticked `<prefix>…` key name in docs/jobs.md, with `jsi:` for the prefix; not
+/// `<prefix><stream>` (a route's stream, any name): it would match every key.
+fn documented_keys() -> Vec<String> {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/jobs.md")).unwrap();
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter_map(|t| t.strip_prefix("<prefix>"))
+        .filter(|rest| !rest.starts_with('<'))
+        .map(|rest| format!("jsi:{rest}"))
+        .collect()
+}
+
+/// `key` is `pattern`, where each `<placeholder>` of the pattern stands for a non-empty part.
+fn matches_key(pattern: &str, key: &str) -> bool {
+    let mut parts = Vec::new();
+    let mut rest = pattern;
+    while let Some(open) = rest.find('<') {
+        let Some(close) = rest[open..].find('>') else {
+            break;
+        };
+        parts.push(&rest[..open]);
+        rest = &rest[open + close + 1..];
+    }
+    parts.push(rest);
+    if parts.len() == 1 {
+        return pattern == key;
+    }
+    let Some(mut left) = key.strip_prefix(parts[0]) else {
+        return false;
+    };
+    let last = parts[parts.len() - 1];
+    for part in &parts[1..parts.len() - 1] {
+        match left.get(1..).and_then(|l| l.find(part)) {
+            Some(i) => left = &left[1 + i + part.len()..],
+            None => return false,
+        }
+    }
+    left.len() > last.len() && left.ends_with(last)
+}
+
+#[test]
+fn key_patterns_match_as_documented() {
+    assert!(matches_key("jsi:cursor", "jsi:cursor"));
+    assert!(!matches_key("jsi:cursor", "jsi:cursor:replay"));
+    assert!(matches_key(
+        "jsi:bucket:<id>:members",
+        "jsi:bucket:lurkers:members"
+    ));
+    assert!(!matches_key(
+        "jsi:bucket:<id>:members",
+        "jsi:bucket::members"
+    ));
+    assert!(!matches_key(
+        "jsi:bucket:<id>:members",
+        "jsi:bucket:lurkers:state"
+    ));
+    assert!(matches_key("jsi:<stream>", "jsi:posts"));
 }
 
 #[test]
@@ -93,6 +156,17 @@ fn every_written_field_is_documented() {
             );
         }
     }
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+    assert!(keys.len() >= 6, "{keys:?}");
+    let patterns = documented_keys();
+    let undocumented: Vec<&String> = keys
+        .iter()
+        .filter(|k| !patterns.iter().any(|p| matches_key(p, k)))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "keys docs/jobs.md does not list: {undocumented:?} (documented: {patterns:?})"
+    );
     let reasons: BTreeSet<String> = read_stream(&mut con, "jsi:dead")
         .into_iter()
         .map(|e| e["reason"].clone())

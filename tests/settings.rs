@@ -511,3 +511,53 @@ fn a_start_with_a_route_to_an_owned_key_is_refused_before_anything_is_written() 
         assert_eq!(keys, 0, "nothing written by a refused start");
     }
 }
+
+/// No segment of a `: `-separated error line is said twice in a row
+/// (`file not found: file not found`).
+fn repeated_segment(line: &str) -> Option<String> {
+    let parts: Vec<&str> = line.split(": ").map(str::trim).collect();
+    parts
+        .windows(2)
+        .find(|w| !w[0].is_empty() && w[0] == w[1])
+        .map(|w| w[0].to_owned())
+}
+
+#[test]
+fn startup_errors_read_as_sentences_without_repeating_their_cause() {
+    // A missing config file, as the binary prints it (the whole chain, `{:#}`).
+    let out = Command::new(env!("CARGO_BIN_EXE_jetstream-ingestor"))
+        .args(["--config", "/nonexistent/jsi.toml", "check-config"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.matches("file not found").count(),
+        1,
+        "said once: {stderr}"
+    );
+    assert!(
+        stderr.contains("config file /nonexistent/jsi.toml: file not found"),
+        "{stderr}"
+    );
+
+    // A bucket file that does not parse, and one with an invalid bucket: each cause once.
+    let dir = tempfile::tempdir().unwrap();
+    let buckets = dir.path().join("buckets.toml");
+    for bad in ["[[bucket]\n", "[[bucket]]\nid = \"\"\n"] {
+        std::fs::write(&buckets, bad).unwrap();
+        let (code, stderr) =
+            check_config(&format!("[buckets]\nfile = \"{}\"\n", buckets.display()));
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("buckets.file"), "{stderr}");
+        assert_eq!(repeated_segment(&stderr), None, "{stderr}");
+    }
+    let (code, stderr) = check_config("[jetstream]\nendpoints = []\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(repeated_segment(&stderr), None, "{stderr}");
+    assert_eq!(
+        repeated_segment("error: x: file not found: file not found"),
+        Some("file not found".to_owned()),
+        "the check itself can fail"
+    );
+}

@@ -44,14 +44,28 @@ pub enum StartChoice {
 pub enum LaunchError {
     #[error("stored cursor: {0}")]
     BadStoredCursor(String),
+    // Causes shown in the message are not also `source`s: in a chain (`{:#}`) they would
+    // read twice.
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
     #[error(transparent)]
     Verifier(#[from] crate::verifier::VerifierConfigError),
     #[error("consumer groups: {0}")]
     Consumers(String),
     #[error("buckets: {0}")]
-    Buckets(#[from] BucketLoadError),
+    Buckets(BucketLoadError),
+}
+
+impl From<redis::RedisError> for LaunchError {
+    fn from(e: redis::RedisError) -> Self {
+        LaunchError::Redis(e)
+    }
+}
+
+impl From<BucketLoadError> for LaunchError {
+    fn from(e: BucketLoadError) -> Self {
+        LaunchError::Buckets(e)
+    }
 }
 
 /// The configuration of every room.

@@ -25,10 +25,11 @@ const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("admin API at {addr}: {source}")]
+    /// The cause is in the message (so not a `source`: it would read twice in a chain).
+    #[error("admin API at {addr}: {error}")]
     Io {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("admin API at {addr}: not an HTTP answer: {reason}")]
     Protocol { addr: SocketAddr, reason: String },
@@ -150,9 +151,9 @@ impl AdminClient {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Response, ClientError> {
-        let io = |source| ClientError::Io {
+        let io = |error| ClientError::Io {
             addr: self.addr,
-            source,
+            error,
         };
         let mut stream = TcpStream::connect_timeout(&self.addr, self.timeout).map_err(io)?;
         stream.set_read_timeout(Some(self.timeout)).map_err(io)?;

@@ -33,11 +33,14 @@ pub enum AdminAction {
     },
     /// Tear the session down and dial again, from --cursor or the committed cursor.
     Restart {
-        #[arg(long)]
+        /// Dial from this Jetstream `time_us` (unix microseconds) instead of the committed
+        /// cursor; older than the cursor replays that stretch.
+        #[arg(long, value_name = "TIME_US")]
         cursor: Option<u64>,
     },
     /// Close the socket and stop reading until `resume`.
     Pause,
+    /// Dial again after `pause`, from the committed cursor.
     Resume,
     /// Replace the subscription's filters (sent as Jetstream `options_update`, no reconnect).
     /// Empty lists mean everything.

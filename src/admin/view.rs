@@ -277,6 +277,19 @@ pub fn readiness(status: Option<&Status>) -> (bool, Option<String>) {
     }))
 }
 
+/// Why a reader that is not streaming is not ready, as a sentence (the state's API name,
+/// `backoff`, does not read as one: "reader is backoff").
+fn not_streaming(state: ReaderState) -> &'static str {
+    match state {
+        ReaderState::Starting => "reader is starting",
+        ReaderState::Connecting => "reader is connecting",
+        ReaderState::Streaming => "reader is streaming",
+        ReaderState::Backoff => "reader is waiting to reconnect (backoff after a failure)",
+        ReaderState::Paused => "reader is paused",
+        ReaderState::Finished => "reader has finished",
+    }
+}
+
 /// The rule of [`readiness`] on the three facts it reads: state, batches committed, consecutive
 /// commit failures (`None`: the pipeline has not started).
 fn ready_when(facts: Option<(ReaderState, u64, u32)>) -> (bool, Option<String>) {
@@ -284,10 +297,7 @@ fn ready_when(facts: Option<(ReaderState, u64, u32)>) -> (bool, Option<String>) 
         return (false, Some("pipeline starting (waiting for Redis)".into()));
     };
     if state != ReaderState::Streaming {
-        return (
-            false,
-            Some(format!("reader is {}", state_name(Some(state)))),
-        );
+        return (false, Some(not_streaming(state).to_owned()));
     }
     if committed == 0 {
         return (false, Some("no batch committed yet".into()));
@@ -363,6 +373,41 @@ mod tests {
         assert!(!ready_when(Some((ReaderState::Streaming, 1, 2))).0);
         let (_, why) = ready_when(Some((ReaderState::Paused, 5, 0)));
         assert_eq!(why.as_deref(), Some("reader is paused"));
+        let (_, why) = ready_when(Some((ReaderState::Backoff, 5, 0)));
+        assert_eq!(
+            why.as_deref(),
+            Some("reader is waiting to reconnect (backoff after a failure)")
+        );
+        let (_, why) = ready_when(Some((ReaderState::Finished, 5, 0)));
+        assert_eq!(why.as_deref(), Some("reader has finished"));
+    }
+
+    /// Every field of the heartbeat hash is in docs/jobs.md's heartbeat table.
+    #[test]
+    fn docs_jobs_md_lists_every_heartbeat_field() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/jobs.md"))
+            .unwrap_or_else(|e| panic!("docs/jobs.md: {e}"));
+        let section = doc
+            .split("### `<prefix>heartbeat` fields")
+            .nth(1)
+            .expect("docs/jobs.md has a heartbeat fields section");
+        let table: String = section
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| l.split(" | ").next().unwrap_or_default().to_owned())
+            .collect();
+        let v = StatusView::new(&Observed::default(), None, "host-1", UNIX_EPOCH);
+        let missing: Vec<&str> = v
+            .heartbeat_fields(0)
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| !table.contains(&format!("`{k}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "heartbeat fields not documented: {missing:?}"
+        );
     }
 
     #[test]

@@ -185,4 +185,27 @@ mod tests {
         assert!(owner("control:other").is_some_and(|o| o.family));
         assert!(owner("posts").is_none());
     }
+
+    /// docs/jobs.md is the consumers' list of keys: every key the ingestor owns is in it.
+    #[test]
+    fn docs_jobs_md_lists_every_owned_key() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/jobs.md"))
+            .unwrap_or_else(|e| panic!("docs/jobs.md: {e}"));
+        let missing: Vec<&str> = OWNED
+            .iter()
+            .filter(|o| {
+                let named = format!("`<prefix>{}", o.name);
+                if o.family {
+                    !doc.contains(&named)
+                } else {
+                    !doc.contains(&format!("{named}`"))
+                }
+            })
+            .map(|o| o.name)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/jobs.md does not list: {missing:?}"
+        );
+    }
 }

@@ -1,8 +1,9 @@
 //! Sink room: the Redis writer (`writer.rs`) and its pure logic: the atomic commit script and
-//! its arguments (`commit.rs`), config.
+//! its arguments (`commit.rs`), the once-per-session overlap notice (`overlap.rs`), config.
 
 pub mod commit;
 pub mod config;
+pub mod overlap;
 pub mod reindex;
 pub mod retention;
 pub mod trim;

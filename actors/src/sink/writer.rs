@@ -32,6 +32,7 @@ use tracing::{error, info, warn};
 
 use super::commit::{CommitLimits, Encoded, Keys, encode};
 use super::config::WriterConfig;
+use super::overlap::OverlapNotice;
 use crate::backoff::Backoff;
 use crate::messages::{
     Batch, BatchCommitted, Credit, GetWriterStatus, PushBatch, ResumeWriting, RolledBack,
@@ -114,6 +115,8 @@ pub struct RedisWriter {
     epoch: u64,
     retry: Backoff,
     status: WriterStatus,
+    /// Logs the replay overlap once per reader session (the rest is only counted).
+    overlap: OverlapNotice,
 }
 
 /// How many queued batches (from the front) landed, given the chain key's value.
@@ -217,6 +220,7 @@ impl RedisWriter {
             last_pushed: None,
             epoch: rand::rng().random::<u64>(),
             retry: Backoff::new(cfg.retry_min, cfg.retry_max),
+            overlap: OverlapNotice::default(),
             status: WriterStatus {
                 queued_batches: 0,
                 commits: 0,
@@ -603,10 +607,12 @@ impl RedisWriter {
         metrics::counter!("jetstream_ingestor_entries_skipped_total", "reason" => "already_committed").increment(skipped);
         metrics::histogram!("jetstream_ingestor_batch_entries").record(written as f64);
         metrics::gauge!("jetstream_ingestor_writer_queue_batches").set(self.queue.len() as f64);
-        if skipped > 0 {
+        if self.overlap.first_in_session(done.session, skipped) {
             info!(
+                session = done.session,
                 seq = done.seq,
-                skipped, "entries already committed were skipped (replay overlap)"
+                skipped,
+                "entries already committed were skipped (replay overlap); further skips in this session are only counted in jetstream_ingestor_entries_skipped_total"
             );
         }
         // Bounded: every notification carries one of the reader's credits.

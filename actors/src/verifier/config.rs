@@ -65,10 +65,17 @@ pub enum VerifierConfigError {
         field: &'static str,
         message: String,
     },
+    /// The cause is in the message (so not a `source`: it would read twice in a chain).
     #[error("verifier collections: {0}")]
-    Filter(#[from] FilterError),
+    Filter(FilterError),
     #[error("verifier.routes[{index}]: {message}")]
     Route { index: usize, message: String },
+}
+
+impl From<FilterError> for VerifierConfigError {
+    fn from(e: FilterError) -> Self {
+        VerifierConfigError::Filter(e)
+    }
 }
 
 impl VerifierConfig {

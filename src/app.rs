@@ -57,6 +57,9 @@ pub async fn run(
     };
     let drain_timeout = settings.shutdown.timeout;
     tokio::pin!(shutdown);
+    if let Mode::Replay { .. } = mode {
+        refuse_beside_a_live_writer(&settings).await?;
+    }
 
     // Admin API and heartbeat first: /healthz answers while the pipeline waits for Redis.
     let mut surfaces = Surfaces::start(&settings, metrics.clone())?;
@@ -115,6 +118,9 @@ pub async fn run(
         }
     }
     let drained = drain(&supervisor, drain_timeout).await;
+    if let (Mode::Replay { until, .. }, true) = (mode, drained) {
+        forget_finished_replay(&settings, until, last_status.as_ref()).await;
+    }
     progress.finish();
     let status = match supervisor.send(GetStatus).await {
         Ok(Ok(s)) => Some(s),
@@ -128,6 +134,66 @@ pub async fn run(
         info!(committed_cursor = ?s.reader.committed_cursor, commits = s.writer.commits, written = s.writer.entries_written, drained, "stopped");
     }
     Ok(Outcome { drained, status })
+}
+
+/// A `replay` on a key prefix another process is writing to would share its commit chain
+/// (each would take the other's commits for a Redis rollback) and its dedupe index (the live
+/// commits prune what the replay needs): refused, with what to do instead. A live process is
+/// one whose heartbeat hash exists (it expires after `heartbeat.ttl`) and does not say
+/// `stopped`. Redis unreachable: not refused here (the pipeline waits for it as usual).
+async fn refuse_beside_a_live_writer(settings: &Settings) -> anyhow::Result<()> {
+    let key = format!("{}heartbeat", settings.redis.key_prefix);
+    let probe = async {
+        let client = redis::Client::open(settings.redis.url.as_str())?;
+        let mut con = client.get_multiplexed_async_connection().await?;
+        redis::cmd("HMGET")
+            .arg(&key)
+            .arg("state")
+            .arg("instance")
+            .query_async::<(Option<String>, Option<String>)>(&mut con)
+            .await
+    };
+    let Ok(Ok((Some(state), instance))) =
+        tokio::time::timeout(settings.redis.connect_timeout, probe).await
+    else {
+        return Ok(());
+    };
+    if state == "stopped" {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "another jetstream-ingestor ({}) is writing to key prefix {:?} (its heartbeat {key} says {state:?}); a replay beside it would interfere with its commits. Replay through it instead (`jetstream-ingestor admin restart --cursor FROM`: the replay goes on to the end and writes only what is missing), stop it first, or replay into another redis.key_prefix",
+        instance.unwrap_or_else(|| "unknown instance".to_owned()),
+        settings.redis.key_prefix
+    )
+}
+
+/// A `replay --until` that reached its end leaves no replay progress behind: the next `run`
+/// would otherwise take `<prefix>cursor:replay` for an unfinished replay and go on from
+/// there. Best effort (a leftover only makes that `run` replay a range again, writing what is
+/// missing).
+async fn forget_finished_replay(settings: &Settings, until: u64, last: Option<&Status>) {
+    if !last.is_some_and(|s| s.reader.line_cursor.is_some_and(|c| c >= until)) {
+        return;
+    }
+    let key = format!("{}cursor:replay", settings.redis.key_prefix);
+    let clear = async {
+        let client = redis::Client::open(settings.redis.url.as_str())?;
+        let mut con = client.get_multiplexed_async_connection().await?;
+        let at: Option<u64> = redis::cmd("GET").arg(&key).query_async(&mut con).await?;
+        if at.is_some_and(|at| at <= until) {
+            redis::cmd("DEL")
+                .arg(&key)
+                .query_async::<()>(&mut con)
+                .await?;
+        }
+        Ok::<(), redis::RedisError>(())
+    };
+    match tokio::time::timeout(settings.redis.connect_timeout, clear).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, key, "cannot clear the finished replay's progress"),
+        Err(_) => warn!(key, "clearing the finished replay's progress timed out"),
+    }
 }
 
 async fn drain(supervisor: &Addr<Supervisor>, timeout: Duration) -> bool {

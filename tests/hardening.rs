@@ -521,3 +521,67 @@ fn a_quiet_stream_with_long_gaps_moves_the_cursor_to_its_last_event() {
     assert_eq!(assert_exactly_once(&mut con, PREFIX, &lines), 6);
     assert_eq!(stored_cursor(&mut con, PREFIX), Some(last));
 }
+
+/// A `replay` on a key prefix a live `run` writes to would share its commit chain (each
+/// taking the other's commits for a Redis rollback) and its dedupe index: refused with what
+/// to do instead, before anything is written; after the run stops cleanly it is allowed.
+#[test]
+fn a_replay_beside_a_live_run_on_the_same_prefix_is_refused() {
+    let redis = redis(false);
+    let lines = corpus(300, 1310);
+    let first = time_of(&lines[0]).unwrap();
+    let last = time_of(lines.last().unwrap()).unwrap();
+    let server = fake(lines.clone(), None);
+    let env = ingestor_env(&server.url(), &redis.url());
+    let cursor = first.to_string();
+    let mut run = Ingestor::spawn(&["run", "--cursor", &cursor], &env);
+    let mut con = redis.connection().unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the run's heartbeat and all events",
+        || {
+            let state: Option<String> = redis::cmd("HGET")
+                .arg("jsi:heartbeat")
+                .arg("state")
+                .query(&mut con)
+                .unwrap();
+            state.is_some() && stored_cursor(&mut con, PREFIX) == Some(last)
+        },
+    );
+    let entries: usize = con.xlen("jsi:records").unwrap();
+    // Up to half-way: behind the stored cursor, so the replay's progress is stored as it goes.
+    let until = time_of(&lines[150]).unwrap();
+    let replay = |env: &[(&str, String)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jetstream-ingestor"));
+        cmd.args(["replay", "--from", &cursor, "--until", &until.to_string()]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("replay runs")
+    };
+    let out = replay(&env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused: {stderr}");
+    assert!(
+        stderr.contains("another jetstream-ingestor") && stderr.contains("admin restart --cursor"),
+        "says why and what to do: {stderr}"
+    );
+    let after: usize = con.xlen("jsi:records").unwrap();
+    assert_eq!(after, entries, "nothing written by the refused replay");
+
+    run.sigterm();
+    let status = run.wait_exit(Duration::from_secs(20)).expect("run exits");
+    assert!(status.success());
+    let out = replay(&env);
+    assert!(
+        out.status.success(),
+        "allowed once the run stopped: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_exactly_once(&mut con, PREFIX, &lines);
+    let left: Option<u64> = con.get("jsi:cursor:replay").unwrap();
+    assert_eq!(
+        left, None,
+        "a replay that reached --until leaves no progress behind"
+    );
+}

@@ -181,7 +181,7 @@ impl Supervisor {
             .iter()
             .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
             .fold(60_000_000u64, u64::saturating_add);
-        if let StartCursor::Exact(from) = start {
+        if let StartCursor::Exact(from) | StartCursor::Replay { line: from, .. } = start {
             // A start from an explicit cursor may lie before what the dedupe index remembers.
             rebuild_dedupe(&writer, &streams, from, reindex_margin_us).await;
         }

@@ -506,9 +506,12 @@ fn a_quiet_stream_with_long_gaps_moves_the_cursor_to_its_last_event() {
             fallback: Some(first),
         },
         |sup| async move {
-            let st = wait_status(&sup, Duration::from_secs(30), "the last event committed", |s| {
-                s.reader.committed_cursor == Some(last) && s.writer.queued_batches == 0
-            })
+            let st = wait_status(
+                &sup,
+                Duration::from_secs(30),
+                "the last event committed",
+                |s| s.reader.committed_cursor == Some(last) && s.writer.queued_batches == 0,
+            )
             .await;
             assert_eq!(st.reader.dead_letters, 0);
             assert_eq!(st.reader.stalled_secs, None);

@@ -8,8 +8,8 @@
 //! - `cid/ours` vs `cid/serde_ipld_dagcbor`: the CID recompute with our single-pass
 //!   canonical encoder vs `serde_json::Value` → `Ipld` → `serde_ipld_dagcbor` (the reference
 //!   the tests compare against byte for byte), to keep the choice honest;
-//! - `decode/zstd`: the same frames zstd-compressed with Jetstream's dictionary, inflated
-//!   and decoded (needs ../shared);
+//! - `decode/zstd`: the same frames zstd-compressed with Jetstream's v1 dictionary (the one
+//!   embedded in the binary), inflated and decoded;
 //! - `commit_encode`: a batch → its probe and its MULTI/EXEC commit, packed as sent;
 //! - `buckets/route`: the router's pre-filter (collection → candidate conditions, memoised)
 //!   and the copy of what a shard needs; `buckets/evaluate`: one shard applying the events
@@ -125,34 +125,25 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
-    // zstd frames as Jetstream sends them with `compress=true`: inflate with the dictionary,
-    // then decode. Needs the dictionary from ../shared (skipped with a reason otherwise).
-    let dict_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/jetstream/zstd_dictionary");
-    match std::fs::read(&dict_path) {
-        Ok(dict) => {
-            let mut compressor =
-                zstd::bulk::Compressor::with_dictionary(3, &dict).expect("dictionary loads");
-            let frames: Vec<Vec<u8>> = lines
-                .iter()
-                .map(|l| compressor.compress(l.as_bytes()).expect("compresses"))
-                .collect();
-            let mut inflater = actors::jetstream::inflate::Inflater::new(Some(&dict), 4 << 20)
-                .expect("dictionary");
-            g.bench_function("zstd", |b| {
-                b.iter(|| {
-                    for f in &frames {
-                        let raw = inflater.inflate(black_box(f)).expect("inflates");
-                        black_box(decode_frame(raw));
-                    }
-                })
-            });
-        }
-        Err(e) => println!(
-            "decode/zstd skipped: no dictionary at {} ({e})",
-            dict_path.display()
-        ),
-    }
+    // zstd frames as Jetstream sends them with `compress=true`: inflate with the v1
+    // dictionary the binary embeds, then decode.
+    let dict = actors::jetstream::config::JETSTREAM_V1_ZSTD_DICTIONARY;
+    let mut compressor =
+        zstd::bulk::Compressor::with_dictionary(3, dict).expect("dictionary loads");
+    let frames: Vec<Vec<u8>> = lines
+        .iter()
+        .map(|l| compressor.compress(l.as_bytes()).expect("compresses"))
+        .collect();
+    let mut inflater =
+        actors::jetstream::inflate::Inflater::new(Some(dict), 4 << 20).expect("dictionary");
+    g.bench_function("zstd", |b| {
+        b.iter(|| {
+            for f in &frames {
+                let raw = inflater.inflate(black_box(f)).expect("inflates");
+                black_box(decode_frame(raw));
+            }
+        })
+    });
     g.finish();
 
     let setup = Setup::new(VerifierConfig::default()).expect("default verifier config");

@@ -22,7 +22,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -258,14 +257,6 @@ fn a_rollback_during_a_backfill_leaves_nothing_missing_at_the_end() {
     assert_eq!(stored_cursor(&mut con, PREFIX), Some(last));
 }
 
-/// The Jetstream v1 zstd dictionary, copied into the repository (see
-/// `tests/fixtures/jetstream/PROVENANCE.md`). Fails the test if it is absent.
-fn fixture_zstd_dictionary() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jetstream/zstd_dictionary");
-    assert!(p.is_file(), "missing fixture {}", p.display());
-    p
-}
-
 /// E. The byte budget used to count a zstd frame by its compressed size: with Redis stopped,
 /// 1 MB events compressing to a few hundred bytes were read far past the 8 MiB budget. Now
 /// the reader stops at the budget in inflated bytes.
@@ -273,7 +264,9 @@ fn fixture_zstd_dictionary() -> PathBuf {
 fn zstd_frames_in_flight_are_bounded_by_their_inflated_bytes() {
     use nix::sys::signal::{Signal, kill};
     const BUDGET: u64 = 8 * 1024 * 1024;
-    let dict = fixture_zstd_dictionary();
+    // The Jetstream v1 dictionary as a file (`actors/assets`, the one the binary embeds):
+    // this test also passes it as the override. Fails the test if it is absent.
+    let dict = zstd_dictionary();
     let redis = redis(false);
     let big = "x".repeat(1_000_000);
     let lines: Vec<String> = corpus(400, 2105)

@@ -86,12 +86,16 @@ fn time_us(line: &str) -> u64 {
     parse(line)["time_us"].as_u64().expect("time_us")
 }
 
-fn fixture(rel: &str) -> Option<PathBuf> {
-    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/jetstream");
-    [beside, PathBuf::from("/work/shared/fixtures/jetstream")]
-        .into_iter()
-        .map(|dir| dir.join(rel))
-        .find(|p| p.is_file())
+/// The Jetstream v1 zstd dictionary file the binary embeds; fails the test if it is absent.
+fn v1_dictionary_file() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("actors/assets/zstd_dictionary");
+    assert!(
+        p.is_file(),
+        "{} is missing: it is part of the repository (restore it with \
+         `git checkout -- actors/assets`)",
+        p.display()
+    );
+    p
 }
 
 #[tokio::test]
@@ -325,35 +329,42 @@ async fn close_every_sends_a_close_frame_after_n_events() {
     assert_eq!(conns[0].events_sent, 5);
 }
 
+/// `compress=true` gets zstd frames that the Jetstream v1 dictionary (read from its file
+/// here, independently of what the fake embeds) inflates back to the lines: with no
+/// dictionary configured (the embedded default) and with the file given as an override.
 #[tokio::test]
 async fn compress_sends_zstd_frames_with_the_jetstream_dictionary() {
-    let Some(dict_path) = fixture("zstd_dictionary") else {
-        println!("skipped: fixtures/jetstream/zstd_dictionary not found beside the repository");
-        return;
-    };
+    let dict_path = v1_dictionary_file();
     let dict = std::fs::read(&dict_path).expect("read the dictionary");
     let corpus = generate_corpus(25, 5, START_US);
-    let server = start(FakeJetstreamConfig {
-        close_at_end: true,
-        zstd_dictionary: Some(dict_path),
-        ..FakeJetstreamConfig::new(Source::Lines(corpus.clone()))
-    });
-    let mut ws = connect(&format!("{}?compress=true", server.url())).await;
-    let (frames, _) = until_close(&mut ws).await;
-    assert_eq!(frames.len(), corpus.len());
-    let mut decompressor =
-        zstd::bulk::Decompressor::with_dictionary(&dict).expect("a decompressor");
-    for (frame, line) in frames.iter().zip(&corpus) {
-        let Message::Binary(bytes) = frame else {
-            panic!("expected a binary frame, got {frame:?}");
-        };
-        assert!(bytes.len() < line.len(), "the frame is compressed");
-        let plain = decompressor
-            .decompress(bytes, 1 << 20)
-            .expect("decompresses with the dictionary");
-        assert_eq!(plain, line.as_bytes());
+    for configured in [None, Some(dict_path)] {
+        let server = start(FakeJetstreamConfig {
+            close_at_end: true,
+            zstd_dictionary: configured.clone(),
+            ..FakeJetstreamConfig::new(Source::Lines(corpus.clone()))
+        });
+        let mut ws = connect(&format!("{}?compress=true", server.url())).await;
+        let (frames, _) = until_close(&mut ws).await;
+        assert_eq!(frames.len(), corpus.len(), "{configured:?}");
+        let mut decompressor =
+            zstd::bulk::Decompressor::with_dictionary(&dict).expect("a decompressor");
+        for (frame, line) in frames.iter().zip(&corpus) {
+            let Message::Binary(bytes) = frame else {
+                panic!("expected a binary frame, got {frame:?} ({configured:?})");
+            };
+            assert!(bytes.len() < line.len(), "the frame is compressed");
+            assert_eq!(
+                zstd::zstd_safe::get_dict_id_from_frame(bytes).map(u32::from),
+                Some(1_612_007_021),
+                "compressed with the Jetstream v1 dictionary"
+            );
+            let plain = decompressor
+                .decompress(bytes, 1 << 20)
+                .expect("decompresses with the dictionary");
+            assert_eq!(plain, line.as_bytes());
+        }
+        assert!(server.connections()[0].compress);
     }
-    assert!(server.connections()[0].compress);
 }
 
 #[tokio::test]

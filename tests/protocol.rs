@@ -52,16 +52,8 @@ fn unexpected(con: &mut redis::Connection, prefix: &str, expected: &[String]) ->
 
 #[test]
 fn zstd_replay_of_real_events_lands_the_same_jobs_as_plain_text() {
-    let (Some(dir), Some(dict)) = (shared_fixtures(), zstd_dictionary()) else {
-        println!("skipped: ../shared/fixtures/jetstream (events and zstd_dictionary) not found");
-        return;
-    };
-    let text = std::fs::read_to_string(dir.join("v1-production-corpus/expected_v1.jsonl")).unwrap();
-    let lines: Vec<String> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect();
+    let dict = zstd_dictionary();
+    let lines = real_events("v1-production-corpus/expected_v1.jsonl");
     let min = lines.iter().filter_map(|l| time_of(l)).min().unwrap();
     let distinct: HashSet<String> = lines
         .iter()
@@ -105,6 +97,52 @@ fn zstd_replay_of_real_events_lands_the_same_jobs_as_plain_text() {
         "compressed replay must land exactly the same jobs"
     );
     assert!(read_stream(&mut con, "zstd:dead").is_empty());
+}
+
+/// Issue 17: `compress = true` with no `zstd_dictionary` configured works out of the box.
+/// Neither side is given a dictionary file: the fake compresses every real event with the
+/// v1 dictionary it embeds (it never falls back to text for a subscriber that asked for
+/// zstd), the reader inflates them with the one embedded in the binary, and every event
+/// lands once, none dead-lettered.
+#[test]
+fn compress_without_a_configured_dictionary_ingests_real_frames_with_the_embedded_one() {
+    let lines = real_events("v1-production-corpus/expected_v1.jsonl");
+    let min = lines.iter().filter_map(|l| time_of(l)).min().unwrap();
+    let n = lines
+        .iter()
+        .filter_map(|l| source_identity(l).map(|(id, _)| id))
+        .collect::<HashSet<_>>()
+        .len() as u64;
+    let redis = redis(false);
+    let server = fake(lines.clone(), None);
+    let mut s = settings(&server.url(), &redis.url());
+    s.jetstream.compress = true;
+    assert_eq!(s.jetstream.zstd_dictionary, None);
+    s.validate()
+        .expect("compress without a dictionary file is valid");
+    with_supervisor(s, exact(min), |sup| async move {
+        let st = wait_status(&sup, Duration::from_secs(30), "every event written", |s| {
+            s.writer.entries_written >= n && s.writer.queued_batches == 0
+        })
+        .await;
+        assert_eq!(st.reader.dead_letters, 0, "every zstd frame inflated");
+        assert_eq!(st.writer.entries_written, n);
+    });
+    let conns = server.connections();
+    assert!(conns[0].compress, "zstd was asked for: {}", conns[0].uri);
+    assert!(conns[0].uri.contains("compress=true"), "{}", conns[0].uri);
+    assert!(
+        conns[0].events_sent >= n,
+        "{} frames sent",
+        conns[0].events_sent
+    );
+    let mut con = redis.connection().unwrap();
+    let (missing, dups) = compare(&mut con, "jsi:", &lines);
+    assert!(
+        missing.is_empty() && dups.is_empty(),
+        "missing {missing:?} dups {dups:?}"
+    );
+    assert!(read_stream(&mut con, "jsi:dead").is_empty());
 }
 
 #[test]

@@ -130,22 +130,9 @@ fn stored_cursor_is_never_ahead_of_the_streams() {
 
 #[test]
 fn real_jetstream_events_decode_and_land_unchanged() {
-    let Some(dir) = shared_fixtures() else {
-        eprintln!("SKIP: ../shared/fixtures/jetstream not present");
-        return;
-    };
-    let mut lines = Vec::new();
-    for f in [
-        "v1-production-corpus/expected_v1.jsonl",
-        "v1-golden-sample/golden_v1.jsonl",
-    ] {
-        let text = std::fs::read_to_string(dir.join(f)).unwrap();
-        lines.extend(
-            text.lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_owned),
-        );
-    }
+    let mut lines = real_events("v1-production-corpus/expected_v1.jsonl");
+    lines.extend(real_events("v1-golden-sample/golden_v1.jsonl"));
+    assert_eq!(lines.len(), 152 + 10, "both fixture files, every line");
     let redis = redis(false);
     let server = fake(lines.clone(), None);
     let url = redis.url();

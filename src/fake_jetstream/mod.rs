@@ -6,7 +6,8 @@
 //! so consumers can be tested against them) or generated live events, with the real
 //! protocol's query parameters (`wantedCollections`, `wantedDids`, `cursor`, `compress`,
 //! `requireHello`, `maxMessageSizeBytes`), `options_update` messages, zstd frames with the
-//! Jetstream dictionary, ping/pong and backpressure. The server runs on its own thread with
+//! Jetstream v1 dictionary (the one embedded in the reader, unless another file is given),
+//! ping/pong and backpressure. The server runs on its own thread with
 //! its own tokio runtime, so it works from any test (actix or not) and any thread.
 //!
 //! It also misbehaves on request, the way public hosts do: its own clock (`clock_offset_us`
@@ -65,8 +66,10 @@ pub struct FakeJetstreamConfig {
     pub close_every: Option<u64>,
     /// File mode: close (1000) after the last line instead of idling with the socket open.
     pub close_at_end: bool,
-    /// The Jetstream zstd dictionary; without it, `compress=true` subscribers get text frames
-    /// (logged), which real Jetstream would not do.
+    /// A zstd dictionary file to compress with instead of the Jetstream v1 dictionary
+    /// embedded in the reader (`actors::jetstream::config::JETSTREAM_V1_ZSTD_DICTIONARY`),
+    /// which `None` uses: `compress=true` subscribers always get zstd frames, as from real
+    /// Jetstream.
     pub zstd_dictionary: Option<PathBuf>,
     /// This server's clock minus the source's, in µs: every `time_us` served is shifted by it
     /// (rewritten in the frame), and cursors are read in the shifted clock. Two servers with
@@ -88,8 +91,8 @@ pub struct FakeJetstreamConfig {
 }
 
 impl FakeJetstreamConfig {
-    /// A config on `127.0.0.1:0` with no pacing, no forced closes, no dictionary, the
-    /// source's own clock, full retention and no silence.
+    /// A config on `127.0.0.1:0` with no pacing, no forced closes, the embedded dictionary,
+    /// the source's own clock, full retention and no silence.
     pub fn new(source: Source) -> FakeJetstreamConfig {
         FakeJetstreamConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -235,9 +238,12 @@ impl FakeJetstream {
                 let bytes = std::fs::read(path).map_err(|e| {
                     io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
                 })?;
-                Some(zstd::dict::EncoderDictionary::try_copy(&bytes, 3)?)
+                zstd::dict::EncoderDictionary::try_copy(&bytes, 3)?
             }
-            None => None,
+            None => zstd::dict::EncoderDictionary::try_copy(
+                actors::jetstream::config::JETSTREAM_V1_ZSTD_DICTIONARY,
+                3,
+            )?,
         };
         let shared = Arc::new(server::Shared::default());
         let ctx = Arc::new(server::ServerCtx {

@@ -41,7 +41,8 @@ pub(crate) struct ServerCtx {
     pub rate: Option<u32>,
     pub close_every: Option<u64>,
     pub close_at_end: bool,
-    pub dictionary: Option<zstd::dict::EncoderDictionary<'static>>,
+    /// What `compress=true` subscribers' frames are compressed with.
+    pub dictionary: zstd::dict::EncoderDictionary<'static>,
     /// Shift of generated times (file lines are shifted at load).
     pub clock_offset_us: i64,
     pub silent_after: Option<u64>,

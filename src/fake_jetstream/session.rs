@@ -9,7 +9,8 @@
 //! buffered per connection beyond tungstenite's write buffer.
 //!
 //! Failure: a send or read error ends this session only, recorded as its
-//! [`ConnectionEnd::Error`]; a compressor that cannot be built falls back to text frames.
+//! [`ConnectionEnd::Error`]; so does a compressor that cannot be built (a subscriber that
+//! asked for zstd never gets text frames).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -228,22 +229,13 @@ where
         filter = Arc::clone(&filter_rx.borrow_and_update());
         conn.filter_changed(0);
     }
-    let mut compressor = match (params.compress, &ctx.dictionary) {
-        (true, Some(dict)) => match zstd::bulk::Compressor::with_prepared_dictionary(dict) {
+    let mut compressor = if params.compress {
+        match zstd::bulk::Compressor::with_prepared_dictionary(&ctx.dictionary) {
             Ok(c) => Some(c),
-            Err(err) => {
-                warn!(conn = conn.id, %err, "zstd compressor unavailable; sending text frames");
-                None
-            }
-        },
-        (true, None) => {
-            warn!(
-                conn = conn.id,
-                "compress=true asked but no zstd dictionary is configured; sending text frames"
-            );
-            None
+            Err(err) => return SendEnd::Failed(format!("zstd compressor: {err}")),
         }
-        (false, _) => None,
+    } else {
+        None
     };
     let mut pacer = ctx.rate.map(Pacer::new);
     let start = params.cursor.map(|c| c.saturating_sub(ctx.resume_early_us));

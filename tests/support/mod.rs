@@ -13,9 +13,28 @@ use jetstream_ingestor::fake_jetstream::{FakeJetstream, FakeJetstreamConfig, Sou
 use jetstream_ingestor::local_redis::{LocalRedis, LocalRedisOptions};
 use jetstream_ingestor::settings::Settings;
 
-pub fn shared_fixtures() -> Option<std::path::PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/jetstream");
-    p.is_dir().then_some(p)
+/// `rel` under the repository root, which must exist: the fixtures are part of the
+/// repository, so a missing one fails the test (naming it) instead of skipping it.
+pub fn repo_file(rel: &str) -> std::path::PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: it is part of the repository (restore it with `git checkout -- {rel}`)",
+        p.display()
+    );
+    p
+}
+
+/// The real Jetstream v1 events under `tests/fixtures/jetstream` (`rel`: e.g.
+/// `v1-production-corpus/expected_v1.jsonl`), one line each, blank lines dropped.
+pub fn real_events(rel: &str) -> Vec<String> {
+    let path = repo_file(&format!("tests/fixtures/jetstream/{rel}"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A private redis-server; fails the test (with the install command) if Redis is missing.
@@ -373,11 +392,10 @@ pub fn with_time(line: &str, t: u64) -> String {
     format!("{}{t}{}", &line[..at], &line[at + digits..])
 }
 
-/// The Jetstream zstd dictionary of the shared fixtures, if present.
-pub fn zstd_dictionary() -> Option<std::path::PathBuf> {
-    shared_fixtures()
-        .map(|d| d.join("zstd_dictionary"))
-        .filter(|p| p.is_file())
+/// The Jetstream v1 zstd dictionary as a file (the one the binary embeds), for tests of the
+/// `zstd_dictionary` override.
+pub fn zstd_dictionary() -> std::path::PathBuf {
+    repo_file("actors/assets/zstd_dictionary")
 }
 
 /// Entries of `records` and `identity` under `prefix`, in order, without the `source` field

@@ -2,9 +2,11 @@
 //! validated by the edge (`src/settings.rs`); the reader only consumes them.
 //!
 //! Failure: [`ReaderConfig::validate`] names the key of the first value that cannot work. It
-//! also reads the zstd dictionary file (the one file this section points at), checks that it
-//! is a zstd dictionary and keeps its bytes, so the reader never reads files itself and a bad
-//! path stops the process at start rather than at the first compressed frame.
+//! also reads the zstd dictionary file when one is configured (the one file this section
+//! points at), checks that it is a zstd dictionary and keeps its bytes, so the reader never
+//! reads files itself and a bad path stops the process at start rather than at the first
+//! compressed frame. Without a configured file the Jetstream v1 dictionary embedded in the
+//! binary is used, so `compress = true` works out of the box.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -16,6 +18,12 @@ use super::subscribe::{FilterError, Filters};
 
 /// First four bytes of a zstd dictionary (`0xEC30A437`, little endian).
 pub const ZSTD_DICT_MAGIC: [u8; 4] = [0x37, 0xA4, 0x30, 0xEC];
+
+/// The Jetstream v1 zstd dictionary (`pkg/models/zstd_dictionary` of the Jetstream v1 source;
+/// provenance in `actors/assets/PROVENANCE.md`): what `compress=true` frames are inflated with
+/// unless `jetstream.zstd_dictionary` names another file. Embedded so that a binary or an
+/// image needs no file beside it.
+pub const JETSTREAM_V1_ZSTD_DICTIONARY: &[u8] = include_bytes!("../../assets/zstd_dictionary");
 
 /// `[jetstream]`: where to subscribe and how to batch, reconnect and detect dead hosts.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -58,10 +66,11 @@ pub struct ReaderConfig {
     /// before its payload is read (never allocated), dead-lettered as `frame_too_large`, and
     /// skipped (see `oversize.rs`).
     pub max_frame_bytes: usize,
-    /// Ask for zstd-compressed frames (`compress=true`); needs `zstd_dictionary`.
+    /// Ask for zstd-compressed frames (`compress=true`), inflated with the dictionary below.
     pub compress: bool,
-    /// The Jetstream zstd dictionary (`pkg/models/zstd_dictionary` in the Jetstream v1
-    /// source). Without it, compressed frames cannot be read.
+    /// Overrides the embedded Jetstream v1 zstd dictionary
+    /// ([`JETSTREAM_V1_ZSTD_DICTIONARY`]) with a file: only for a host that compresses with
+    /// another one. `None` (the default) uses the embedded one.
     pub zstd_dictionary: Option<PathBuf>,
     /// A compressed frame may inflate to at most this many bytes; a bigger one is
     /// dead-lettered (`zstd_too_large`) without being inflated.
@@ -103,7 +112,7 @@ pub struct ReaderConfig {
     /// Replay mode only (set by `replay --until`, not by the file): stop after this cursor.
     #[serde(skip)]
     pub until: Option<u64>,
-    /// The dictionary's bytes once read by `validate` (or the reader's first dial).
+    /// The dictionary file's bytes once read by `validate` (or the reader's first dial).
     #[serde(skip)]
     dictionary: DictionaryCache,
 }
@@ -142,15 +151,16 @@ impl Default for ReaderConfig {
     }
 }
 
-/// The dictionary read from `zstd_dictionary`, remembered with the path it came from (a
+/// The dictionary in use, remembered with the path it came from (`None`: the embedded one; a
 /// config whose path changes after validation reads the new file).
 #[derive(Clone, Default)]
-struct DictionaryCache(OnceLock<(PathBuf, Arc<[u8]>)>);
+struct DictionaryCache(OnceLock<(Option<PathBuf>, Arc<[u8]>)>);
 
 impl std::fmt::Debug for DictionaryCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0.get() {
-            Some((path, bytes)) => write!(f, "{} ({} bytes)", path.display(), bytes.len()),
+            Some((Some(path), bytes)) => write!(f, "{} ({} bytes)", path.display(), bytes.len()),
+            Some((None, bytes)) => write!(f, "embedded ({} bytes)", bytes.len()),
             None => f.write_str("not loaded"),
         }
     }
@@ -173,10 +183,6 @@ pub enum ReaderConfigError {
         "jetstream.max_in_flight_bytes ({budget}) must be at least jetstream.max_frame_bytes ({frame}): one frame must fit"
     )]
     ByteBudgetBelowFrame { budget: usize, frame: usize },
-    #[error(
-        "jetstream.zstd_dictionary is required when jetstream.compress = true (the Jetstream dictionary: pkg/models/zstd_dictionary in the Jetstream v1 source)"
-    )]
-    CompressWithoutDictionary,
     #[error("jetstream.zstd_dictionary: {path}: {reason}")]
     Dictionary { path: String, reason: String },
     #[error("jetstream.{0}")]
@@ -228,10 +234,9 @@ impl ReaderConfig {
                 frame: self.max_frame_bytes,
             });
         }
-        if self.compress && self.zstd_dictionary.is_none() {
-            return Err(ReaderConfigError::CompressWithoutDictionary);
+        if self.zstd_dictionary.is_some() {
+            self.load_dictionary()?;
         }
-        self.load_dictionary()?;
         self.filters().validate()?;
         Ok(())
     }
@@ -249,21 +254,25 @@ impl ReaderConfig {
         self.failover_rewind.max(self.rewind)
     }
 
-    /// The bytes of `zstd_dictionary` (`None` when no path is set), read once and checked to
-    /// be a zstd dictionary.
-    pub fn load_dictionary(&self) -> Result<Option<Arc<[u8]>>, ReaderConfigError> {
-        let Some(path) = &self.zstd_dictionary else {
-            return Ok(None);
-        };
+    /// The dictionary compressed frames are inflated with: the file at `zstd_dictionary`
+    /// (read once and checked to be a zstd dictionary) when one is set, otherwise the
+    /// embedded [`JETSTREAM_V1_ZSTD_DICTIONARY`].
+    pub fn load_dictionary(&self) -> Result<Arc<[u8]>, ReaderConfigError> {
         if let Some((cached, bytes)) = self.dictionary.0.get()
-            && cached == path
+            && *cached == self.zstd_dictionary
         {
-            return Ok(Some(bytes.clone()));
+            return Ok(bytes.clone());
         }
-        let bytes = read_dictionary(path)?;
+        let bytes = match &self.zstd_dictionary {
+            Some(path) => read_dictionary(path)?,
+            None => Arc::from(JETSTREAM_V1_ZSTD_DICTIONARY),
+        };
         // A second path (config changed after validation) is read each time; rare.
-        let _ = self.dictionary.0.set((path.clone(), bytes.clone()));
-        Ok(Some(bytes))
+        let _ = self
+            .dictionary
+            .0
+            .set((self.zstd_dictionary.clone(), bytes.clone()));
+        Ok(bytes)
     }
 }
 
@@ -298,13 +307,45 @@ mod tests {
     }
 
     #[test]
-    fn compress_needs_a_real_dictionary() {
+    fn the_embedded_dictionary_is_the_jetstream_v1_one() {
+        use sha2::Digest as _;
+        let d = JETSTREAM_V1_ZSTD_DICTIONARY;
+        assert_eq!(d.len(), 112_640);
+        assert_eq!(d[..4], ZSTD_DICT_MAGIC);
+        let id = u32::from_le_bytes([d[4], d[5], d[6], d[7]]);
+        assert_eq!(id, 1_612_007_021, "the v1 dictionary ID");
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(d)),
+            "b8d77b46933aceecbdd5275a01241efc985c970c78162b8150cf67a26522f70c",
+            "the bytes of actors/assets/PROVENANCE.md"
+        );
+    }
+
+    #[test]
+    fn compress_without_a_file_uses_the_embedded_dictionary() {
+        let cfg = ReaderConfig {
+            compress: true,
+            ..ReaderConfig::default()
+        };
+        assert!(cfg.validate().is_ok(), "{}", err(&cfg));
+        let loaded = cfg.load_dictionary().expect("the embedded dictionary");
+        assert_eq!(&loaded[..], JETSTREAM_V1_ZSTD_DICTIONARY);
+        // It reads what the Jetstream v1 dictionary wrote.
+        let plain = br#"{"did":"did:plc:x","time_us":1,"kind":"commit"}"#;
+        let packed = zstd::bulk::Compressor::with_dictionary(3, JETSTREAM_V1_ZSTD_DICTIONARY)
+            .and_then(|mut c| c.compress(plain))
+            .expect("compress");
+        let mut inflater = super::super::inflate::Inflater::new(Some(&loaded), 4096)
+            .expect("the dictionary loads");
+        assert_eq!(inflater.inflate(&packed).expect("inflates"), &plain[..]);
+    }
+
+    #[test]
+    fn a_dictionary_file_overrides_the_embedded_one_and_must_be_a_dictionary() {
         let mut cfg = ReaderConfig {
             compress: true,
             ..ReaderConfig::default()
         };
-        assert!(err(&cfg).contains("jetstream.zstd_dictionary is required"));
-
         let dir = std::env::temp_dir().join(format!("jsi-dict-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         cfg.zstd_dictionary = Some(dir.join("missing"));
@@ -327,7 +368,11 @@ mod tests {
         assert!(cfg.validate().is_ok());
         std::fs::remove_file(&real).expect("remove");
         let loaded = cfg.load_dictionary().expect("cached after validate");
-        assert_eq!(loaded.as_deref(), Some(&bytes[..]), "read once, kept");
+        assert_eq!(
+            &loaded[..],
+            &bytes[..],
+            "read once, kept, not the embedded one"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -115,15 +115,7 @@ impl ReadLoop {
         if !self.cfg.compress || self.inflater.is_some() {
             return Ok(());
         }
-        let dictionary = match self.cfg.load_dictionary() {
-            Ok(Some(d)) => d,
-            Ok(None) => {
-                return Err(
-                    "jetstream.compress is on but jetstream.zstd_dictionary is not set".into(),
-                );
-            }
-            Err(e) => return Err(e.to_string()),
-        };
+        let dictionary = self.cfg.load_dictionary().map_err(|e| e.to_string())?;
         self.inflater = Some(Inflater::new(
             Some(&dictionary),
             self.cfg.max_decompressed_bytes,

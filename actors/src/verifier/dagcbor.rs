@@ -406,11 +406,15 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::verifier::fixtures::{BLOB_LINK, fixture_records, reference_encode};
+    use crate::verifier::fixtures::{
+        BLOB_LINK, FIXTURE_RECORDS, fixture_records, reference_encode,
+    };
 
     #[test]
     fn fixture_encoding_equals_serde_ipld_dagcbor() {
-        for (record, _) in fixture_records() {
+        let records = fixture_records();
+        assert_eq!(records.len(), FIXTURE_RECORDS, "every fixture record");
+        for (record, _) in records {
             assert_eq!(encode_dag_cbor(&record).unwrap(), reference_encode(&record));
         }
     }

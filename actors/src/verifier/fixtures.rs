@@ -18,22 +18,40 @@ pub const LIKE_CID: &str = "bafyreiguce4jh7kcbmof3pmcvasifqtw24b6isakj5ve5ga2b4z
 /// A real blob CID (CIDv1, raw codec).
 pub const BLOB_LINK: &str = "bafkreias7oxbr6swsuggccmtnqpoeami4jza5x4w3urltn6gzhqf4k6k2e";
 
-pub fn fixture_files() -> Vec<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/jetstream");
-    vec![
-        root.join("v1-production-corpus/expected_v1.jsonl"),
-        root.join("v1-golden-sample/golden_v1.jsonl"),
+/// Create/update commits with a record and a CID in [`fixture_texts`] (146 + 7).
+pub const FIXTURE_RECORDS: usize = 153;
+
+/// The text of `rel` under the repository's Jetstream test fixtures (`tests/fixtures/jetstream`,
+/// provenance beside them). A missing file fails the test that asked, naming it: the
+/// fixtures are part of the repository.
+pub fn fixture_text(rel: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/jetstream")
+        .join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "fixture {} unreadable ({e}): it is part of the repository, restore it with \
+             `git checkout -- tests/fixtures`",
+            path.display()
+        )
+    })
+}
+
+/// The real Jetstream v1 event files: the production corpus and the golden sample.
+pub fn fixture_texts() -> Vec<String> {
+    [
+        "v1-production-corpus/expected_v1.jsonl",
+        "v1-golden-sample/golden_v1.jsonl",
     ]
+    .into_iter()
+    .map(fixture_text)
+    .collect()
 }
 
 /// (record JSON exactly as on the wire, claimed CID) of every create/update commit.
 pub fn fixture_records() -> Vec<(String, String)> {
     let mut records = Vec::new();
-    for path in fixture_files() {
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            eprintln!("fixture {} absent: skipping", path.display());
-            continue;
-        };
+    for text in fixture_texts() {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             #[derive(serde::Deserialize)]
             struct Line<'a> {

@@ -104,7 +104,7 @@ pub struct FakeArgs {
     /// File mode: close after the last line instead of idling.
     #[arg(long)]
     pub close_at_end: bool,
-    /// Jetstream zstd dictionary, enables `compress=true`.
+    /// A zstd dictionary file to compress with instead of the built-in Jetstream v1 one.
     #[arg(long)]
     pub zstd_dictionary: Option<PathBuf>,
     /// Generate mode: seed of the generator (the same seed gives the same accounts and

@@ -400,7 +400,7 @@ fn the_copy_check_names_what_a_dockerfile_leaves_out() {
     let inputs = build_inputs(root);
     assert!(not_copied(root, &dockerfile, "", &inputs).is_empty());
 
-    // Without the COPY of config/ (the bug of issue 17): the demo's include is named.
+    // Without the COPY of config/ (a bug the Dockerfile once had): the demo's include is named.
     let without: String = dockerfile
         .lines()
         .filter(|l| !l.trim().starts_with("COPY config ./config"))

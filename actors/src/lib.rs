@@ -1,6 +1,6 @@
 //! The running parts of jetstream-ingestor: one room per actor, plus the shared vocabulary.
 //!
-//! Floors (DESIGN.md §7): `model` imports nothing of ours; the rooms (`jetstream`, `verifier`,
+//! Floors (docs/design.md §7): `model` imports nothing of ours; the rooms (`jetstream`, `verifier`,
 //! `buckets`, `sink`) import `model` and `messages` but never each other; only `supervisor`
 //! knows the whole topology and wires the rooms together with `Recipient`s.
 

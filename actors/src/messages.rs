@@ -1,5 +1,5 @@
 //! The messages that cross rooms. Rooms never import each other; they hold `Recipient`s of
-//! these messages, handed to them by the supervisor (DESIGN.md §7).
+//! these messages, handed to them by the supervisor (docs/design.md §7).
 //!
 //! Flow: reader --PushBatch--> [verifier pool] --PushBatch--> writer --BatchCommitted--> reader.
 //! A batch carries a [`Credit`] (a permit of the reader's in-flight window) that is released

@@ -1,4 +1,4 @@
-//! The supervisor: the only module that knows the whole topology (DESIGN.md §7). It loads the
+//! The supervisor: the only module that knows the whole topology (docs/design.md §7). It loads the
 //! stored cursor, starts the writer and the reader, wires them with `Recipient`s, keeps the
 //! reader under `actix::Supervisor` (restarted with its state when it stops) and is the one
 //! address the admin surfaces talk to (`Restart`, `Pause`, `Resume`, `Drain`, `GetStatus`).

@@ -1,4 +1,4 @@
-//! Buckets room: per-DID segments (DESIGN.md §4). Bucket definitions (`config`, `parse`),
+//! Buckets room: per-DID segments (docs/design.md §4). Bucket definitions (`config`, `parse`),
 //! their compiled criteria (`criteria`), the membership state machine on event time
 //! (`membership`), its stored form (`state`), one shard's pure core (`tracker`), which
 //! events are new by identity (`applied`) and the router's pure core (`intake`), the

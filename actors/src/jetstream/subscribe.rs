@@ -1,4 +1,4 @@
-//! The subscribe URL, rebuilt on every dial from the committed cursor (DESIGN.md §1), the
+//! The subscribe URL, rebuilt on every dial from the committed cursor (docs/design.md §1), the
 //! filters that go into it, and the `options_update` message that carries them instead when
 //! the URL would be too long (`requireHello`), when the admin changes them on a live socket,
 //! or when the reader asks the host to skip oversized frames. Pure.

@@ -1,6 +1,6 @@
 //! Bucket vocabulary shared by the buckets room (which decides transitions) and the sink
 //! (which commits them): a membership transition, and a state operation on a Redis hash that
-//! must land in the same atomic commit as the batch's jobs and cursor (DESIGN.md §2).
+//! must land in the same atomic commit as the batch's jobs and cursor (docs/design.md §2).
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! The atomic commit of one batch (DESIGN.md §2), in two steps on the writer's connection:
+//! The atomic commit of one batch (docs/design.md §2), in two steps on the writer's connection:
 //!
 //! 1. **Probe** (read-only): `ZMSCORE dedupe <ids>` tells which entries were already
 //!    committed (rewind overlap, replays).

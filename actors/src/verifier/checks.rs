@@ -1,7 +1,7 @@
 //! Syntax checks of a commit's envelope, per the atproto specs (DID, NSID, record key, TID,
 //! CID), plus the `rev` clock-skew rule, and the one error type every verifier check returns.
 //!
-//! Pure functions, no IO: the verifier pool calls them per event (DESIGN.md §3). Each
+//! Pure functions, no IO: the verifier pool calls them per event (docs/design.md §3). Each
 //! failure is a [`CheckError`] with a stable machine code (`reason`, used as the dead-letter
 //! reason and as a metric label) and a human message; deciding the event's fate (dead
 //! letter, skip and count) is the caller's job. Record-level checks live in `record.rs`,

@@ -1,6 +1,6 @@
 //! CID recompute: atproto record JSON → canonical DAG-CBOR (`dagcbor.rs`) → sha2-256 →
 //! CIDv1 (dag-cbor), and the `match` / `mismatch` / `unverifiable` verdict the verifier puts
-//! on every create/update job (DESIGN.md §3).
+//! on every create/update job (docs/design.md §3).
 //!
 //! Pure: no IO, no actix; the verifier pool calls it once per event. Nothing here drops an
 //! event: a record with no canonical encoding, or a claimed CID we cannot compare against

@@ -1,5 +1,5 @@
 //! Verifier room: syntax checks and CID recompute for commit events, syntax checks for
-//! identity and account events (DESIGN.md §3).
+//! identity and account events (docs/design.md §3).
 //!
 //! Pure logic (no actix), beside the actor shell:
 //! - `checks`: DID, NSID, rkey, TID and CID syntax, `rev` skew, the shared `CheckError`;

@@ -1,4 +1,4 @@
-//! One commit event through every verifier check, in a fixed order (DESIGN.md §3).
+//! One commit event through every verifier check, in a fixed order (docs/design.md §3).
 //!
 //! Pure: the verifier pool's actor shell calls [`verify_commit`] per commit event.
 //! `Err(CheckError)` is a hard failure: the event cannot be a trustworthy job (bad DID,

@@ -173,7 +173,8 @@ async fn refuse_beside_a_live_writer(settings: &Settings) -> anyhow::Result<()> 
 /// there. Best effort (a leftover only makes that `run` replay a range again, writing what is
 /// missing).
 async fn forget_finished_replay(settings: &Settings, until: u64, last: Option<&Status>) {
-    if !last.is_some_and(|s| s.reader.line_cursor.is_some_and(|c| c >= until)) {
+    let finished = last.is_some_and(|s| s.reader.line_cursor.is_some_and(|c| c >= until));
+    if !finished {
         return;
     }
     let key = format!("{}cursor:replay", settings.redis.key_prefix);

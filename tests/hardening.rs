@@ -585,3 +585,50 @@ fn a_replay_beside_a_live_run_on_the_same_prefix_is_refused() {
         "a replay that reached --until leaves no progress behind"
     );
 }
+
+/// The stall alarm does not fire on a replay of older events (`Restart { from_cursor }`):
+/// its events are older than the stored cursor, but they are the replay's progress.
+#[test]
+fn a_long_replay_of_older_events_is_not_a_stall() {
+    let redis = redis(false);
+    let lines = respace(&corpus(600, 1311), 1_700_000_000_000_000, 20_000);
+    let first = time_of(&lines[0]).unwrap();
+    let last = time_of(lines.last().unwrap()).unwrap();
+    let server = fake_with(lines.clone(), |c| c.rate = Some(200));
+    let mut s = settings(&server.url(), &redis.url());
+    s.jetstream.stall_timeout = Duration::from_secs(1);
+    with_supervisor(
+        s,
+        StartChoice::Resume {
+            fallback: Some(first),
+        },
+        |sup| async move {
+            wait_status(&sup, Duration::from_secs(60), "first pass committed", |s| {
+                s.reader.committed_cursor == Some(last)
+            })
+            .await;
+            sup.send(Restart {
+                from_cursor: Some(first),
+            })
+            .await
+            .unwrap();
+            // 600 events at 200/s: the replay takes ~3 s, three times the stall timeout.
+            let polls = std::cell::Cell::new(0u32);
+            wait_status(
+                &sup,
+                Duration::from_secs(60),
+                "the replay at its end",
+                |s| {
+                    polls.set(polls.get() + 1);
+                    assert_eq!(s.reader.stalled_secs, None, "a replay is not a stall");
+                    s.reader.line_cursor == Some(last)
+                },
+            )
+            .await;
+            let polls = polls.get();
+            assert!(polls > 20, "watched the whole replay: {polls} polls");
+        },
+    );
+    let mut con = redis.connection().unwrap();
+    assert_eq!(assert_exactly_once(&mut con, PREFIX, &lines), 600);
+}

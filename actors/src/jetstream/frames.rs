@@ -326,7 +326,9 @@ impl ReadLoop {
                     metrics::gauge!("jetstream_ingestor_reader_consecutive_failures").set(0.0);
                 }
                 c.events_received += 1;
-                if trusted && self.shared.committed.get().is_none_or(|done| t > done) {
+                // Past what the current line (a replay's own progress, else the stored
+                // cursor) has committed: a replay of older events is progress too.
+                if trusted && self.shared.line_committed.get().is_none_or(|done| t > done) {
                     c.last_advance_at = Some(Instant::now());
                 }
                 drop(c);

@@ -21,34 +21,14 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use actors::messages::{Restart, Status};
 use actors::supervisor::StartChoice;
 use support::*;
 
 const PREFIX: &str = "jsi:";
-
-fn wall_us() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_micros(),
-    )
-    .unwrap()
-}
-
-/// Dead letters by reason.
-fn dead_reasons(con: &mut redis::Connection) -> HashMap<String, usize> {
-    let mut out = HashMap::new();
-    for e in read_stream(con, "jsi:dead") {
-        *out.entry(e["reason"].clone()).or_default() += 1;
-    }
-    out
-}
 
 /// (missing, duplicated) identities of `lines` in the job streams, printed with context.
 /// Fails if `lines` holds no event with an identity (a test that cannot find its data).

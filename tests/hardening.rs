@@ -6,7 +6,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use actors::messages::Restart;
 use actors::supervisor::StartChoice;
@@ -16,24 +16,6 @@ use redis::Commands;
 use support::*;
 
 const PREFIX: &str = "jsi:";
-
-fn dead_reasons(con: &mut redis::Connection) -> HashMap<String, usize> {
-    let mut out = HashMap::new();
-    for e in read_stream(con, "jsi:dead") {
-        *out.entry(e["reason"].clone()).or_default() += 1;
-    }
-    out
-}
-
-fn wall_us() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_micros(),
-    )
-    .unwrap()
-}
 
 /// Item 1. Redis restarts from an RDB snapshot taken mid-run (everything acknowledged after
 /// it is gone): the writer sees the chain holding a token it committed long ago, counts a

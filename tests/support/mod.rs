@@ -416,3 +416,17 @@ pub fn jobs_without_source(
     out
 }
 pub mod fault_proxy;
+
+/// Entries of `jsi:dead` by reason.
+pub fn dead_reasons(con: &mut redis::Connection) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for e in read_stream(con, "jsi:dead") {
+        *out.entry(e["reason"].clone()).or_default() += 1;
+    }
+    out
+}
+
+/// The wall clock in unix microseconds (Jetstream's `time_us` unit).
+pub fn wall_us() -> u64 {
+    actors::model::Cursor::now().0
+}

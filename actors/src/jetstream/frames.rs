@@ -28,7 +28,7 @@ use super::inflate::{InflateError, Inflater};
 use super::read_loop::{Dial, ReadLoop};
 use super::session::SessionEnd;
 use crate::messages::{Batch, Credit, GapAlarm, Item, PushBatch};
-use crate::model::DeadLetter;
+use crate::model::{Cursor, DeadLetter};
 
 /// A batch being filled.
 pub(super) struct Pending {
@@ -49,10 +49,8 @@ fn new_pending() -> Pending {
 }
 
 /// The wall clock in unix microseconds.
-pub(super) fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+fn now_us() -> u64 {
+    Cursor::now().0
 }
 
 /// Per-session bookkeeping.
@@ -71,6 +69,8 @@ pub(super) struct Sess {
     pub caught_up: bool,
     /// An event whose time jumped far ahead, waiting for the next one (see `take`).
     pub held: Option<Held>,
+    /// When the frame being taken arrived (one clock read per frame, by the session).
+    pub frame_at: Instant,
 }
 
 /// How long a frame whose time jumped ahead waits for the next event before it is written
@@ -188,7 +188,7 @@ impl ReadLoop {
             Decoded::Skipped { time_us, .. } => Some(*time_us),
             Decoded::Dead(_) => None,
         };
-        self.shared.counters.borrow_mut().last_frame_at = Some(Instant::now());
+        self.shared.counters.borrow_mut().last_frame_at = Some(st.frame_at);
         if let (Some(t), Some(from)) = (time, dial.cursor)
             && t < from
         {
@@ -234,7 +234,7 @@ impl ReadLoop {
                 size,
                 time: t,
                 from: reference.unwrap_or(0),
-                at: Instant::now(),
+                at: st.frame_at,
             });
             return Step::Continue;
         }
@@ -329,7 +329,7 @@ impl ReadLoop {
                 // Past what the current line (a replay's own progress, else the stored
                 // cursor) has committed: a replay of older events is progress too.
                 if trusted && self.shared.line_committed.get().is_none_or(|done| t > done) {
-                    c.last_advance_at = Some(Instant::now());
+                    c.last_advance_at = Some(st.frame_at);
                 }
                 drop(c);
                 let p = st.pending.get_or_insert_with(new_pending);

@@ -204,6 +204,20 @@ impl Actor for JetstreamReader {
     }
 }
 
+impl JetstreamReader {
+    /// Asks the read loop to pause (closing the session cleanly); resolves once it reads
+    /// nothing: paused, or finished (replay end, drain).
+    fn stop_reading(&self) -> impl Future<Output = ()> + 'static {
+        self.control.send_replace(Control::Pause);
+        let mut state = self.shared.state.subscribe();
+        async move {
+            let _ = state
+                .wait_for(|s| matches!(s, ReaderState::Paused | ReaderState::Finished))
+                .await;
+        }
+    }
+}
+
 impl actix::Supervised for JetstreamReader {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         info!(
@@ -310,13 +324,7 @@ impl Handler<Restart> for JetstreamReader {
         }
         info!(from_cursor = ?msg.from_cursor, "restart requested");
         // The session closes cleanly first (close handshake), then the actor restarts.
-        self.control.send_replace(Control::Pause);
-        let mut state = self.shared.state.subscribe();
-        let paused = async move {
-            let _ = state
-                .wait_for(|s| matches!(s, ReaderState::Paused | ReaderState::Finished))
-                .await;
-        };
+        let paused = self.stop_reading();
         ctx.spawn(paused.into_actor(self).map(|(), act, ctx| {
             act.control.send_replace(Control::Run);
             ctx.stop();
@@ -401,15 +409,11 @@ impl Handler<Quiesce> for JetstreamReader {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Quiesce, _ctx: &mut Self::Context) -> Self::Result {
-        self.control.send_replace(Control::Pause);
-        let mut state = self.shared.state.subscribe();
+        let stopped = self.stop_reading();
         let window = self.window.clone();
         let n = u32::try_from(self.cfg.max_in_flight_batches).unwrap_or(u32::MAX);
         Box::pin(async move {
-            // A finished loop (replay end, drain) reads nothing either.
-            let _ = state
-                .wait_for(|s| matches!(s, ReaderState::Paused | ReaderState::Finished))
-                .await;
+            stopped.await;
             let _ = window.acquire_many(n).await;
         })
     }

@@ -162,6 +162,7 @@ impl ReadLoop {
             early: 0,
             caught_up: false,
             held: None,
+            frame_at: Instant::now(),
         };
         let mut last_frame = Instant::now();
         let mut last_ping: Option<Instant> = None;
@@ -282,6 +283,7 @@ impl ReadLoop {
                     let mut drained = 0usize;
                     while let Some(msg) = next.take() {
                         last_frame = Instant::now();
+                        st.frame_at = last_frame;
                         let frame;
                         let (decoded, size) = match msg {
                             Some(Ok(WsMessage::Text(t))) => {

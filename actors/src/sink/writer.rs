@@ -755,12 +755,6 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Reads the stored cursor, waiting (with backoff) until Redis answers. `Err` only when the
-/// stored value is not a cursor: that needs an operator, guessing would lose or repeat data.
-pub async fn load_cursor(cfg: &WriterConfig) -> Result<Option<u64>, String> {
-    Ok(load_cursors(cfg).await?.cursor)
-}
-
 /// What Redis holds at start: the stored cursor, the progress of an unfinished replay behind
 /// it (`cursor:replay`) and the commit chain's token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

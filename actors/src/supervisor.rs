@@ -183,7 +183,7 @@ impl Supervisor {
             .fold(60_000_000u64, u64::saturating_add);
         if let StartCursor::Exact(from) | StartCursor::Replay { line: from, .. } = start {
             // A start from an explicit cursor may lie before what the dedupe index remembers.
-            rebuild_dedupe(&writer, &streams, from, reindex_margin_us).await;
+            prepare_replay(&writer, &streams, from, reindex_margin_us).await;
         }
         info!(
             ?start,
@@ -253,13 +253,14 @@ impl Supervisor {
 
 /// Adds the identities of everything the streams hold from `from_us` on to the dedupe index
 /// (`sink/reindex.rs`), waiting for Redis with backoff: a replay from older than the index
-/// remembers then writes only what is missing.
+/// remembers then writes only what is missing. Then records the replay as begun
+/// (`mark_replay`), so a crash before its first commit resumes it at the next start.
 ///
 /// `margin_us`: how far back of `from_us` (in Redis's clock) the streams are read: entries
 /// are inserted after their events happened, unless the host's clock is ahead of Redis's, by
 /// at most `jetstream.future_tolerance` (more is dead-lettered), so that plus the dedupe
 /// window plus a minute.
-async fn rebuild_dedupe(cfg: &WriterConfig, streams: &[String], from_us: u64, margin_us: u64) {
+async fn prepare_replay(cfg: &WriterConfig, streams: &[String], from_us: u64, margin_us: u64) {
     let keys = crate::sink::commit::Keys::new(&cfg.key_prefix);
     let full: Vec<String> = streams.iter().map(|s| keys.stream(s)).collect();
     let mut backoff = Backoff::new(cfg.retry_min, cfg.retry_max);
@@ -267,14 +268,21 @@ async fn rebuild_dedupe(cfg: &WriterConfig, streams: &[String], from_us: u64, ma
         let attempt = async {
             let client = redis::Client::open(cfg.url.as_str())?;
             let mut con = client.get_multiplexed_async_connection().await?;
-            crate::sink::reindex::reindex(&mut con, &keys.dedupe, &full, from_us, margin_us).await
+            let done =
+                crate::sink::reindex::reindex(&mut con, &keys.dedupe, &full, from_us, margin_us)
+                    .await?;
+            let marked =
+                crate::sink::reindex::mark_replay(&mut con, &keys.cursor, &keys.replay, from_us)
+                    .await?;
+            Ok::<_, redis::RedisError>((done, marked))
         };
         match attempt.await {
-            Ok(done) => {
+            Ok((done, marked)) => {
                 info!(
                     from_us,
                     entries_read = done.entries_read,
                     identities_added = done.identities_added,
+                    replay_recorded = marked,
                     "dedupe index rebuilt from the streams for the replay"
                 );
                 return;
@@ -362,7 +370,7 @@ impl Handler<Restart> for Supervisor {
         let margin = self.reindex_margin_us;
         Box::pin(async move {
             let _ = reader.send(Quiesce).await;
-            rebuild_dedupe(&cfg, &streams, from, margin).await;
+            prepare_replay(&cfg, &streams, from, margin).await;
             reader.send(msg).await.unwrap_or(0)
         })
     }

@@ -6,7 +6,9 @@
 //! Cursor of a dial, first match wins: a skip in progress (positions computed by
 //! `oversize.rs`); an explicit cursor (`Restart { from_cursor }`, `--cursor`, replay), kept
 //! until a session from it receives events; the newest cursor committed from the current
-//! host, minus `rewind` (in that host's clock: see `Shared::host_committed`); right after a
+//! host, minus `rewind` (in that host's clock: see `Shared::host_committed`), but never
+//! before what the latest session of that host committed (`Shared::host_reached`: a host
+//! that drops every session before it gets past the rewind still moves on); right after a
 //! move to another host, the newest cursor committed since the last explicit start minus
 //! `failover_rewind` (the clocks differ); that cursor minus `rewind` at start; live when
 //! nothing is committed. "Since the last explicit start" (`Shared::line_committed`): a
@@ -180,8 +182,11 @@ impl ReadLoop {
             // not fall back to the live tail and skip everything from the asked cursor.
             dial.cursor = Some(c);
         } else if let Some(c) = self.shared.host_committed.get() {
-            dial.rewind = self.cfg.rewind;
-            dial.cursor = Some(Cursor(c).rewound(dial.rewind).0);
+            // The latest session's progress bounds the rewind (`Shared::host_reached`).
+            let reached = self.shared.host_reached.get().map_or(0, |(_, r)| r);
+            let from = Cursor(c).rewound(self.cfg.rewind).0.max(reached).min(c);
+            dial.rewind = Duration::from_micros(c - from);
+            dial.cursor = Some(from);
         } else if let Some(c) = self.shared.line_committed.get() {
             dial.rewind = if self.shared.failover_pending.get() {
                 self.cfg.effective_failover_rewind()
@@ -240,10 +245,7 @@ impl ReadLoop {
                 note
             };
             self.shared.failover_pending.set(true);
-            self.shared.host_committed.set(None);
-            self.shared
-                .host_since_session
-                .set(self.shared.next_session.get());
+            self.shared.forget_host(self.shared.next_session.get());
             // Skip positions are in the old host's clock.
             self.skip = None;
             metrics::counter!("jetstream_ingestor_failovers_total").increment(1);

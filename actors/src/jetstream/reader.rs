@@ -101,6 +101,12 @@ pub(super) struct Shared {
     /// up, and a redial from it would skip events.
     pub host_committed: Cell<Option<u64>>,
     pub host_since_session: Cell<u64>,
+    /// (session, newest cursor committed from it) for the latest session of the current
+    /// endpoint that committed anything. A redial to the same host starts no earlier: that
+    /// session received, in the host's order, everything from its dial up to here, and all
+    /// of it is committed. Without it, sessions each shorter than the rewind redialed from
+    /// `host_committed − rewind` forever and never got past `host_committed`.
+    pub host_reached: Cell<Option<(u64, u64)>>,
     /// The reader moved to another endpoint (or started from a stored cursor with several
     /// endpoints configured) and nothing from it is committed yet: its dials start from the
     /// committed cursor minus `failover_rewind` (another clock).
@@ -115,6 +121,33 @@ pub(super) struct Shared {
 impl Shared {
     pub fn set_state(&self, s: ReaderState) {
         self.state.send_replace(s);
+    }
+
+    /// The next dial may go to another host (another clock): what was committed from the
+    /// current one no longer places the dial; sessions from `since` on count anew.
+    pub fn forget_host(&self, since: u64) {
+        self.host_committed.set(None);
+        self.host_reached.set(None);
+        self.host_since_session.set(since);
+    }
+
+    fn note_host_commit(&self, session: u64, cursor: u64) {
+        if session < self.host_since_session.get() {
+            return;
+        }
+        let host = self
+            .host_committed
+            .get()
+            .map_or(cursor, |old| old.max(cursor));
+        self.host_committed.set(Some(host));
+        let reached = match self.host_reached.get() {
+            Some((s, r)) if s == session => Some((s, r.max(cursor))),
+            Some((s, _)) if s > session => None,
+            _ => Some((session, cursor)),
+        };
+        if let Some(r) = reached {
+            self.host_reached.set(Some(r));
+        }
     }
 }
 
@@ -163,6 +196,7 @@ impl JetstreamReader {
             failover: RefCell::new(Failover::new(cfg.endpoints.len(), cfg.failover_after)),
             host_committed: Cell::new(None),
             host_since_session: Cell::new(0),
+            host_reached: Cell::new(None),
             // The stored cursor says nothing of which host stamped it: with several
             // endpoints it may be in another host's clock, so the first dials treat it
             // like a failover's (rewound by `failover_rewind`) until this host commits.
@@ -240,10 +274,7 @@ impl Handler<BatchCommitted> for JetstreamReader {
                 let line = self.shared.line_committed.get().map_or(c, |old| old.max(c));
                 self.shared.line_committed.set(Some(line));
             }
-            if msg.session >= self.shared.host_since_session.get() {
-                let host = self.shared.host_committed.get().map_or(c, |old| old.max(c));
-                self.shared.host_committed.set(Some(host));
-            }
+            self.shared.note_host_commit(msg.session, c);
         }
         self.shared.counters.borrow_mut().batches_committed += 1;
         metrics::histogram!("jetstream_ingestor_receive_to_commit_seconds")
@@ -314,8 +345,7 @@ impl Handler<Restart> for JetstreamReader {
             self.shared.line_committed.set(None);
             self.shared.line_replay.set(true);
             self.shared.line_since_session.set(next);
-            self.shared.host_committed.set(None);
-            self.shared.host_since_session.set(next);
+            self.shared.forget_host(next);
         }
         if msg.from_cursor.is_none() && self.shared.line_committed.get().is_some() {
             // "From the committed cursor": an explicit cursor not yet used up (a dial that
@@ -357,8 +387,7 @@ impl Handler<RewindTo> for JetstreamReader {
         self.shared.line_committed.set(replay.or(msg.stored_cursor));
         self.shared.line_replay.set(replay.is_some());
         self.shared.line_since_session.set(next);
-        self.shared.host_committed.set(None);
-        self.shared.host_since_session.set(next);
+        self.shared.forget_host(next);
         warn!(stored_cursor = ?msg.stored_cursor, replay_cursor = ?replay, origin = ?self.shared.origin.get(), "reader rewinds to what Redis holds after a rollback");
         self.control.send_replace(Control::Run);
         ctx.stop();

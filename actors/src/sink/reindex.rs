@@ -13,6 +13,9 @@
 //! time as score ([`identity_of_entry`], the inverse of the job schema). The commits of the
 //! replay prune the index behind themselves as usual.
 //!
+//! Then [`mark_replay`] records the replay's start in `<prefix>cursor:replay` before the
+//! caller acknowledges it, so a crash before its first commit does not abandon it.
+//!
 //! Failure: any Redis error is returned; the caller retries or refuses the replay (never
 //! replays without the index, which would duplicate).
 
@@ -96,3 +99,33 @@ pub async fn reindex(
     }
     Ok(done)
 }
+
+/// Records a replay from `from_us` as begun, before anyone is told it is: sets
+/// `<prefix>cursor:replay` to `from_us` when that is behind the stored cursor (a replay
+/// into the future is none). A crash before the replay's first commit then resumes it at the
+/// next start instead of abandoning it; the replay's commits move the key on from there and
+/// delete it once they catch up. Returns whether the key was set.
+pub async fn mark_replay(
+    con: &mut MultiplexedConnection,
+    cursor_key: &str,
+    replay_key: &str,
+    from_us: u64,
+) -> redis::RedisResult<bool> {
+    let set: i64 = redis::Script::new(MARK_REPLAY_SCRIPT)
+        .key(cursor_key)
+        .key(replay_key)
+        .arg(from_us)
+        .invoke_async(con)
+        .await?;
+    Ok(set == 1)
+}
+
+/// KEYS: 1 cursor, 2 replay cursor. ARGV: 1 where the replay starts.
+const MARK_REPLAY_SCRIPT: &str = r#"
+local stored = tonumber(redis.call('GET', KEYS[1]) or '')
+if stored and tonumber(ARGV[1]) < stored then
+  redis.call('SET', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"#;

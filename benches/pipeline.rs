@@ -200,7 +200,7 @@ fn bench(c: &mut Criterion) {
                 replay: false,
             },
             |batch| {
-                let encoded = encode(&keys, &batch, "bench:1", "bench:0", limits);
+                let encoded = encode(&keys, &batch, "bench:1", "bench:0", None, limits);
                 black_box(encoded.commit.get_packed_pipeline());
             },
             BatchSize::LargeInput,

@@ -9,7 +9,7 @@ use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
 
 use actix::Addr;
-use actors::messages::{Drain, GetStatus, ReaderState, Status};
+use actors::messages::{Drain, GetStatus, ReaderState, ReleaseLease, Status};
 use actors::supervisor::{StartChoice, Supervisor};
 use anyhow::Context as _;
 use tracing::{info, warn};
@@ -118,6 +118,10 @@ pub async fn run(
         }
     }
     let drained = drain(&supervisor, drain_timeout).await;
+    // `[ha]`: what was read is committed; a standby takes over at once.
+    if let Ok(true) = supervisor.send(ReleaseLease).await {
+        info!("writer lease released");
+    }
     if let (Mode::Replay { until, .. }, true) = (mode, drained) {
         forget_finished_replay(&settings, until, last_status.as_ref()).await;
     }

@@ -7,6 +7,8 @@
 //! Talks to: Redis on a connection of its own (never the writer's), and the `watch` channel of
 //! observations that `app.rs` feeds.
 //!
+//! With `[ha]` only the leader writes it (a standby skips its ticks).
+//!
 //! Failure: never fatal. A failed write is logged and counted
 //! (`jetstream_ingestor_heartbeat_writes_total{outcome="failed"}`), the connection is dropped
 //! and built again at the next tick.
@@ -113,6 +115,9 @@ impl Heartbeat {
     /// Stops the loop and writes a last hash with `state = stopped` (best effort, 2 s).
     pub async fn stop(self) {
         self.task.abort();
+        if standby(&self.observed) {
+            return;
+        }
         let mut view = view_now(&self.observed, &self.target.instance);
         view.state = "stopped".to_owned();
         view.ready = false;
@@ -126,6 +131,17 @@ impl Heartbeat {
             Err(_) => warn!("final heartbeat timed out"),
         }
     }
+}
+
+/// `[ha]`: a standby does not write the hash: it speaks for the writer of the key prefix
+/// (a `replay` checks it), and the leader writes it.
+fn standby(observed: &watch::Receiver<Observed>) -> bool {
+    observed
+        .borrow()
+        .status
+        .as_ref()
+        .and_then(|s| s.ha.as_ref())
+        .is_some_and(|ha| ha.role == "standby")
 }
 
 fn view_now(observed: &watch::Receiver<Observed>, instance: &str) -> StatusView {
@@ -173,6 +189,9 @@ async fn beat(
     let mut failures: u64 = 0;
     loop {
         tick.tick().await;
+        if standby(&observed) {
+            continue;
+        }
         let view = view_now(&observed, &target.instance);
         let result = async {
             let c = match &mut con {

@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::admin::auth::Secret;
 use crate::admin::config::{AdminConfig, AdminConfigError};
 use crate::heartbeat::{HeartbeatConfig, HeartbeatConfigError};
+use actors::ha::HaConfig;
+use actors::ha::config::HaConfigError;
 
 /// Environment variables that override settings start with this, then `__SECTION__KEY`.
 pub const ENV_PREFIX: &str = "JETSTREAM_INGESTOR";
@@ -55,6 +57,8 @@ pub struct Settings {
     pub shutdown: ShutdownConfig,
     pub admin: AdminConfig,
     pub heartbeat: HeartbeatConfig,
+    /// `[ha]`: several instances on one key prefix, one writer (a fenced lease).
+    pub ha: HaConfig,
     /// `[buckets]`: the bucket definitions file and the shard count.
     pub buckets: BucketsSection,
     /// The definitions read from `buckets.file`, validated (not a config key).
@@ -133,6 +137,8 @@ pub enum SettingsError {
     Admin(#[from] AdminConfigError),
     #[error(transparent)]
     Heartbeat(#[from] HeartbeatConfigError),
+    #[error(transparent)]
+    Ha(#[from] HaConfigError),
     #[error("buckets.file {path}: {reason}")]
     BucketFile { path: String, reason: String },
     #[error("buckets.file {path}: {error}")]
@@ -230,6 +236,7 @@ impl Settings {
                 shards: self.buckets.shards,
                 buckets: self.bucket_defs.clone(),
             }),
+            ha: self.ha.enabled.then(|| self.ha.clone()),
         }
     }
 
@@ -312,6 +319,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.admin.validate()?;
         self.heartbeat.validate()?;
+        self.ha.validate()?;
         self.jetstream.validate()?;
         self.redis.validate()?;
         // Before the verifier's own route checks: this message names the key and its use.

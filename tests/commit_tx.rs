@@ -80,6 +80,7 @@ fn pipelined_commits_apply_in_order_and_a_commit_behind_a_failed_one_undoes_itse
         &batch(1, vec![event("a", 10), state("did:one")], 10),
         "w:1",
         "",
+        None,
         LIMITS,
     );
     commit(&mut con, &b1).expect("first commit applies");
@@ -95,6 +96,7 @@ fn pipelined_commits_apply_in_order_and_a_commit_behind_a_failed_one_undoes_itse
         &batch(2, vec![event("b", 20)], 20),
         "w:2",
         "w:1",
+        None,
         LIMITS,
     );
     let b3 = encode(
@@ -106,6 +108,7 @@ fn pipelined_commits_apply_in_order_and_a_commit_behind_a_failed_one_undoes_itse
         ),
         "w:3",
         "w:2",
+        None,
         LIMITS,
     );
     let before = snapshot(&mut con);
@@ -125,6 +128,7 @@ fn pipelined_commits_apply_in_order_and_a_commit_behind_a_failed_one_undoes_itse
         &batch(2, vec![event("b", 20)], 20),
         "w:2",
         "w:1",
+        None,
         LIMITS,
     );
     commit(&mut con, &b2).expect("batch 2 applies");
@@ -157,6 +161,7 @@ fn a_key_of_the_wrong_type_undoes_the_whole_batch() {
         ),
         "w:1",
         "",
+        None,
         LIMITS,
     );
     let err = commit(&mut con, &b).expect_err("dead stream is a string");
@@ -188,6 +193,7 @@ fn the_probe_finds_committed_identities_and_the_rebuilt_commit_skips_them() {
         &batch(1, vec![event("a", 10), event("b", 11)], 11),
         "w:1",
         "",
+        None,
         LIMITS,
     );
     commit(&mut con, &b1).unwrap();
@@ -197,6 +203,7 @@ fn the_probe_finds_committed_identities_and_the_rebuilt_commit_skips_them() {
         &batch(2, vec![event("b", 11), event("c", 12)], 12),
         "w:2",
         "w:1",
+        None,
         LIMITS,
     );
     let reply: Vec<Value> = b2.probe.as_ref().unwrap().query(&mut con).unwrap();
@@ -249,7 +256,7 @@ fn many_state_writes_in_one_commit_land_as_if_applied_in_order() {
     items.push(op("bucket:b:state", "did:5".into(), Some("last".into())));
     items.push(op("bucket:b:state", "did:6".into(), None));
     items.push(op("bucket:b:members", "did:7".into(), Some("back".into())));
-    let enc = encode(&keys, &batch(1, items, 10), "w:1", "", LIMITS);
+    let enc = encode(&keys, &batch(1, items, 10), "w:1", "", None, LIMITS);
     commit(&mut con, &enc).unwrap();
 
     let state: std::collections::HashMap<String, String> =
@@ -280,6 +287,7 @@ fn an_undone_commit_leaves_every_other_batchs_identities_in_the_dedupe_index() {
         &batch(1, vec![event("a", 40), event("b", 50), event("c", 60)], 60),
         "w:1",
         "",
+        None,
         LIMITS,
     );
     commit(&mut con, &b1).expect("first commit applies");
@@ -292,6 +300,7 @@ fn an_undone_commit_leaves_every_other_batchs_identities_in_the_dedupe_index() {
         &batch(3, vec![event("d", 40), event("e", 55), event("f", 70)], 70),
         "w:3",
         "w:2",
+        None,
         LIMITS,
     );
     let err = commit(&mut con, &b3).expect_err("predecessor missing");
@@ -308,8 +317,68 @@ fn an_undone_commit_leaves_every_other_batchs_identities_in_the_dedupe_index() {
         &batch(4, vec![event("a", 40), event("b", 50), event("c", 60)], 60),
         "w:4",
         "w:1",
+        None,
         LIMITS,
     );
     let reply: Vec<Value> = replay.probe.as_ref().unwrap().query(&mut con).unwrap();
     assert_eq!(replay.parse_probe(&reply).unwrap(), [true, true, true]);
+}
+
+/// `[ha]`: a commit carries its writer's fencing token; once another instance took the lease
+/// (the counter moved on), the commit is refused with `FENCED` and undone whole, even when its
+/// chain check alone would pass (the new leader has not committed yet). Without the lease
+/// counter at all (never acquired, or deleted) it is refused too.
+#[test]
+fn a_commit_with_an_old_fencing_token_is_refused_and_undone_whole() {
+    let redis = support::redis(false);
+    let mut con = redis.connection().unwrap();
+    let keys = Keys::new("jsi:");
+    let _: () = con.set("jsi:ha:fence", "7").unwrap();
+    let b1 = encode(
+        &keys,
+        &batch(1, vec![event("a", 10), state("did:one")], 10),
+        "w:1",
+        "",
+        Some(7),
+        LIMITS,
+    );
+    commit(&mut con, &b1).expect("the holder of token 7 commits");
+    let before = snapshot(&mut con);
+    assert_eq!(before, (1, 1, Some("10".into()), Some("w:1".into()), 1));
+
+    // Another instance took the lease: the counter is 8. The old writer's next commit
+    // expects w:1, which the chain holds, so only the fence can stop it.
+    let _: () = con.set("jsi:ha:fence", "8").unwrap();
+    let b2 = encode(
+        &keys,
+        &batch(2, vec![event("b", 20), state("did:two")], 20),
+        "w:2",
+        "w:1",
+        Some(7),
+        LIMITS,
+    );
+    let err = commit(&mut con, &b2).expect_err("fenced off");
+    assert!(err.to_string().contains("FENCED"), "{err}");
+    assert_eq!(snapshot(&mut con), before, "nothing of batch 2 landed");
+
+    let _: () = con.del("jsi:ha:fence").unwrap();
+    let err = commit(&mut con, &b2).expect_err("no counter: fenced off");
+    assert!(err.to_string().contains("FENCED"), "{err}");
+    assert_eq!(snapshot(&mut con), before);
+
+    // The new holder's commit (token 8) lands.
+    let _: () = con.set("jsi:ha:fence", "8").unwrap();
+    let b2 = encode(
+        &keys,
+        &batch(2, vec![event("b", 20), state("did:two")], 20),
+        "v:2",
+        "w:1",
+        Some(8),
+        LIMITS,
+    );
+    commit(&mut con, &b2).expect("token 8 commits");
+    assert_eq!(
+        snapshot(&mut con),
+        (2, 2, Some("20".into()), Some("v:2".into()), 2)
+    );
 }

@@ -6,6 +6,7 @@
 
 pub mod backoff;
 pub mod buckets;
+pub mod ha;
 pub mod jetstream;
 pub mod messages;
 pub mod model;

@@ -250,10 +250,73 @@ pub struct RolledBack {
     pub replay_cursor: Option<u64>,
 }
 
-/// Accept batches again after a rollback (the reader is stopped, nothing is in flight).
+/// Accept batches again after a rollback, or after this instance took the writer lease
+/// (`[ha]`); the reader is stopped and nothing is in flight. The writer reads the chain
+/// afresh; `stored_cursor` is what Redis holds now (a later cursor below it is a rollback).
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
-pub struct ResumeWriting;
+pub struct ResumeWriting {
+    pub stored_cursor: Option<u64>,
+    /// The fencing token of the lease just taken (`[ha]`): every commit checks it.
+    pub fence: Option<u64>,
+}
+
+/// `[ha]`: this instance is not (or no longer) the writer: drop every batch until
+/// `ResumeWriting`, commit nothing more.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct StandBy;
+
+/// `[ha]`: a commit was refused because another instance holds a newer fencing token (it
+/// took the lease over): this one must step down.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Fenced {
+    pub token: u64,
+    pub error: String,
+}
+
+/// `[ha]`: what the lease keeper tells the supervisor.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub enum Leadership {
+    /// The lease is ours, with this fencing token: take over from what Redis holds.
+    Acquired { token: u64 },
+    /// The lease is not ours any more (taken, expired, unrenewable): stop writing now.
+    Lost { token: u64, reason: String },
+}
+
+/// `[ha]`: give the lease up (after the shutdown drain), so a standby takes over at once.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "bool")]
+pub struct ReleaseLease;
+
+/// `[ha]`: the keeper stops renewing (the writer was fenced: the lease is another's).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct StepDown;
+
+/// `[ha]`: the lease as the keeper last saw it.
+#[derive(Message)]
+#[rtype(result = "HaStatus")]
+pub struct GetHaStatus;
+
+/// `[ha]` in the status: who writes, and how this instance stands.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct HaStatus {
+    /// `leader` (this instance writes) or `standby`.
+    pub role: String,
+    /// This instance's owner id.
+    pub owner: String,
+    /// This instance's fencing token while leader.
+    pub token: Option<u64>,
+    /// Who holds the lease, as last read (`owner token`), when another does.
+    pub holder: Option<String>,
+    /// Times this instance took the lease.
+    pub acquisitions: u64,
+    /// Times it lost or gave it up.
+    pub handovers: u64,
+}
 
 /// Restart the reader from what Redis holds after a rollback: `Some(cursor)` minus the
 /// rewind, or, when Redis holds no cursor at all, from where this process started.
@@ -345,6 +408,9 @@ pub struct Status {
     /// The pipeline is being reset after a Redis rollback (reader stopped, writer dropping
     /// batches, bucket state reloading): nothing read so far counts as done.
     pub resetting: bool,
+    /// `None` without `[ha]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaStatus>,
 }
 
 #[derive(Message)]

@@ -17,11 +17,14 @@ use crate::buckets::criteria::CompiledBucket;
 use crate::buckets::load::{BucketLoadError, load_state};
 use crate::buckets::router::ReloadBuckets;
 use crate::buckets::{BucketRouter, BucketsConfig};
+use crate::ha::keeper::LeaseTarget;
+use crate::ha::{HaConfig, LeaseKeeper};
 use crate::jetstream::reader::StartCursor;
 use crate::jetstream::{JetstreamReader, ReaderConfig};
 use crate::messages::{
-    Drain, GetBucketStatus, GetReaderStatus, GetRetentionStatus, GetStatus, GetWriterStatus, Pause,
-    Quiesce, Restart, Resume, ResumeWriting, RewindTo, RolledBack, Status, UpdateFilters,
+    Drain, Fenced, GetBucketStatus, GetHaStatus, GetReaderStatus, GetRetentionStatus, GetStatus,
+    GetWriterStatus, Leadership, Pause, Quiesce, ReleaseLease, Restart, Resume, ResumeWriting,
+    RewindTo, RolledBack, StandBy, Status, StepDown, UpdateFilters,
 };
 use crate::sink::config::ConsumerGroup;
 use crate::sink::retention::{RetentionKeeper, ensure_groups};
@@ -78,6 +81,8 @@ pub struct PipelineConfig {
     pub consumers: Vec<ConsumerGroup>,
     /// Bucket definitions; `None`: no buckets room (pool → writer directly).
     pub buckets: Option<BucketsConfig>,
+    /// The writer lease; `None`: this instance writes without one.
+    pub ha: Option<HaConfig>,
 }
 
 pub struct Supervisor {
@@ -95,8 +100,12 @@ pub struct Supervisor {
     reindex_margin_us: u64,
     started_at: Instant,
     restarts: u64,
-    /// Rollback resets under way.
+    /// Rollback resets (and lease takeovers) under way.
     resetting: u32,
+    /// `[ha]`: the lease keeper.
+    lease: Option<Addr<LeaseKeeper>>,
+    /// `[ha]`: the fencing token of the lease while this instance holds it.
+    fence: Option<u64>,
 }
 
 impl Supervisor {
@@ -113,6 +122,7 @@ impl Supervisor {
             verifier,
             consumers,
             buckets,
+            ha,
         } = cfg;
         let setup = Setup::new(verifier.clone())?;
         // The bucket state in Redis belongs to the stored cursor, whatever the start choice;
@@ -217,22 +227,44 @@ impl Supervisor {
         };
         let pool = VerifierPool::new(setup, verifier.worker_count(), after_pool).start();
         let push = pool.recipient();
-        let reader_addr =
-            actix::Supervisor::start(move |_| JetstreamReader::new(reader, push, start));
+        let standby = ha.is_some();
+        let reader_addr = actix::Supervisor::start(move |_| {
+            let reader = JetstreamReader::new(reader, push, start);
+            // A standby reads nothing until it takes the lease (then from what Redis holds).
+            if standby { reader.paused() } else { reader }
+        });
         let committed = reader_addr.clone().recipient();
         let (sup_tx, sup_rx) = actix::dev::channel::channel::<Supervisor>(16);
         let sup_addr = Addr::new(sup_tx);
         let rollback_to = sup_addr.clone().recipient();
+        let fenced_to = sup_addr.clone().recipient();
         let writer_cfg = writer.clone();
         let writer_arbiter = Arbiter::new();
         writer_arbiter.spawn_fn(move || match RedisWriter::new(writer, committed) {
             Ok(actor) => {
-                Context::with_receiver(writer_rx)
-                    .run(actor.expecting(&held).on_rollback(rollback_to));
+                let actor = actor.expecting(&held).on_rollback(rollback_to);
+                let actor = if standby {
+                    actor.standby(fenced_to)
+                } else {
+                    actor
+                };
+                Context::with_receiver(writer_rx).run(actor);
             }
             // Checked above; cannot happen.
             Err(e) => tracing::error!(error = %e, "redis.url rejected; the writer did not start"),
         });
+        let lease = match ha {
+            Some(ha) => {
+                let target = LeaseTarget {
+                    client: redis::Client::open(writer_cfg.url.as_str())?,
+                    key_prefix: writer_cfg.key_prefix.clone(),
+                    connect_timeout: writer_cfg.connect_timeout,
+                    response_timeout: writer_cfg.response_timeout,
+                };
+                Some(LeaseKeeper::new(ha, target, sup_addr.clone().recipient()).start())
+            }
+            None => None,
+        };
         Context::with_receiver(sup_rx).run(Supervisor {
             reader: reader_addr,
             writer: writer_addr,
@@ -246,6 +278,8 @@ impl Supervisor {
             started_at: Instant::now(),
             restarts: 0,
             resetting: 0,
+            lease,
+            fence: None,
         });
         Ok(sup_addr)
     }
@@ -296,21 +330,32 @@ async fn prepare_replay(cfg: &WriterConfig, streams: &[String], from_us: u64, ma
     }
 }
 
-impl Handler<RolledBack> for Supervisor {
-    type Result = ();
-
-    /// Redis lost acknowledged commits: stop the reader and let everything read drain (the
-    /// writer drops it), reload the bucket state that belongs to the cursor Redis holds,
-    /// resume the writer, restart the reader from that cursor.
-    fn handle(&mut self, msg: RolledBack, ctx: &mut Self::Context) {
+impl Supervisor {
+    /// Stops the reader and lets everything read drain (the writer drops it), reloads the
+    /// bucket state that belongs to the cursor Redis holds, resumes the writer (with the
+    /// lease's fencing token under `[ha]`) and restarts the reader from that cursor. After a
+    /// rollback `stored` is what the writer found; after a lease takeover it is read here,
+    /// once the reader is stopped.
+    fn reset(&mut self, stored: Option<(Option<u64>, Option<u64>)>, ctx: &mut Context<Self>) {
         self.resetting += 1;
         let reader = self.reader.clone();
         let writer = self.writer.clone();
         let router = self.buckets.clone();
         let setup = self.bucket_setup.clone();
         let cfg = self.writer_cfg.clone();
+        let fence = self.fence;
         let reset = async move {
             let _ = reader.send(Quiesce).await;
+            let (stored_cursor, replay_cursor) = match stored {
+                Some(known) => known,
+                None => match load_cursors(&cfg).await {
+                    Ok(held) => (held.cursor, held.replay),
+                    Err(e) => {
+                        error!(error = %e, "cannot take over: the stored cursor is unreadable");
+                        return;
+                    }
+                },
+            };
             if let (Some(router), Some((bcfg, compiled))) = (router, setup) {
                 match load_state(
                     &cfg.url,
@@ -325,26 +370,101 @@ impl Handler<RolledBack> for Supervisor {
                             .send(ReloadBuckets {
                                 cfg: bcfg,
                                 loaded,
-                                stored_cursor: msg.stored_cursor,
+                                stored_cursor,
                             })
                             .await;
                     }
                     Err(e) => {
-                        error!(error = %e, "cannot reload the bucket state after the rollback")
+                        error!(error = %e, "cannot reload the bucket state")
                     }
                 }
             }
-            let _ = writer.send(ResumeWriting).await;
+            let _ = writer
+                .send(ResumeWriting {
+                    stored_cursor,
+                    fence,
+                })
+                .await;
             let _ = reader
                 .send(RewindTo {
-                    stored_cursor: msg.stored_cursor,
-                    replay_cursor: msg.replay_cursor,
+                    stored_cursor,
+                    replay_cursor,
                 })
                 .await;
         };
         ctx.spawn(reset.into_actor(self).map(|(), act, _| {
             act.resetting = act.resetting.saturating_sub(1);
         }));
+    }
+
+    /// `[ha]`: not the writer (any more): the writer drops everything, the reader stops.
+    fn stand_by(&mut self, ctx: &mut Context<Self>) {
+        self.fence = None;
+        self.writer.do_send(StandBy);
+        let reader = self.reader.clone();
+        ctx.spawn(
+            async move {
+                let _ = reader.send(Quiesce).await;
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Handler<RolledBack> for Supervisor {
+    type Result = ();
+
+    /// Redis lost acknowledged commits: reset the pipeline to what Redis holds.
+    fn handle(&mut self, msg: RolledBack, ctx: &mut Self::Context) {
+        self.reset(Some((msg.stored_cursor, msg.replay_cursor)), ctx);
+    }
+}
+
+impl Handler<Leadership> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leadership, ctx: &mut Self::Context) {
+        match msg {
+            Leadership::Acquired { token } => {
+                self.fence = Some(token);
+                self.reset(None, ctx);
+            }
+            Leadership::Lost { token, .. } => {
+                if self.fence == Some(token) {
+                    self.stand_by(ctx);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<Fenced> for Supervisor {
+    type Result = ();
+
+    /// A commit found a newer fencing token: another instance took over.
+    fn handle(&mut self, msg: Fenced, ctx: &mut Self::Context) {
+        if let Some(lease) = &self.lease {
+            lease.do_send(StepDown);
+        }
+        if self.fence.is_none_or(|t| t <= msg.token) {
+            self.stand_by(ctx);
+        }
+    }
+}
+
+impl Handler<ReleaseLease> for Supervisor {
+    type Result = ResponseFuture<bool>;
+
+    /// After the shutdown drain: give the lease up so a standby takes over at once.
+    fn handle(&mut self, msg: ReleaseLease, ctx: &mut Self::Context) -> Self::Result {
+        let lease = self.lease.clone();
+        self.stand_by(ctx);
+        Box::pin(async move {
+            match lease {
+                Some(l) => l.send(msg).await.unwrap_or(false),
+                None => false,
+            }
+        })
     }
 }
 
@@ -359,6 +479,10 @@ impl Handler<Restart> for Supervisor {
     /// streams back to that cursor (the replayed range is written only where it is missing),
     /// then restart the reader there.
     fn handle(&mut self, msg: Restart, _ctx: &mut Self::Context) -> Self::Result {
+        if self.lease.is_some() && self.fence.is_none() {
+            warn!(from_cursor = ?msg.from_cursor, "restart ignored: this instance is a standby (send it to the leader)");
+            return Box::pin(async { 0 });
+        }
         self.restarts += 1;
         metrics::counter!("jetstream_ingestor_admin_restarts_total").increment(1);
         let reader = self.reader.clone();
@@ -404,6 +528,10 @@ impl Handler<UpdateFilters> for Supervisor {
 impl Handler<Resume> for Supervisor {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, msg: Resume, _ctx: &mut Self::Context) -> Self::Result {
+        if self.lease.is_some() && self.fence.is_none() {
+            warn!("resume ignored: this instance is a standby (it reads once it takes the lease)");
+            return Box::pin(async {});
+        }
         let reader = self.reader.clone();
         Box::pin(async move {
             let _ = reader.send(msg).await;
@@ -434,6 +562,7 @@ impl Handler<GetStatus> for Supervisor {
         let uptime_secs = self.started_at.elapsed().as_secs();
         let reader_restarts = self.restarts;
         let resetting = self.resetting > 0;
+        let lease = self.lease.clone();
         Box::pin(async move {
             Ok(Status {
                 reader: reader.send(GetReaderStatus).await?,
@@ -446,6 +575,10 @@ impl Handler<GetStatus> for Supervisor {
                 uptime_secs,
                 reader_restarts,
                 resetting,
+                ha: match lease {
+                    Some(l) => Some(l.send(GetHaStatus).await?),
+                    None => None,
+                },
             })
         })
     }

@@ -150,6 +150,10 @@ pub struct StatusView {
     pub uptime_secs: u64,
     pub ready: bool,
     pub not_ready_reason: Option<String>,
+    /// `[ha]`: role (`leader`/`standby`), owner id, fencing token, the lease's holder as
+    /// last read, acquisitions and handovers; absent without `[ha]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<actors::messages::HaStatus>,
 }
 
 impl StatusView {
@@ -196,6 +200,7 @@ impl StatusView {
             uptime_secs: status.map_or(0, |s| s.uptime_secs),
             ready,
             not_ready_reason: reason,
+            ha: status.and_then(|s| s.ha.clone()),
         }
     }
 
@@ -258,8 +263,20 @@ fn round1(x: f64) -> f64 {
 
 /// `/readyz`: streaming, at least one batch committed, the last commit did not fail, and the
 /// reader is not stalled (frames arriving, none newer than the cursor for
-/// `jetstream.stall_timeout`).
+/// `jetstream.stall_timeout`). A standby (`[ha]`) is ready: it is healthy and takes over
+/// when the leader goes; it is not the writer (its status says `ha.role`).
 pub fn readiness(status: Option<&Status>) -> (bool, Option<String>) {
+    if let Some(ha) = status.and_then(|s| s.ha.as_ref())
+        && ha.role == "standby"
+    {
+        return (
+            true,
+            Some(format!(
+                "standby: healthy, not the writer (lease held by {})",
+                ha.holder.as_deref().unwrap_or("nobody yet")
+            )),
+        );
+    }
     if let Some(secs) = status.and_then(|s| s.reader.stalled_secs) {
         return (
             false,

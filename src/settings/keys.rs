@@ -8,8 +8,9 @@
 //! `identity`, `dead`, `buckets`), the bucket store (`actors::buckets::criteria`:
 //! `bucket:<id>:state`, `…:members`, `…:meta`; `actors::buckets::applied::KEY`:
 //! `buckets:applied`), the heartbeat (`heartbeat`) and the control stream
-//! (`crate::control::ControlKeys`: `control`, `control:acks`, `control:last`). Each family
-//! (`bucket:`, `buckets:`, `commit:`, `control:`, `cursor:`) is reserved whole, so a key
+//! (`crate::control::ControlKeys`: `control`, `control:acks`, `control:last`) and the writer
+//! lease (`actors::ha`: `ha:lease`, `ha:fence`). Each family
+//! (`bucket:`, `buckets:`, `commit:`, `control:`, `cursor:`, `ha:`) is reserved whole, so a key
 //! added there later is covered.
 //!
 //! Rules: a route (`verifier.routes[i].stream`) may name `records` (the default stream of
@@ -57,7 +58,7 @@ const fn family(name: &'static str, what: &'static str) -> Owned {
 }
 
 /// Every key the ingestor owns under its prefix.
-const OWNED: [Owned; 18] = [
+const OWNED: [Owned; 19] = [
     key(
         "records",
         "the stream of record jobs (a stream)",
@@ -92,6 +93,7 @@ const OWNED: [Owned; 18] = [
         Role::Internal,
     ),
     key("heartbeat", "the heartbeat (a hash)", Role::Internal),
+    family("ha:", "the writer lease and its fencing counter (strings)"),
     key(
         "control",
         "the control stream's commands (a stream)",

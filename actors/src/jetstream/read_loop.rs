@@ -6,9 +6,10 @@
 //! Cursor of a dial, first match wins: a skip in progress (positions computed by
 //! `oversize.rs`); an explicit cursor (`Restart { from_cursor }`, `--cursor`, replay), kept
 //! until a session from it receives events; the newest cursor committed from the current
-//! host, minus `rewind` (in that host's clock: see `Shared::host_committed`), but never
-//! before what the latest session of that host committed (`Shared::host_reached`: a host
-//! that drops every session before it gets past the rewind still moves on); right after a
+//! host, minus `rewind` (in that host's clock: see `Shared::host_committed`), except after a
+//! session that did not get past its dial's cursor (it read stored history): then from
+//! where it got (`Shared::host_reached`; sessions each shorter than the rewind still move
+//! on); right after a
 //! move to another host, the newest cursor committed since the last explicit start minus
 //! `failover_rewind` (the clocks differ); that cursor minus `rewind` at start; live when
 //! nothing is committed. "Since the last explicit start" (`Shared::line_committed`): a
@@ -182,9 +183,17 @@ impl ReadLoop {
             // not fall back to the live tail and skip everything from the asked cursor.
             dial.cursor = Some(c);
         } else if let Some(c) = self.shared.host_committed.get() {
-            // The latest session's progress bounds the rewind (`Shared::host_reached`).
-            let reached = self.shared.host_reached.get().map_or(0, |(_, r)| r);
-            let from = Cursor(c).rewound(self.cfg.rewind).0.max(reached).min(c);
+            // The rewind covers events a live host sent out of time order just before the
+            // disconnect. A latest session that did not get past the cursor of its dial read
+            // the host's stored events, sorted by time: the next dial starts where it got
+            // (`Shared::host_reached`; one µs before, for events sharing that time).
+            let rewound = Cursor(c).rewound(self.cfg.rewind).0;
+            let from = match self.shared.host_reached.get() {
+                Some((_, reached, Some(at_dial))) if reached <= at_dial => {
+                    rewound.max(reached.saturating_sub(1))
+                }
+                _ => rewound,
+            };
             dial.rewind = Duration::from_micros(c - from);
             dial.cursor = Some(from);
         } else if let Some(c) = self.shared.line_committed.get() {

@@ -101,12 +101,13 @@ pub(super) struct Shared {
     /// up, and a redial from it would skip events.
     pub host_committed: Cell<Option<u64>>,
     pub host_since_session: Cell<u64>,
-    /// (session, newest cursor committed from it) for the latest session of the current
-    /// endpoint that committed anything. A redial to the same host starts no earlier: that
-    /// session received, in the host's order, everything from its dial up to here, and all
-    /// of it is committed. Without it, sessions each shorter than the rewind redialed from
+    /// For the latest session of the current endpoint that committed anything: (session,
+    /// newest cursor committed from it, `host_committed` when it was dialed). A session that
+    /// did not get past the cursor of its dial read the host's stored history (sorted by
+    /// time) from its dial up to where it got, all of it committed: a redial to the same host
+    /// starts no earlier. Without it, sessions each shorter than the rewind redialed from
     /// `host_committed − rewind` forever and never got past `host_committed`.
-    pub host_reached: Cell<Option<(u64, u64)>>,
+    pub host_reached: Cell<Option<(u64, u64, Option<u64>)>>,
     /// The reader moved to another endpoint (or started from a stored cursor with several
     /// endpoints configured) and nothing from it is committed yet: its dials start from the
     /// committed cursor minus `failover_rewind` (another clock).
@@ -135,15 +136,15 @@ impl Shared {
         if session < self.host_since_session.get() {
             return;
         }
-        let host = self
-            .host_committed
-            .get()
-            .map_or(cursor, |old| old.max(cursor));
-        self.host_committed.set(Some(host));
+        let before = self.host_committed.get();
+        self.host_committed
+            .set(Some(before.map_or(cursor, |old| old.max(cursor))));
         let reached = match self.host_reached.get() {
-            Some((s, r)) if s == session => Some((s, r.max(cursor))),
-            Some((s, _)) if s > session => None,
-            _ => Some((session, cursor)),
+            Some((s, r, at_dial)) if s == session => Some((s, r.max(cursor), at_dial)),
+            Some((s, _, _)) if s > session => None,
+            // The first commit of a newer session: all earlier ones are in (the loop waits
+            // for them before dialing), so `before` is what the session was dialed from.
+            _ => Some((session, cursor, before)),
         };
         if let Some(r) = reached {
             self.host_reached.set(Some(r));
@@ -249,6 +250,14 @@ impl JetstreamReader {
                 .wait_for(|s| matches!(s, ReaderState::Paused | ReaderState::Finished))
                 .await;
         }
+    }
+}
+
+impl JetstreamReader {
+    /// Starts paused (`[ha]` standby): nothing is dialed until `RewindTo` (or `Resume`).
+    pub fn paused(self) -> Self {
+        self.control.send_replace(Control::Pause);
+        self
     }
 }
 

@@ -50,6 +50,9 @@ pub struct Keys {
     /// The progress of a replay behind `cursor` (`Restart { from_cursor }` into the past),
     /// so a crash does not abandon it: a restart resumes the replay from here.
     pub replay: String,
+    /// The fencing counter of the writer lease (`[ha]`): every acquisition raises it, and
+    /// a commit lands only while it still equals the committing writer's token.
+    pub fence: String,
 }
 
 impl Keys {
@@ -60,6 +63,7 @@ impl Keys {
             cursor: format!("{prefix}cursor"),
             chain: format!("{prefix}commit:chain"),
             replay: format!("{prefix}cursor:replay"),
+            fence: format!("{prefix}ha:fence"),
         }
     }
 
@@ -71,8 +75,8 @@ impl Keys {
 
 /// The last command of every commit transaction.
 ///
-/// KEYS: 1 dedupe zset, 2 cursor, 3 chain, 4.. every stream and hash the batch writes, last
-/// the replay cursor.
+/// KEYS: 1 dedupe zset, 2 cursor, 3 chain, 4.. every stream and hash the batch writes, then
+/// the replay cursor, last the lease's fencing counter (`[ha]`).
 /// ARGV: 1 prune-below score ("" = none), 2 cursor ("" = none), 3 this batch's token, 4 the
 /// token the chain must hold ("" = unchecked), 5 the number `m` of new identities, 6 `1` when
 /// the batch belongs to a replay (its cursor, while behind the stored one, goes to the replay
@@ -81,7 +85,9 @@ impl Keys {
 /// key of KEYS[4..]: its type (`stream` / `hash`) and the number of entries this transaction
 /// added to it; then the number of state groups and per group (one hash): its KEYS index, the
 /// number of fields to set, field/value pairs, the number of fields to delete, the fields;
-/// last, `m` score/identity pairs for the dedupe index. One `HSET`/`HDEL` per hash instead of
+/// then `m` score/identity pairs for the dedupe index; last, the writer's fencing token (""
+/// without `[ha]`): a commit whose token is not the counter's current value (another
+/// instance took the lease since) is undone and fails with `FENCED …`. One `HSET`/`HDEL` per hash instead of
 /// one per field: a call from Lua costs ~1 µs of Redis CPU, and the example buckets write
 /// about one field per event. Returns 1, or an error (`CHAIN …` / `WRONGTYPE …`) after
 /// undoing the transaction's writes.
@@ -91,7 +97,7 @@ impl Keys {
 /// also removed other batches' identities of the same times, and later replays wrote those
 /// events again.)
 pub const FINALIZE_SCRIPT: &str = r#"#!lua
-local nt = #KEYS - 4
+local nt = #KEYS - 5
 local function undo(msg)
   for k = 1, nt do
     local key, n = KEYS[3 + k], tonumber(ARGV[6 + 2 * k])
@@ -103,12 +109,19 @@ local function undo(msg)
   end
   return redis.error_reply(msg)
 end
-local checks = {{KEYS[1], 'zset'}, {KEYS[2], 'string'}, {KEYS[3], 'string'}, {KEYS[#KEYS], 'string'}}
+local checks = {{KEYS[1], 'zset'}, {KEYS[2], 'string'}, {KEYS[3], 'string'}, {KEYS[#KEYS - 1], 'string'}, {KEYS[#KEYS], 'string'}}
 for k = 1, nt do checks[#checks + 1] = {KEYS[3 + k], ARGV[5 + 2 * k]} end
 for _, c in ipairs(checks) do
   local t = redis.call('TYPE', c[1])['ok']
   if t ~= 'none' and t ~= c[2] then
     return undo('WRONGTYPE ' .. c[1] .. ' is a ' .. t .. ', not a ' .. c[2] .. ': nothing of this batch was committed')
+  end
+end
+local fence = ARGV[#ARGV]
+if fence ~= '' then
+  local holder = redis.call('GET', KEYS[#KEYS])
+  if holder ~= fence then
+    return undo('FENCED this writer holds fencing token ' .. fence .. ', the lease is at ' .. tostring(holder) .. ' (another instance took over); this batch was undone')
   end
 end
 if ARGV[4] ~= '' then
@@ -148,9 +161,9 @@ if ARGV[2] ~= '' then
   local old = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
   if ARGV[6] == '1' then
     if tonumber(ARGV[2]) < old then
-      redis.call('SET', KEYS[#KEYS], ARGV[2])
+      redis.call('SET', KEYS[#KEYS - 1], ARGV[2])
     else
-      redis.call('DEL', KEYS[#KEYS])
+      redis.call('DEL', KEYS[#KEYS - 1])
     end
   end
   if tonumber(ARGV[2]) > old then
@@ -196,6 +209,8 @@ pub struct Encoded {
     /// The batch belongs to a replay behind the stored cursor.
     replay: bool,
     token: String,
+    /// The writer's fencing token (`[ha]`), checked by finalize.
+    fence: Option<u64>,
 }
 
 impl Encoded {
@@ -265,14 +280,14 @@ impl Encoded {
         }
         let mut fin = redis::cmd("EVAL");
         fin.arg(FINALIZE_SCRIPT)
-            .arg(4 + self.typed.len())
+            .arg(5 + self.typed.len())
             .arg(&self.keys.dedupe)
             .arg(&self.keys.cursor)
             .arg(&self.keys.chain);
         for (key, _) in &self.typed {
             fin.arg(key);
         }
-        fin.arg(&self.keys.replay);
+        fin.arg(&self.keys.replay).arg(&self.keys.fence);
         let mut num = itoa::Buffer::new();
         fin.arg(self.prune.map_or("", |p| num.format(p)));
         fin.arg(self.cursor.map_or("", |c| num.format(c)));
@@ -297,6 +312,7 @@ impl Encoded {
         for i in (0..self.identities()).filter(|&i| is_new(i)) {
             fin.arg(self.scores[i]).arg(self.identity(i));
         }
+        fin.arg(self.fence.map_or("", |f| num.format(f)));
         pipe.add_command(fin);
     }
 }
@@ -451,12 +467,13 @@ impl EntrySink for Encoder<'_> {
 }
 
 /// Encodes a batch: its probe and its optimistic commit (module docs), checking for
-/// predecessor `expects` ("" = unchecked).
+/// predecessor `expects` ("" = unchecked) and, with `[ha]`, for the writer's fencing token.
 pub fn encode(
     keys: &Keys,
     batch: &Batch,
     token: &str,
     expects: &str,
+    fence: Option<u64>,
     limits: CommitLimits,
 ) -> Encoded {
     let n = batch.items.len();
@@ -518,6 +535,7 @@ pub fn encode(
         cursor: batch.cursor,
         replay: batch.replay,
         token: token.to_owned(),
+        fence,
     };
     let mut commit = enc.pipe;
     encoded.tail(&mut commit, &[], expects);
@@ -618,7 +636,7 @@ mod tests {
 
     #[test]
     fn the_commit_writes_every_new_entry_then_dedupe_then_finalize() {
-        let enc = encode(&Keys::new("jsi:"), &sample(), "e:7", "e:6", limits());
+        let enc = encode(&Keys::new("jsi:"), &sample(), "e:7", "e:6", None, limits());
         assert!(enc.commit.is_transaction());
         assert_eq!(
             (
@@ -654,11 +672,11 @@ mod tests {
         let fin = &c[4];
         assert_eq!(fin[0], "EVAL");
         assert_eq!(
-            fin[2], "9",
-            "dedupe, cursor, chain + 4 streams + 1 hash + replay cursor"
+            fin[2], "10",
+            "dedupe, cursor, chain + 4 streams + 1 hash + replay cursor + fence"
         );
         assert_eq!(
-            &fin[3..12],
+            &fin[3..13],
             [
                 "jsi:dedupe",
                 "jsi:cursor",
@@ -668,28 +686,38 @@ mod tests {
                 "jsi:dead",
                 "jsi:buckets",
                 "jsi:bucket:b:state",
-                "jsi:cursor:replay"
+                "jsi:cursor:replay",
+                "jsi:ha:fence"
             ]
         );
-        assert_eq!(&fin[12..18], ["47", "50", "e:7", "e:6", "4", "0"]);
+        assert_eq!(&fin[13..19], ["47", "50", "e:7", "e:6", "4", "0"]);
         assert_eq!(
-            &fin[18..28],
+            &fin[19..29],
             [
                 "stream", "1", "stream", "1", "stream", "1", "stream", "1", "hash", "0"
             ]
         );
         assert_eq!(
-            &fin[28..35],
+            &fin[29..36],
             ["1", "8", "1", "did:plc:abc", "{}", "1", "did:plc:old"],
             "one group: hash KEYS[8], one field set, one deleted"
         );
-        assert_eq!(fin.len(), 35 + 2 * 4, "then 4 score/identity pairs");
         assert_eq!(
-            &fin[35..37],
+            fin.len(),
+            36 + 2 * 4 + 1,
+            "then 4 score/identity pairs, then the fencing token"
+        );
+        assert_eq!(
+            &fin[36..38],
             [
                 "40",
                 "c|did:plc:abc|app.bsky.feed.post|r1|3l3qo2vutsw2b|create"
             ]
+        );
+        assert_eq!(
+            fin.last().map(String::as_str),
+            Some(""),
+            "no [ha]: unfenced"
         );
         assert_eq!(enc.expects, "e:6");
     }
@@ -732,7 +760,7 @@ mod tests {
 
     #[test]
     fn jobs_are_counted_per_stream() {
-        let enc = encode(&Keys::new("jsi:"), &sample(), "t", "", limits());
+        let enc = encode(&Keys::new("jsi:"), &sample(), "t", "", None, limits());
         assert_eq!(
             enc.added_per_stream(&[]),
             [("records", 1), ("feed", 1), ("dead", 1), ("buckets", 1)]
@@ -745,7 +773,7 @@ mod tests {
 
     #[test]
     fn the_probe_asks_for_every_identity() {
-        let enc = encode(&Keys::new("p:"), &sample(), "t", "", limits());
+        let enc = encode(&Keys::new("p:"), &sample(), "t", "", None, limits());
         let probe = enc.probe.as_ref().expect("identities to probe");
         let p = commands(probe);
         assert_eq!(p.len(), 1);
@@ -774,38 +802,39 @@ mod tests {
 
     #[test]
     fn committed_entries_are_left_out_of_the_rebuilt_commit() {
-        let enc = encode(&Keys::new("jsi:"), &sample(), "e:7", "e:6", limits());
+        let enc = encode(&Keys::new("jsi:"), &sample(), "e:7", "e:6", None, limits());
         let c = commands(&enc.rebuilt(&[true, false, false, true], "x:1"));
         assert_eq!(c.len(), 2 + 1);
         assert_eq!(c[0][1], "jsi:feed");
         assert_eq!(c[1][1], "jsi:dead");
         let fin = &c[2];
         assert_eq!(
-            &fin[14..17],
+            &fin[15..18],
             ["e:7", "x:1", "2"],
             "new predecessor, two new identities"
         );
         assert_eq!(
-            &fin[18..28],
+            &fin[19..29],
             [
                 "stream", "0", "stream", "1", "stream", "1", "stream", "0", "hash", "0"
             ],
             "entries added per stream"
         );
-        assert_eq!(fin[fin.len() - 4], "41");
+        assert_eq!(fin[fin.len() - 5], "41");
         assert_eq!(
-            fin[fin.len() - 3],
+            fin[fin.len() - 4],
             "c|did:plc:abc|app.bsky.feed.post|r2|3l3qo2vutsw2b|create"
         );
         assert!(
-            fin[fin.len() - 1].starts_with("d|"),
+            fin[fin.len() - 2].starts_with("d|"),
             "the dead letter's identity"
         );
+        assert_eq!(fin[fin.len() - 1], "", "then the fencing token (none)");
 
         let none = commands(&enc.rebuilt(&[true; 4], ""));
         assert_eq!(none.len(), 1, "finalize only: state writes, cursor, chain");
-        assert_eq!(none[0][16], "0", "no new identity");
-        assert_eq!(none[0].len(), 35, "and no pairs");
+        assert_eq!(none[0][17], "0", "no new identity");
+        assert_eq!(none[0].len(), 37, "and no pairs (the last is the fencing token)");
     }
 
     #[test]
@@ -814,22 +843,29 @@ mod tests {
             commit("r1", 40, None),
             commit("r2", 41, Some("records")),
         ]);
-        let enc = encode(&Keys::new("jsi:"), &b, "t", "", limits());
+        let enc = encode(&Keys::new("jsi:"), &b, "t", "", None, limits());
         let fin = &commands(&enc.commit)[2];
-        assert_eq!(fin[2], "5", "one stream key (+ 4 fixed)");
+        assert_eq!(fin[2], "6", "one stream key (+ 5 fixed)");
         assert_eq!(
-            &fin[8..17],
+            &fin[9..18],
             ["47", "50", "t", "", "2", "0", "stream", "2", "0"]
         );
     }
 
     #[test]
     fn an_empty_batch_still_stores_its_cursor() {
-        let enc = encode(&Keys::new("p:"), &batch(Vec::new()), "t", "", limits());
+        let enc = encode(
+            &Keys::new("p:"),
+            &batch(Vec::new()),
+            "t",
+            "",
+            None,
+            limits(),
+        );
         let c = commands(&enc.commit);
         assert_eq!(c.len(), 1);
-        assert_eq!(c[0][2], "4");
-        assert_eq!(&c[0][7..], ["47", "50", "t", "", "0", "0", "0"]);
+        assert_eq!(c[0][2], "5");
+        assert_eq!(&c[0][8..], ["47", "50", "t", "", "0", "0", "0", ""]);
         assert!(enc.probe.is_none(), "nothing to probe");
     }
 }

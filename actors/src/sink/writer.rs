@@ -35,8 +35,8 @@ use super::config::WriterConfig;
 use super::overlap::OverlapNotice;
 use crate::backoff::Backoff;
 use crate::messages::{
-    Batch, BatchCommitted, Credit, GetWriterStatus, PushBatch, ResumeWriting, RolledBack,
-    WriterStatus,
+    Batch, BatchCommitted, Credit, Fenced, GetWriterStatus, PushBatch, ResumeWriting, RolledBack,
+    StandBy, WriterStatus,
 };
 
 /// Identities of commits a probe could not see. foldhash, not SipHash: this set is built for
@@ -92,9 +92,16 @@ pub struct RedisWriter {
     committed_to: Recipient<BatchCommitted>,
     /// Told when Redis lost acknowledged commits (the supervisor resets the pipeline).
     rollback_to: Option<Recipient<RolledBack>>,
-    /// Redis rolled back: every batch is dropped (its credit freed, nothing written) until
-    /// the supervisor has restarted the reader from what Redis holds (`ResumeWriting`).
+    /// Redis rolled back, or this instance is a standby (`[ha]`): every batch is dropped
+    /// (its credit freed, nothing written) until `ResumeWriting`.
     halted: bool,
+    /// `[ha]`: the fencing token of the lease this instance holds; every commit checks it.
+    fence: Option<u64>,
+    /// A commit was refused for a newer fencing token (the error): step down once every
+    /// reply is in.
+    fenced: Option<String>,
+    /// Told when this writer was fenced off (`[ha]`).
+    fenced_to: Option<Recipient<Fenced>>,
     /// Uncommitted batches in order.
     queue: VecDeque<Prepared>,
     /// Recently committed batches (as many as can be in flight).
@@ -175,6 +182,7 @@ fn error_kind(e: &CommitError) -> &'static str {
     }
     let text = e.to_string();
     for (needle, kind) in [
+        ("FENCED", "fenced"),
         ("CHAIN", "chain"),
         ("WRONGTYPE", "wrongtype"),
         ("OOM", "oom"),
@@ -210,6 +218,9 @@ impl RedisWriter {
             committed_to,
             rollback_to: None,
             halted: false,
+            fence: None,
+            fenced: None,
+            fenced_to: None,
             queue: VecDeque::new(),
             recent: VecDeque::new(),
             commits_sent: 0,
@@ -246,6 +257,14 @@ impl RedisWriter {
     /// Where to report a rollback of Redis (without it, a rollback is only logged).
     pub fn on_rollback(mut self, to: Recipient<RolledBack>) -> Self {
         self.rollback_to = Some(to);
+        self
+    }
+
+    /// `[ha]`: start as a standby (nothing is written before `ResumeWriting` with the
+    /// lease's fencing token), and report being fenced off to `to`.
+    pub fn standby(mut self, to: Recipient<Fenced>) -> Self {
+        self.halted = true;
+        self.fenced_to = Some(to);
         self
     }
 
@@ -440,10 +459,21 @@ impl RedisWriter {
         }));
     }
 
-    /// After any reply: recover once a failure's replies are all in, else send what can go.
+    /// After any reply: recover once a failure's replies are all in (step down if it was a
+    /// fencing refusal), else send what can go. A standby only lets the replies drain.
     fn after_reply(&mut self, ctx: &mut Context<Self>) {
+        if self.halted {
+            if self.in_flight == 0 {
+                self.failed = false;
+                self.fenced = None;
+            }
+            return;
+        }
         if self.failed && self.in_flight == 0 {
-            self.recover(ctx);
+            match self.fenced.take() {
+                Some(error) => self.step_down(error),
+                None => self.recover(ctx),
+            }
         } else {
             self.kick(ctx);
         }
@@ -477,6 +507,14 @@ impl RedisWriter {
     }
 
     fn on_failure(&mut self, seq: u64, e: &CommitError) {
+        if self.halted {
+            return;
+        }
+        if let CommitError::Redis(re) = e
+            && re.to_string().contains("FENCED")
+        {
+            self.fenced.get_or_insert_with(|| re.to_string());
+        }
         // One failure is counted per incident: the commits behind a failed one undo
         // themselves (chain check), which is the same incident.
         if !self.failed {
@@ -595,6 +633,38 @@ impl RedisWriter {
         }
     }
 
+    /// `[ha]`: another instance took the lease (a commit found a newer fencing token): drop
+    /// everything queued (nothing of it landed: each refused commit undid itself), write
+    /// nothing more, and tell the supervisor, which stops the reader. The batches will be
+    /// written by the new leader, from what Redis holds.
+    fn step_down(&mut self, error: String) {
+        let token = self.fence.unwrap_or(0);
+        metrics::counter!("jetstream_ingestor_ha_fenced_total").increment(1);
+        warn!(
+            fencing_token = token,
+            dropped_batches = self.queue.len(),
+            error = %error,
+            "another instance took the writer lease: this one stops writing and becomes a standby"
+        );
+        self.status.last_error = Some(error.clone());
+        self.stand_by();
+        match &self.fenced_to {
+            Some(to) => to.do_send(Fenced { token, error }),
+            None => error!("no supervisor to stop the reader after the writer was fenced off"),
+        }
+    }
+
+    /// Writes nothing until `ResumeWriting`: queue dropped (credits freed), fence forgotten.
+    fn stand_by(&mut self) {
+        self.halted = true;
+        self.fence = None;
+        self.failed = false;
+        self.queue.clear();
+        self.recent.clear();
+        self.last_pushed = None;
+        metrics::gauge!("jetstream_ingestor_writer_queue_batches").set(0.0);
+    }
+
     fn notify(&mut self, done: Prepared, written: u64, skipped: u64) {
         self.status.commits += 1;
         self.status.entries_written += written;
@@ -664,8 +734,14 @@ impl Handler<PushBatch> for RedisWriter {
 
     fn handle(&mut self, PushBatch(batch): PushBatch, ctx: &mut Self::Context) {
         if self.halted {
-            // Read before the rollback: dropped (credit freed), read again after the reset.
-            metrics::counter!("jetstream_ingestor_batches_dropped_total", "reason" => "redis_rollback")
+            // Read before the rollback (or as a standby): dropped (credit freed), read again
+            // after the reset or by the leader.
+            let reason = if self.fenced_to.is_some() && self.fence.is_none() {
+                "standby"
+            } else {
+                "redis_rollback"
+            };
+            metrics::counter!("jetstream_ingestor_batches_dropped_total", "reason" => reason)
                 .increment(1);
             return;
         }
@@ -676,7 +752,7 @@ impl Handler<PushBatch> for RedisWriter {
             .as_deref()
             .or(self.last_token.as_deref())
             .unwrap_or("");
-        let encoded = encode(&self.keys, &batch, &token, expects, self.limits);
+        let encoded = encode(&self.keys, &batch, &token, expects, self.fence, self.limits);
         self.last_pushed = Some(token.clone());
         // The events themselves are no longer needed: the encoded commands hold them.
         let Batch {
@@ -706,9 +782,10 @@ impl Handler<PushBatch> for RedisWriter {
 impl Handler<ResumeWriting> for RedisWriter {
     type Result = ResponseActFuture<Self, ()>;
 
-    /// After a rollback, once the reader is stopped and every batch read before is dropped:
-    /// learn the chain afresh (checked by the next commit) and accept batches again.
-    fn handle(&mut self, _: ResumeWriting, _ctx: &mut Self::Context) -> Self::Result {
+    /// After a rollback or a lease acquisition, once the reader is stopped and every batch
+    /// read before is dropped: learn the chain afresh (checked by the next commit) and
+    /// accept batches again.
+    fn handle(&mut self, msg: ResumeWriting, _ctx: &mut Self::Context) -> Self::Result {
         let conn = self.conn.clone();
         let key = self.keys.chain.clone();
         let fut = async move {
@@ -719,7 +796,7 @@ impl Handler<ResumeWriting> for RedisWriter {
                 .await
                 .ok()
         };
-        Box::pin(fut.into_actor(self).map(|chain, act, ctx| {
+        Box::pin(fut.into_actor(self).map(move |chain, act, ctx| {
             // Unreadable now: the token read during recovery stays (the next commit checks it).
             if let Some(chain) = chain {
                 act.last_token = chain.map(Rc::from);
@@ -728,9 +805,27 @@ impl Handler<ResumeWriting> for RedisWriter {
             act.recent.clear();
             act.last_pushed = None;
             act.halted = false;
-            info!("writer resumed after the Redis rollback");
+            act.failed = false;
+            act.fenced = None;
+            act.fence = msg.fence;
+            act.status.stored_cursor = msg.stored_cursor;
+            match msg.fence {
+                Some(token) => info!(fencing_token = token, "writer resumed as the leader"),
+                None => info!("writer resumed after the Redis rollback"),
+            }
             act.kick(ctx);
         }))
+    }
+}
+
+impl Handler<StandBy> for RedisWriter {
+    type Result = ();
+
+    fn handle(&mut self, _: StandBy, _ctx: &mut Self::Context) {
+        if !self.halted {
+            info!("writer stands by: this instance does not hold the writer lease");
+        }
+        self.stand_by();
     }
 }
 

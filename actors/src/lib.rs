@@ -2,7 +2,8 @@
 //!
 //! Floors (docs/design.md §7): `model` imports nothing of ours; the rooms (`jetstream`, `verifier`,
 //! `buckets`, `sink`) import `model` and `messages` but never each other; only `supervisor`
-//! knows the whole topology and wires the rooms together with `Recipient`s.
+//! knows the whole topology and wires the rooms together with `Recipient`s. `backoff` and
+//! `ordered` are pure mechanisms any room may use; like `model`, they import nothing of ours.
 
 pub mod backoff;
 pub mod buckets;
@@ -10,6 +11,7 @@ pub mod ha;
 pub mod jetstream;
 pub mod messages;
 pub mod model;
+pub(crate) mod ordered;
 pub mod sink;
 pub mod supervisor;
 pub mod verifier;

@@ -9,7 +9,6 @@
 //! Failure: a shard that panicked or is gone stops the process (exit 70) before the batch
 //! is forwarded; the state in Redis then matches the committed cursor and a restart resumes.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -24,6 +23,7 @@ use super::load::Loaded;
 use super::shard::{BucketShard, EvaluateBatch, LoadedState};
 use crate::messages::{Batch, BucketInfo, BucketStatus, GetBucketStatus, Item, PushBatch};
 use crate::model::StateOp;
+use crate::ordered::ReorderBuffer;
 
 pub struct BucketRouter {
     /// The compiled buckets, for a reload ([`ReloadBuckets`]).
@@ -33,7 +33,8 @@ pub struct BucketRouter {
     shards: Vec<Addr<BucketShard>>,
     _arbiters: Vec<Arbiter>,
     downstream: Recipient<PushBatch>,
-    in_order: VecDeque<(u64, Option<Batch>)>,
+    /// Batches in arrival order, by `seq`; the front is forwarded first, once evaluated.
+    in_order: ReorderBuffer<Batch>,
     /// Written with the first batch: the criteria hashes of the buckets.
     first_ops: Vec<StateOp>,
     first: bool,
@@ -115,7 +116,7 @@ impl BucketRouter {
             shards,
             _arbiters: arbiters,
             downstream,
-            in_order: VecDeque::new(),
+            in_order: ReorderBuffer::new(),
             first_ops,
             first: true,
             status: BucketStatus {
@@ -142,10 +143,7 @@ impl BucketRouter {
 
     /// Forwards every finished batch at the front, in order (as the verifier pool does).
     fn forward_ready(&mut self, ctx: &mut Context<Self>) {
-        while matches!(self.in_order.front(), Some((_, Some(_)))) {
-            let Some((_, Some(batch))) = self.in_order.pop_front() else {
-                break;
-            };
+        while let Some(batch) = self.in_order.pop_ready() {
             let send = self.downstream.send(PushBatch(batch));
             ctx.wait(send.into_actor(self).map(|res, _act, _ctx| {
                 if let Err(e) = res {
@@ -195,11 +193,11 @@ impl Handler<PushBatch> for BucketRouter {
         self.status.applied_to = self.intake.applied_to();
         if relevant == 0 && !advanced && mark.is_none() && !self.first {
             // Nothing can change: no event for the buckets, no time passed.
-            self.in_order.push_back((seq, Some(batch)));
+            self.in_order.push_ready(seq, batch);
             self.forward_ready(ctx);
             return;
         }
-        self.in_order.push_back((seq, None));
+        self.in_order.reserve(seq);
         let mut batch = Some(batch);
         // The criteria hashes (first batch only), then the applied mark, then the shards'.
         let mut lead_ops: Vec<StateOp> = if std::mem::take(&mut self.first) {
@@ -251,9 +249,10 @@ impl Handler<PushBatch> for BucketRouter {
             };
             batch.items.extend(transitions.into_iter().map(Item::Transition));
             batch.items.extend(ops.into_iter().map(Item::State));
-            if let Some(slot) = act.in_order.iter_mut().find(|(s, b)| *s == seq && b.is_none()) {
-                slot.1 = Some(batch);
-            }
+            // No place only if a reload replaced the buffer while this batch was evaluated
+            // (reloads come when nothing is in flight): it belongs to the state thrown away
+            // and is dropped.
+            let _ = act.in_order.fill(seq, batch);
             act.update_gauges();
             act.forward_ready(ctx);
         }));

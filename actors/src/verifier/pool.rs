@@ -13,7 +13,6 @@
 //! without bound. A panic while checking one event is caught and dead-lettered
 //! (`verifier_panic`): a bug in a check never stops the stream.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -30,6 +29,7 @@ use super::route::Router;
 use super::verify::verify_commit;
 use crate::messages::{Batch, Item, PushBatch};
 use crate::model::{CommitEvent, DeadLetter, Event, Verdict};
+use crate::ordered::ReorderBuffer;
 
 /// Smallest slice worth a message to a worker (smaller batches are checked inline).
 const MIN_SLICE: usize = 32;
@@ -271,8 +271,8 @@ pub struct VerifierPool {
     workers: Addr<VerifierWorker>,
     worker_count: usize,
     downstream: Recipient<PushBatch>,
-    /// Batches in arrival order; `Some` once verified. The front is forwarded first.
-    in_order: VecDeque<(u64, Option<Batch>)>,
+    /// Batches in arrival order, by `seq`; the front is forwarded first, once verified.
+    in_order: ReorderBuffer<Batch>,
 }
 
 impl VerifierPool {
@@ -293,16 +293,13 @@ impl VerifierPool {
             workers,
             worker_count,
             downstream,
-            in_order: VecDeque::new(),
+            in_order: ReorderBuffer::new(),
         }
     }
 
     /// Forwards every verified batch at the front, in order.
     fn forward_ready(&mut self, ctx: &mut Context<Self>) {
-        while matches!(self.in_order.front(), Some((_, Some(_)))) {
-            let Some((_, Some(batch))) = self.in_order.pop_front() else {
-                break;
-            };
+        while let Some(batch) = self.in_order.pop_ready() {
             let send = self.downstream.send(PushBatch(batch));
             // `wait`: the next batch is not forwarded (nor a new one taken) before this one
             // is in the writer's mailbox, so order holds and the writer's mailbox bound is
@@ -334,7 +331,7 @@ impl Handler<PushBatch> for VerifierPool {
                 .into_iter()
                 .filter_map(|i| self.setup.process(i))
                 .collect();
-            self.in_order.push_back((seq, Some(batch)));
+            self.in_order.push_ready(seq, batch);
             self.forward_ready(ctx);
             return;
         }
@@ -347,7 +344,7 @@ impl Handler<PushBatch> for VerifierPool {
                     .send(VerifySlice(rest.by_ref().take(slice_len).collect())),
             );
         }
-        self.in_order.push_back((seq, None));
+        self.in_order.reserve(seq);
         metrics::gauge!("jetstream_ingestor_verifier_batches_in_flight")
             .set(self.in_order.len() as f64);
         let work = join_all(slices);
@@ -365,9 +362,8 @@ impl Handler<PushBatch> for VerifierPool {
                 }
             }
             batch.items = items;
-            if let Some(slot) = act.in_order.iter_mut().find(|(s, b)| *s == seq && b.is_none()) {
-                slot.1 = Some(batch);
-            }
+            // Its place was reserved above and nothing else fills it: this cannot miss.
+            let _ = act.in_order.fill(seq, batch);
             act.forward_ready(ctx);
             metrics::gauge!("jetstream_ingestor_verifier_batches_in_flight").set(act.in_order.len() as f64);
         }));

@@ -232,6 +232,9 @@ pub struct WriterStatus {
     pub consecutive_commit_failures: u32,
     pub last_error: Option<String>,
     pub stored_cursor: Option<u64>,
+    /// `redis.wait_replicas`: a batch counts as committed once this many replicas have it
+    /// (0: once the master has it).
+    pub wait_replicas: u32,
 }
 
 #[derive(Message)]

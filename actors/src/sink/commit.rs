@@ -53,6 +53,9 @@ pub struct Keys {
     /// The fencing counter of the writer lease (`[ha]`): every acquisition raises it, and
     /// a commit lands only while it still equals the committing writer's token.
     pub fence: String,
+    /// Written by a recovering writer before `WAIT` (`redis.wait_replicas`): WAIT counts
+    /// only a connection's own writes.
+    pub wait: String,
 }
 
 impl Keys {
@@ -64,6 +67,7 @@ impl Keys {
             chain: format!("{prefix}commit:chain"),
             replay: format!("{prefix}cursor:replay"),
             fence: format!("{prefix}ha:fence"),
+            wait: format!("{prefix}commit:wait"),
         }
     }
 
@@ -834,7 +838,11 @@ mod tests {
         let none = commands(&enc.rebuilt(&[true; 4], ""));
         assert_eq!(none.len(), 1, "finalize only: state writes, cursor, chain");
         assert_eq!(none[0][17], "0", "no new identity");
-        assert_eq!(none[0].len(), 37, "and no pairs (the last is the fencing token)");
+        assert_eq!(
+            none[0].len(),
+            37,
+            "and no pairs (the last is the fencing token)"
+        );
     }
 
     #[test]

@@ -33,6 +33,13 @@ pub struct WriterConfig {
     /// … up to this cap. Commits are retried forever, never skipped.
     #[serde(with = "crate::model::duration")]
     pub retry_max: Duration,
+    /// A batch counts as committed (cursor acknowledged to the reader, credit freed) only
+    /// once `WAIT` confirms this many replicas have it; 0 = as soon as the master has it.
+    /// With Sentinel, 1 keeps a failover from losing acknowledged batches.
+    pub wait_replicas: u32,
+    /// How long one `WAIT` blocks before it is logged as short and asked again.
+    #[serde(with = "crate::model::duration")]
+    pub wait_timeout: Duration,
 }
 
 impl Default for WriterConfig {
@@ -47,6 +54,8 @@ impl Default for WriterConfig {
             response_timeout: Duration::from_secs(10),
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
         }
     }
 }

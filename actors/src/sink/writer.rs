@@ -241,6 +241,7 @@ impl RedisWriter {
                 consecutive_commit_failures: 0,
                 last_error: None,
                 stored_cursor: None,
+                wait_replicas: cfg.wait_replicas,
             },
             cfg,
         })
@@ -435,7 +436,14 @@ impl RedisWriter {
         failpoint::hit(failpoint::Point::BeforeCommit);
         self.in_flight += 1;
         let started = Instant::now();
-        let fut = async move { pipe.get().query_async::<Value>(&mut conn).await };
+        let replicas = self.replicas();
+        let fut = async move {
+            let reply = pipe.get().query_async::<Value>(&mut conn).await?;
+            if let (Some(wanted), false) = (replicas, matches!(reply, Value::Nil)) {
+                confirm_replicas(&mut conn, wanted, None).await?;
+            }
+            Ok::<_, redis::RedisError>(reply)
+        };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.in_flight -= 1;
             metrics::histogram!("jetstream_ingestor_commit_duration_seconds")
@@ -538,13 +546,21 @@ impl RedisWriter {
         let chain_key = self.keys.chain.clone();
         let cursor_key = self.keys.cursor.clone();
         let replay_key = self.keys.replay.clone();
+        let wait_key = self.keys.wait.clone();
+        let replicas = self.replicas();
         let fut = async move {
-            redis::cmd("MGET")
+            let held = redis::cmd("MGET")
                 .arg(&chain_key)
                 .arg(&cursor_key)
                 .arg(&replay_key)
                 .query_async::<(Option<String>, Option<String>, Option<String>)>(&mut conn)
-                .await
+                .await?;
+            // What landed counts only once replicated (`redis.wait_replicas`): a write of our
+            // own on this connection after it, then WAIT for that write.
+            if let Some(wanted) = replicas {
+                confirm_replicas(&mut conn, wanted, Some(&wait_key)).await?;
+            }
+            Ok::<_, redis::RedisError>(held)
         };
         self.waiting = true;
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
@@ -593,6 +609,14 @@ impl RedisWriter {
                 }
             });
         }));
+    }
+
+    /// `redis.wait_replicas` and its timeout, when set.
+    fn replicas(&self) -> Option<Replicas> {
+        (self.cfg.wait_replicas > 0).then(|| Replicas {
+            count: self.cfg.wait_replicas,
+            timeout_ms: u64::try_from(self.cfg.wait_timeout.as_millis()).unwrap_or(u64::MAX),
+        })
     }
 
     /// Redis holds less than it acknowledged: the chain holds neither our last token nor a
@@ -836,6 +860,49 @@ impl Handler<GetWriterStatus> for RedisWriter {
         let mut s = self.status.clone();
         s.queued_batches = self.queue.len();
         MessageResult(s)
+    }
+}
+
+/// `redis.wait_replicas`: how many replicas must have a commit before it counts.
+#[derive(Debug, Clone, Copy)]
+struct Replicas {
+    count: u32,
+    timeout_ms: u64,
+}
+
+/// Waits until `wanted.count` replicas acknowledged every write this connection made (after
+/// `mark`, a write of its own, when the connection may be new: WAIT only counts a
+/// connection's own writes). Each `WAIT` blocks up to the timeout; while fewer replicas
+/// answer, the batch does not count as committed (its credit stays held: reading slows down
+/// rather than acknowledging what a failover could lose), with a warning and
+/// `jetstream_ingestor_replica_waits_total{outcome="short"}` per timeout.
+async fn confirm_replicas(
+    conn: &mut ConnectionManager,
+    wanted: Replicas,
+    mark: Option<&str>,
+) -> redis::RedisResult<()> {
+    if let Some(key) = mark {
+        redis::cmd("INCR").arg(key).query_async::<i64>(conn).await?;
+    }
+    loop {
+        let got: i64 = redis::cmd("WAIT")
+            .arg(wanted.count)
+            .arg(wanted.timeout_ms)
+            .query_async(conn)
+            .await?;
+        if got >= i64::from(wanted.count) {
+            metrics::counter!("jetstream_ingestor_replica_waits_total", "outcome" => "ok")
+                .increment(1);
+            return Ok(());
+        }
+        metrics::counter!("jetstream_ingestor_replica_waits_total", "outcome" => "short")
+            .increment(1);
+        warn!(
+            replicas = got,
+            wanted = wanted.count,
+            timeout_ms = wanted.timeout_ms,
+            "a commit is not on enough replicas yet (redis.wait_replicas): it does not count as committed until it is"
+        );
     }
 }
 

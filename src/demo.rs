@@ -19,6 +19,7 @@ use crate::fake_jetstream::{FakeJetstream, FakeJetstreamConfig, Source};
 use crate::local_redis::{Kept, LocalRedis, LocalRedisOptions};
 use crate::settings::{LogConfig, Settings};
 use crate::{cli, telemetry};
+use actors::redis_target::RedisTarget;
 
 /// The shipped example bucket file, so the demo runs from any directory.
 const EXAMPLE_BUCKETS: &str = include_str!("../config/buckets.example.toml");
@@ -113,7 +114,9 @@ pub fn run(seconds: u64, keep_redis: bool) -> anyhow::Result<i32> {
 }
 
 fn report(url: &str, prefix: &str) -> anyhow::Result<()> {
-    let mut con = redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(5))?;
+    let mut con = RedisTarget::from_url(url)
+        .client()?
+        .get_connection_with_timeout(Duration::from_secs(5))?;
     println!("\nwhat landed in Redis ({url}):");
     for stream in ["records", "identity", "dead", "buckets"] {
         let key = format!("{prefix}{stream}");

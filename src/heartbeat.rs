@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::admin::view::{Observed, StatusView, unix_ms};
+use actors::redis_target::RedisTarget;
 
 /// `[heartbeat]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -73,7 +74,8 @@ impl HeartbeatConfig {
 /// Where and how to write.
 #[derive(Debug, Clone)]
 pub struct HeartbeatTarget {
-    pub redis_url: String,
+    /// Where Redis is and how to reach it (`Debug` hides the password).
+    pub redis: RedisTarget,
     /// `<prefix>heartbeat`
     pub key: String,
     pub instance: String,
@@ -134,7 +136,7 @@ fn view_now(observed: &watch::Receiver<Observed>, instance: &str) -> StatusView 
 }
 
 async fn connect(target: &HeartbeatTarget) -> redis::RedisResult<MultiplexedConnection> {
-    let client = redis::Client::open(target.redis_url.as_str())?;
+    let client = target.redis.client()?;
     let cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(target.connect_timeout))
         .set_response_timeout(Some(target.response_timeout));

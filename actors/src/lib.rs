@@ -2,13 +2,15 @@
 //!
 //! Floors (docs/design.md §7): `model` imports nothing of ours; the rooms (`jetstream`, `verifier`,
 //! `buckets`, `sink`) import `model` and `messages` but never each other; only `supervisor`
-//! knows the whole topology and wires the rooms together with `Recipient`s.
+//! knows the whole topology and wires the rooms together with `Recipient`s. `redis_target`
+//! (where Redis is and how to reach it) is ground floor too: every room makes its clients there.
 
 pub mod backoff;
 pub mod buckets;
 pub mod jetstream;
 pub mod messages;
 pub mod model;
+pub mod redis_target;
 pub mod sink;
 pub mod supervisor;
 pub mod verifier;

@@ -54,6 +54,8 @@ pub enum LaunchError {
     Consumers(String),
     #[error("buckets: {0}")]
     Buckets(BucketLoadError),
+    #[error(transparent)]
+    Target(#[from] crate::redis_target::TargetError),
 }
 
 impl From<redis::RedisError> for LaunchError {
@@ -140,7 +142,7 @@ impl Supervisor {
             Some(b) => {
                 let compiled = crate::buckets::compile(b);
                 let loaded = load_state(
-                    &writer.url,
+                    &writer.target(),
                     &writer.key_prefix,
                     &compiled,
                     (writer.retry_min, writer.retry_max),
@@ -151,7 +153,7 @@ impl Supervisor {
             None => None,
         };
         ensure_groups(
-            &writer.url,
+            &writer.target(),
             &writer.key_prefix,
             &consumers,
             (writer.retry_min, writer.retry_max),
@@ -170,7 +172,7 @@ impl Supervisor {
         // Retention keeps its historical list (`dead` has no bound of its own).
         let retained: Vec<String> = streams.iter().filter(|s| *s != "dead").cloned().collect();
         let retention = RetentionKeeper::new(
-            &writer.url,
+            &writer.target(),
             &writer.key_prefix,
             writer.retention.clone(),
             retained,
@@ -194,7 +196,7 @@ impl Supervisor {
         // The writer gets a thread of its own: it answers each probe reply with the next
         // commit at once (Redis idles otherwise) and encodes batches while the reader
         // decodes. Its mailbox exists now, so the rooms before it can be wired to it.
-        redis::Client::open(writer.url.as_str())?;
+        writer.target().client()?;
         let (writer_tx, writer_rx) = actix::dev::channel::channel::<RedisWriter>(16);
         let writer_addr = Addr::new(writer_tx);
         // pool → [bucket router →] writer
@@ -231,7 +233,9 @@ impl Supervisor {
                     .run(actor.expecting(&held).on_rollback(rollback_to));
             }
             // Checked above; cannot happen.
-            Err(e) => tracing::error!(error = %e, "redis.url rejected; the writer did not start"),
+            Err(e) => {
+                tracing::error!(error = %e, "redis target rejected; the writer did not start")
+            }
         });
         Context::with_receiver(sup_rx).run(Supervisor {
             reader: reader_addr,
@@ -266,7 +270,7 @@ async fn prepare_replay(cfg: &WriterConfig, streams: &[String], from_us: u64, ma
     let mut backoff = Backoff::new(cfg.retry_min, cfg.retry_max);
     loop {
         let attempt = async {
-            let client = redis::Client::open(cfg.url.as_str())?;
+            let client = cfg.target().client()?;
             let mut con = client.get_multiplexed_async_connection().await?;
             let done =
                 crate::sink::reindex::reindex(&mut con, &keys.dedupe, &full, from_us, margin_us)
@@ -313,7 +317,7 @@ impl Handler<RolledBack> for Supervisor {
             let _ = reader.send(Quiesce).await;
             if let (Some(router), Some((bcfg, compiled))) = (router, setup) {
                 match load_state(
-                    &cfg.url,
+                    &cfg.target(),
                     &cfg.key_prefix,
                     &compiled,
                     (cfg.retry_min, cfg.retry_max),

@@ -12,6 +12,7 @@
 //! Failure: Redis errors are logged and counted, and the next tick tries again. Nothing
 //! here can lose a job: at worst a stream stays longer than its bound.
 
+use crate::redis_target::RedisTarget;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -48,7 +49,7 @@ return redis.call('XTRIM', KEYS[1], 'MAXLEN', '=', n)
 /// Creates every declared group that does not exist yet (`XGROUP CREATE … MKSTREAM`),
 /// waiting for Redis like the cursor load does. Existing groups are left untouched.
 pub async fn ensure_groups(
-    url: &str,
+    target: &RedisTarget,
     prefix: &str,
     consumers: &[ConsumerGroup],
     retry: (Duration, Duration),
@@ -56,7 +57,7 @@ pub async fn ensure_groups(
     if consumers.is_empty() {
         return Ok(());
     }
-    let client = redis::Client::open(url).map_err(|e| format!("redis.url: {e}"))?;
+    let client = target.client().map_err(|e| e.to_string())?;
     let keys = Keys::new(prefix);
     let mut backoff = Backoff::new(retry.0, retry.1);
     'retry: loop {
@@ -110,7 +111,7 @@ impl RetentionKeeper {
     /// `streams`: every job stream name this ingestor writes (records, identity, routes …);
     /// the dead-letter stream is added here with its own bound.
     pub fn new(
-        url: &str,
+        target: &RedisTarget,
         prefix: &str,
         cfg: RetentionConfig,
         streams: Vec<String>,
@@ -134,7 +135,7 @@ impl RetentionKeeper {
                 .push(c.group.clone());
         }
         Ok(RetentionKeeper {
-            client: redis::Client::open(url)?,
+            client: target.client()?,
             keys: Keys::new(prefix),
             streams: list,
             disposable,

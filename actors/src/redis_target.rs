@@ -293,25 +293,54 @@ pub fn redact(url: &str) -> String {
 /// - a wrong user or password (`WRONGPASS`), or none given where one is needed (`NOAUTH`).
 pub fn refusal(e: &redis::RedisError) -> Option<String> {
     let text = e.to_string();
-    if text.contains("NOPERM") {
-        let command = quoted(&text).map_or_else(String::new, |c| format!(" ({c})"));
+    let servers = server_errors(e);
+    if let Some((_, detail)) = servers.iter().find(|(code, _)| code == "NOPERM") {
+        let command = quoted(detail).map_or_else(String::new, |c| format!(" ({c})"));
         return Some(format!(
-            "the Redis user lacks an ACL right{command}, NOPERM: {text}; grant the rights listed in docs/deploying.md"
+            "the Redis user lacks an ACL right{command}; Redis answered NOPERM {detail}; grant the rights listed in docs/deploying.md"
         ));
     }
-    if text.contains("WRONGPASS") || text.contains("NOAUTH") {
+    if e.kind() == redis::ErrorKind::AuthenticationFailed
+        || servers
+            .iter()
+            .any(|(code, _)| code == "WRONGPASS" || code == "NOAUTH")
+    {
         return Some(format!(
-            "Redis refused the credentials of redis.url: {text}"
+            "Redis refused the user and password of redis.url ({text}); check them, and that the ACL user is `on`"
         ));
     }
     let lower = text.to_ascii_lowercase();
+    if lower.contains("invalid peer certificate") {
+        return Some(format!(
+            "TLS: the server's certificate was refused ({text}); redis.tls_ca_file must hold the CA that signed it (without it, the system's roots), and the host of redis.url must be one of its names"
+        ));
+    }
     if lower.contains("certificate") || lower.contains("unknownca") || lower.contains("unknown ca")
     {
         return Some(format!(
-            "TLS: the certificate was refused ({text}); check redis.tls_ca_file (the CA that signed the server's certificate) and, if the server requires one, redis.tls_client_cert and redis.tls_client_key"
+            "TLS: the server refused our client certificate ({text}); set redis.tls_client_cert and redis.tls_client_key to a certificate signed by a CA the server trusts"
         ));
     }
     None
+}
+
+/// The codes (`NOPERM`, `OOM`, `READONLY` …) and details of the server errors in `e`, one
+/// per refused command of a pipeline or transaction. redis-rs shows known codes by their
+/// Rust names (`NoPerm`), so matching its text for Redis's codes misses them.
+pub fn server_errors(e: &redis::RedisError) -> Vec<(String, String)> {
+    e.clone()
+        .into_server_errors()
+        .map(|errs| {
+            errs.iter()
+                .map(|(_, s)| {
+                    (
+                        s.code().to_owned(),
+                        s.details().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The first `'word'` of an error text: the command Redis names in a NOPERM error.
@@ -426,11 +455,12 @@ mod tests {
 
     #[test]
     fn refusals_are_recognised_and_name_the_command() {
-        let noperm = redis::RedisError::from((
-            redis::ErrorKind::Client,
-            "server",
-            "NOPERM this user has no permissions to run the 'xadd' command".to_owned(),
-        ));
+        let noperm = redis::parse_redis_value(
+            b"-NOPERM this user has no permissions to run the 'xadd' command\r\n",
+        )
+        .and_then(|v| v.extract_error())
+        .err()
+        .unwrap_or_else(|| panic!("an error reply is an error"));
         let r = refusal(&noperm).unwrap_or_default();
         assert!(r.contains("NOPERM") && r.contains("(xadd)"), "{r}");
         let down =

@@ -173,7 +173,12 @@ fn error_kind(e: &CommitError) -> &'static str {
     if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
         return "connection";
     }
-    let text = e.to_string();
+    // Redis's own codes too: redis-rs shows known ones by their Rust names (`NoPerm`).
+    let mut text = e.to_string();
+    for (code, _) in crate::redis_target::server_errors(e) {
+        text.push(' ');
+        text.push_str(&code);
+    }
     for (needle, kind) in [
         ("CHAIN", "chain"),
         ("WRONGTYPE", "wrongtype"),
@@ -487,6 +492,14 @@ impl RedisWriter {
             metrics::counter!("jetstream_ingestor_redis_errors_total", "kind" => error_kind(e))
                 .increment(1);
             warn!(error = %e, seq, attempt = self.status.consecutive_commit_failures, queued = self.queue.len(), "batch commit failed; recovering (nothing is skipped)");
+            // A missing ACL right (NOPERM, naming the command) or credential is not mended by
+            // waiting: said plainly, in the log and in status; retried until it is granted.
+            if let CommitError::Redis(r) = e
+                && let Some(why) = crate::redis_target::refusal(r)
+            {
+                error!(%why, seq, "Redis refuses the commit; retrying until the right is granted (nothing is skipped, nothing is written)");
+                self.status.last_error = Some(why);
+            }
         }
         self.failed = true;
     }

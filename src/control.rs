@@ -175,7 +175,8 @@ async fn run(target: ControlTarget, supervisor: Addr<Supervisor>) {
                 con = None;
                 metrics::counter!("jetstream_ingestor_control_errors_total").increment(1);
                 let delay = backoff.next_delay();
-                warn!(error = %e, retry_in = ?delay, stream = %target.keys.stream, "control stream read failed");
+                let error = actors::redis_target::describe(&e);
+                warn!(%error, retry_in = ?delay, stream = %target.keys.stream, "control stream read failed");
                 tokio::time::sleep(delay).await;
             }
         }

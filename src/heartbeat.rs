@@ -198,7 +198,8 @@ async fn beat(
                 con = None;
                 metrics::counter!("jetstream_ingestor_heartbeat_writes_total", "outcome" => "failed")
                     .increment(1);
-                warn!(error = %e, consecutive = failures, key = %target.key, "heartbeat write failed");
+                let error = actors::redis_target::describe(&e);
+                warn!(%error, consecutive = failures, key = %target.key, "heartbeat write failed");
             }
         }
     }

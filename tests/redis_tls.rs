@@ -10,7 +10,10 @@
 //!   full ingest with buckets, a consumer group, retention, heartbeat and the control
 //!   stream, then a replay over the same range, with nothing in `ACL LOG`; with one right
 //!   fewer the service fails closed, naming NOPERM and the refused command (at start for a
-//!   command of the start, `mget`; in status, metric and log for one of the commit, `xadd`).
+//!   command of the start, `mget`; in status, metric and log for one of the commit, `xadd`,
+//!   then resumes when it is granted; in the log, retrying, for the replay preparation's
+//!   `evalsha`);
+//! - `check-config` shows the TLS paths but neither the URL's password nor a key.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -633,4 +636,83 @@ fn check_config_prints_neither_the_password_nor_a_key() {
         !out.contains(ACL_PASSWORD) && !out.contains(&key_body),
         "{out}"
     );
+}
+
+/// Runs the binary until a line of its stderr contains every one of `needles` (then kills
+/// it) and returns that line; fails if it exits or `limit` passes first.
+fn run_until_logged(
+    args: &[&str],
+    env: &[(&str, String)],
+    needles: &[&str],
+    limit: Duration,
+) -> String {
+    use std::io::BufRead as _;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jetstream-ingestor"));
+    cmd.args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("ingestor binary starts");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let left = limit.saturating_sub(started.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(line) if needles.iter().all(|n| line.contains(n)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return line;
+            }
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "no line with {needles:?} within {limit:?} (or the process ended); stderr:\n{}",
+                    seen.join("\n")
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn without_evalsha_a_replay_start_waits_and_its_log_names_noperm_and_the_command() {
+    let pki = pki();
+    let redis = tls_redis(&pki, false);
+    let mut admin = redis.connection().unwrap();
+    set_acl_user(&mut admin, &rules_without("+evalsha"));
+    let lines = corpus(200, 1507);
+    let server = fake(lines.clone(), None);
+    let env = tls_env(&server.url(), &acl_url(&redis), &pki.ca);
+    let first = time_of(&lines[0]).unwrap().to_string();
+    // `--cursor` with no stored cursor starts with the replay preparation (an EVALSHA).
+    let line = run_until_logged(
+        &["run", "--cursor", &first],
+        &env,
+        &["NOPERM", "lacks an ACL right (evalsha)"],
+        Duration::from_secs(30),
+    );
+    eprintln!("{line}");
+    assert!(!line.contains(ACL_PASSWORD), "{line}");
+    assert_eq!(stored_cursor(&mut admin, "jsi:"), None, "nothing committed");
+    let xlen: u64 = redis::cmd("XLEN")
+        .arg("jsi:records")
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(xlen, 0);
 }

@@ -324,6 +324,12 @@ pub fn refusal(e: &redis::RedisError) -> Option<String> {
     None
 }
 
+/// An error for a log line: what [`refusal`] says when Redis refuses us (it names NOPERM and
+/// the command), else the error as it is.
+pub fn describe(e: &redis::RedisError) -> String {
+    refusal(e).unwrap_or_else(|| e.to_string())
+}
+
 /// The codes (`NOPERM`, `OOM`, `READONLY` …) and details of the server errors in `e`, one
 /// per refused command of a pipeline or transaction. redis-rs shows known codes by their
 /// Rust names (`NoPerm`), so matching its text for Redis's codes misses them.

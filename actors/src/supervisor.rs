@@ -293,7 +293,8 @@ async fn prepare_replay(cfg: &WriterConfig, streams: &[String], from_us: u64, ma
             }
             Err(e) => {
                 metrics::counter!("jetstream_ingestor_redis_connect_failures_total").increment(1);
-                warn!(error = %e, "cannot rebuild the dedupe index from the streams; retrying");
+                let error = crate::redis_target::describe(&e);
+                warn!(%error, "cannot rebuild the dedupe index from the streams; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }

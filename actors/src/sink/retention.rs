@@ -204,8 +204,9 @@ impl RetentionKeeper {
                 }
                 Err(e) => {
                     metrics::counter!("jetstream_ingestor_retention_errors_total").increment(1);
-                    warn!(error = %e, "retention pass failed; next tick retries");
-                    act.status.last_error = Some(e.to_string());
+                    let error = crate::redis_target::describe(&e);
+                    warn!(%error, "retention pass failed; next tick retries");
+                    act.status.last_error = Some(error);
                 }
             }
         }));

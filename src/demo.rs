@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use actors::redis_target::RedisTarget;
 use anyhow::Context as _;
 
 use crate::app::{self, Mode};
@@ -19,7 +20,6 @@ use crate::fake_jetstream::{FakeJetstream, FakeJetstreamConfig, Source};
 use crate::local_redis::{Kept, LocalRedis, LocalRedisOptions};
 use crate::settings::{LogConfig, Settings};
 use crate::{cli, telemetry};
-use actors::redis_target::RedisTarget;
 
 /// The shipped example bucket file, so the demo runs from any directory.
 const EXAMPLE_BUCKETS: &str = include_str!("../config/buckets.example.toml");

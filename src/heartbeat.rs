@@ -13,6 +13,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use actors::redis_target::RedisTarget;
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,6 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::admin::view::{Observed, StatusView, unix_ms};
-use actors::redis_target::RedisTarget;
 
 /// `[heartbeat]`
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -8,7 +8,6 @@
 //! a state this version cannot read fails the start with the key and the field, because
 //! guessing would repeat or lose transitions.
 
-use crate::redis_target::{RedisTarget, TargetError, refusal};
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -18,6 +17,7 @@ use super::criteria::CompiledBucket;
 use super::membership::Slot;
 use super::state::decode;
 use crate::backoff::Backoff;
+use crate::redis_target::{RedisTarget, TargetError, refusal};
 
 /// What Redis holds for one bucket.
 #[derive(Debug, Default)]

@@ -12,7 +12,6 @@
 //! Failure: Redis errors are logged and counted, and the next tick tries again. Nothing
 //! here can lose a job: at worst a stream stays longer than its bound.
 
-use crate::redis_target::RedisTarget;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -25,6 +24,7 @@ use super::config::{ConsumerGroup, RetentionConfig};
 use super::trim::{Blocking, Bounds, GroupState, Plan, StreamId, StreamState, Trim, plan};
 use crate::backoff::Backoff;
 use crate::messages::{GetRetentionStatus, RetentionStatus, StreamRetention};
+use crate::redis_target::RedisTarget;
 
 /// `XTRIM MAXLEN = n`, only if no protected group has pending entries or more unread
 /// entries than `n`. KEYS[1] stream; ARGV[1] n; ARGV[2..] disposable groups. Returns the

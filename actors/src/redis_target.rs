@@ -274,15 +274,32 @@ fn check_client_pair(
     Ok(())
 }
 
-/// The URL without its password, for logs.
+/// The URL without its password, for logs; also a URL that does not parse (its error is
+/// reported with it).
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("***"));
             u.to_string()
         }
-        _ => url.to_owned(),
+        Ok(_) => url.to_owned(),
+        Err(_) => redact_by_hand(url),
     }
+}
+
+/// `scheme://user:secret@host…` → `scheme://user:***@host…`, by position alone: the
+/// userinfo is what comes before the last `@` of the authority.
+fn redact_by_hand(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let Some(colon) = rest[..at].find(':') else {
+        return url.to_owned();
+    };
+    format!("{}{}:***{}", &url[..start], &rest[..colon], &rest[at..])
 }
 
 /// Why Redis refuses us in a way that waiting does not mend, for the operator; `None` for
@@ -378,6 +395,21 @@ mod tests {
                 ..TlsFiles::default()
             },
         );
+        for url in [
+            "redis://ingestor:s3cret-pw@127.0.0.1:notaport/",
+            "redis://ingestor:s3cret-pw@127.0.0.1:1/notadb",
+            "postgres://ingestor:s3cret-pw@127.0.0.1:1/",
+        ] {
+            let e = RedisTarget::from_url(url).client().map(|_| ()).err();
+            let e = e.map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.starts_with("redis.url"), "{url}: {e}");
+            assert!(!e.contains("s3cret-pw"), "{e}");
+            assert!(e.contains("ingestor:***@127.0.0.1"), "{e}");
+        }
+        assert_eq!(redact("redis://:pw@h:1"), "redis://:***@h:1");
+        assert_eq!(redact("rediss://h:1/0"), "rediss://h:1/0");
+        assert_eq!(redact("redis://u:p@ss@h:x/"), "redis://u:***@h:x/");
+        assert_eq!(redact("junk"), "junk");
         let e = bad.client().map(|_| ()).err().map(|e| e.to_string());
         let e = e.unwrap_or_default();
         assert!(

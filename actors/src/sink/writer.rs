@@ -658,7 +658,8 @@ impl Actor for RedisWriter {
                         let delay = backoff.next_delay();
                         metrics::counter!("jetstream_ingestor_redis_connect_failures_total")
                             .increment(1);
-                        warn!(error = %e, url = %url, delay_ms = delay.as_millis() as u64, "cannot connect to redis; retrying");
+                        let error = crate::redis_target::describe(&e);
+                        warn!(%error, url = %url, delay_ms = delay.as_millis() as u64, "cannot connect to redis; retrying");
                         tokio::time::sleep(delay).await;
                     }
                 }

@@ -2,8 +2,9 @@
 //! that listen on TLS only (`--port 0 --tls-port P`) on free ports, with a CA, server and
 //! client certificates made at test time (rcgen, ring):
 //! - `rediss://` + `redis.tls_ca_file`: every event lands exactly once;
-//! - a CA that did not sign the server's certificate: the binary exits non-zero within
-//!   seconds, its message saying TLS and certificate (no retry loop, no hang);
+//! - a CA that did not sign the server's certificate, or none (the system's roots): the
+//!   binary exits 2 within seconds, its message saying TLS and certificate (no retry loop,
+//!   no hang);
 //! - `tls-auth-clients yes`: works with `tls_client_cert` + `tls_client_key`, and without
 //!   them the binary exits non-zero, naming the certificate;
 //! - an ACL user with exactly the rights of docs/deploying.md (read from the page) runs a
@@ -216,7 +217,7 @@ fn rediss_with_a_ca_file_lands_every_event_exactly_once() {
 }
 
 #[test]
-fn the_wrong_ca_is_refused_at_start_naming_tls_and_the_certificate() {
+fn a_wrong_ca_or_the_system_roots_are_refused_at_start_naming_tls_and_the_certificate() {
     let pki = pki();
     let redis = tls_redis(&pki, false);
     let server = fake(corpus(100, 1502), None);
@@ -231,6 +232,15 @@ fn the_wrong_ca_is_refused_at_start_naming_tls_and_the_certificate() {
     assert!(
         stderr.contains("server's certificate") && stderr.contains("redis.tls_ca_file"),
         "and the setting to check: {stderr}"
+    );
+    // Without a CA file the system's roots are used, and they do not know the test CA
+    // (nothing accepts any certificate).
+    let plain = ingestor_env(&server.url(), &redis.url());
+    let (code, out) = run_until_exit(&["run"], &plain, Duration::from_secs(30));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("TLS: the server's certificate was refused"),
+        "{out}"
     );
     // Nothing was written.
     let mut con = redis.connection().unwrap();

@@ -148,7 +148,7 @@ pub async fn run(
 async fn refuse_beside_a_live_writer(settings: &Settings) -> anyhow::Result<()> {
     let key = format!("{}heartbeat", settings.redis.key_prefix);
     let probe = async {
-        let client = redis::Client::open(settings.redis.url.as_str())?;
+        let client = settings.redis.target().client()?;
         let mut con = client.get_multiplexed_async_connection().await?;
         redis::cmd("HMGET")
             .arg(&key)
@@ -183,7 +183,7 @@ async fn forget_finished_replay(settings: &Settings, until: u64, last: Option<&S
     }
     let key = format!("{}cursor:replay", settings.redis.key_prefix);
     let clear = async {
-        let client = redis::Client::open(settings.redis.url.as_str())?;
+        let client = settings.redis.target().client()?;
         let mut con = client.get_multiplexed_async_connection().await?;
         let at: Option<u64> = redis::cmd("GET").arg(&key).query_async(&mut con).await?;
         if at.is_some_and(|at| at <= until) {

@@ -132,6 +132,8 @@ fn load(cli: &Cli) -> anyhow::Result<Settings> {
 
 /// Runs the command; the returned code is the process exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    // Before any TLS use (wss://, rediss://): ring, the one provider (CRATES.md F9).
+    telemetry::install_crypto_provider();
     match &cli.command {
         Command::Run { cursor } => {
             let settings = load(&cli)?;
@@ -161,7 +163,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::CheckConfig => {
             let mut settings = load(&cli)?;
-            settings.redis.url = actors::sink::writer::redact(&settings.redis.url);
+            settings.redis.url = actors::redis_target::redact(&settings.redis.url);
             let text = effective_json(&settings)?;
             println!("# configuration is valid; effective settings (secrets redacted):\n{text}");
             Ok(0)

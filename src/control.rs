@@ -22,6 +22,7 @@ use std::time::Duration;
 use actix::Addr;
 use actors::backoff::Backoff;
 use actors::messages::{Pause, Restart, Resume};
+use actors::redis_target::RedisTarget;
 use actors::supervisor::Supervisor;
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
@@ -58,7 +59,8 @@ impl ControlKeys {
 
 #[derive(Debug, Clone)]
 pub struct ControlTarget {
-    pub redis_url: String,
+    /// Where Redis is and how to reach it (`Debug` hides the password).
+    pub redis: RedisTarget,
     pub keys: ControlKeys,
     pub instance: String,
     pub connect_timeout: Duration,
@@ -97,7 +99,7 @@ impl ControlStream {
 type Entries = Vec<(String, Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>)>;
 
 async fn connect(target: &ControlTarget) -> redis::RedisResult<MultiplexedConnection> {
-    let client = redis::Client::open(target.redis_url.as_str())?;
+    let client = target.redis.client()?;
     let cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(target.connect_timeout))
         .set_response_timeout(Some(BLOCK + target.response_timeout));
@@ -173,7 +175,8 @@ async fn run(target: ControlTarget, supervisor: Addr<Supervisor>) {
                 con = None;
                 metrics::counter!("jetstream_ingestor_control_errors_total").increment(1);
                 let delay = backoff.next_delay();
-                warn!(error = %e, retry_in = ?delay, stream = %target.keys.stream, "control stream read failed");
+                let error = actors::redis_target::describe(&e);
+                warn!(%error, retry_in = ?delay, stream = %target.keys.stream, "control stream read failed");
                 tokio::time::sleep(delay).await;
             }
         }

@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use actors::redis_target::RedisTarget;
 use anyhow::Context as _;
 
 use crate::app::{self, Mode};
@@ -113,7 +114,9 @@ pub fn run(seconds: u64, keep_redis: bool) -> anyhow::Result<i32> {
 }
 
 fn report(url: &str, prefix: &str) -> anyhow::Result<()> {
-    let mut con = redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(5))?;
+    let mut con = RedisTarget::from_url(url)
+        .client()?
+        .get_connection_with_timeout(Duration::from_secs(5))?;
     println!("\nwhat landed in Redis ({url}):");
     for stream in ["records", "identity", "dead", "buckets"] {
         let key = format!("{prefix}{stream}");

@@ -15,6 +15,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use actors::redis_target::RedisTarget;
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
@@ -75,7 +76,8 @@ impl HeartbeatConfig {
 /// Where and how to write.
 #[derive(Debug, Clone)]
 pub struct HeartbeatTarget {
-    pub redis_url: String,
+    /// Where Redis is and how to reach it (`Debug` hides the password).
+    pub redis: RedisTarget,
     /// `<prefix>heartbeat`
     pub key: String,
     pub instance: String,
@@ -150,7 +152,7 @@ fn view_now(observed: &watch::Receiver<Observed>, instance: &str) -> StatusView 
 }
 
 async fn connect(target: &HeartbeatTarget) -> redis::RedisResult<MultiplexedConnection> {
-    let client = redis::Client::open(target.redis_url.as_str())?;
+    let client = target.redis.client()?;
     let cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(target.connect_timeout))
         .set_response_timeout(Some(target.response_timeout));
@@ -215,7 +217,8 @@ async fn beat(
                 con = None;
                 metrics::counter!("jetstream_ingestor_heartbeat_writes_total", "outcome" => "failed")
                     .increment(1);
-                warn!(error = %e, consecutive = failures, key = %target.key, "heartbeat write failed");
+                let error = actors::redis_target::describe(&e);
+                warn!(%error, consecutive = failures, key = %target.key, "heartbeat write failed");
             }
         }
     }

@@ -2,12 +2,17 @@
 //! shared one on 6379. Killed on drop; its data directory is a temp dir removed with it,
 //! unless [`LocalRedis::keep_running`] hands both over (the demo's `--keep-redis`).
 //!
+//! With [`LocalTls`] the server listens on TLS only (`--port 0 --tls-port P`), for the tests
+//! of `rediss://`, CA files and client certificates; its URL is then `rediss://…`.
+//!
 //! Failure: if `redis-server` is not installed, `start` says so with the install command.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use actors::redis_target::{RedisTarget, TlsFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalRedisError {
@@ -41,6 +46,22 @@ pub struct LocalRedisOptions {
     pub appendonly: bool,
     /// `maxmemory` in bytes (with `noeviction`), to provoke OOM refusals.
     pub maxmemory: Option<u64>,
+    /// Listen on TLS only, with these files.
+    pub tls: Option<LocalTls>,
+}
+
+/// A private server's TLS: its certificate and key, and the CA that client certificates must
+/// come from (redis-server wants `tls-ca-cert-file` even when clients need none).
+#[derive(Debug, Clone)]
+pub struct LocalTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
+    /// `tls-auth-clients yes`: a client without a certificate from `ca_file` is refused.
+    pub auth_clients: bool,
+    /// What this harness connects with (readiness, [`LocalRedis::connection`]): a CA file
+    /// that trusts the server and, with `auth_clients`, a client certificate and key.
+    pub client: TlsFiles,
 }
 
 pub struct LocalRedis {
@@ -79,9 +100,21 @@ impl LocalRedis {
 
     fn spawn(&mut self) -> Result<(), LocalRedisError> {
         let mut cmd = Command::new("redis-server");
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .arg("--bind")
+        match &self.opts.tls {
+            None => cmd.arg("--port").arg(self.port.to_string()),
+            Some(tls) => cmd
+                .args(["--port", "0", "--tls-port"])
+                .arg(self.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(&tls.cert_file)
+                .arg("--tls-key-file")
+                .arg(&tls.key_file)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca_file)
+                .arg("--tls-auth-clients")
+                .arg(if tls.auth_clients { "yes" } else { "no" }),
+        };
+        cmd.arg("--bind")
             .arg("127.0.0.1")
             .arg("--dir")
             .arg(self.dir.path())
@@ -142,7 +175,7 @@ impl LocalRedis {
     }
 
     fn ping(&self) -> bool {
-        let Ok(client) = redis::Client::open(self.url()) else {
+        let Ok(client) = self.target().client() else {
             return false;
         };
         let Ok(mut con) = client.get_connection_with_timeout(Duration::from_millis(500)) else {
@@ -159,8 +192,25 @@ impl LocalRedis {
         self.port
     }
 
+    /// `redis://127.0.0.1:P`, or `rediss://127.0.0.1:P` with TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.opts.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The URL with the harness's own TLS files (see [`LocalTls::client`]).
+    pub fn target(&self) -> RedisTarget {
+        let files = self
+            .opts
+            .tls
+            .as_ref()
+            .map(|t| t.client.clone())
+            .unwrap_or_default();
+        RedisTarget::new(self.url(), files)
     }
 
     pub fn dir(&self) -> &Path {
@@ -199,7 +249,9 @@ impl LocalRedis {
 
     /// A blocking connection for assertions.
     pub fn connection(&self) -> redis::RedisResult<redis::Connection> {
-        redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(5))
+        self.target()
+            .client()?
+            .get_connection_with_timeout(Duration::from_secs(5))
     }
 }
 

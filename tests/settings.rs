@@ -3,7 +3,8 @@
 //! unknown keys and invalid values fail at start with a message naming the key; string keys
 //! set from the environment stay strings byte for byte while numeric keys still parse
 //! (hardening item 9); routes and consumer groups on keys the ingestor owns are refused by
-//! `check-config` and at start (item 10).
+//! `check-config` and at start (item 10); the TLS files of `[redis]` are checked at start,
+//! errors naming the key and the path, never the password.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -142,6 +143,59 @@ fn unknown_keys_and_bad_values_name_the_key() {
     assert!(e.contains("maxlen") && e.contains("redis"), "{e}");
     let e = err(Some(&dir.path().join("missing.toml")), &[]);
     assert!(e.contains("missing.toml"), "{e}");
+}
+
+#[test]
+fn redis_tls_files_are_checked_at_start_naming_the_key_and_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.pem").display().to_string();
+    let e = err(
+        None,
+        &[
+            (
+                "JETSTREAM_INGESTOR__REDIS__URL",
+                "rediss://redis.example:6380",
+            ),
+            ("JETSTREAM_INGESTOR__REDIS__TLS_CA_FILE", &missing),
+        ],
+    );
+    assert!(
+        e.contains("redis.tls_ca_file") && e.contains(&missing),
+        "{e}"
+    );
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let junk = junk.display().to_string();
+    let e = err(
+        None,
+        &[
+            (
+                "JETSTREAM_INGESTOR__REDIS__URL",
+                "rediss://redis.example:6380",
+            ),
+            ("JETSTREAM_INGESTOR__REDIS__TLS_CA_FILE", &junk),
+        ],
+    );
+    assert!(
+        e.contains("redis.tls_ca_file") && e.contains("holds no PEM certificate"),
+        "{e}"
+    );
+    // TLS files with a plain URL: refused rather than silently unused.
+    let e = err(
+        None,
+        &[
+            (
+                "JETSTREAM_INGESTOR__REDIS__URL",
+                "redis://u:pw-123@redis.example:6379",
+            ),
+            ("JETSTREAM_INGESTOR__REDIS__TLS_CA_FILE", &junk),
+        ],
+    );
+    assert!(
+        e.contains("redis.tls_ca_file is set") && e.contains("not a rediss://"),
+        "{e}"
+    );
+    assert!(!e.contains("pw-123"), "the password is never printed: {e}");
 }
 
 #[test]

@@ -57,6 +57,8 @@ pub enum LaunchError {
     Consumers(String),
     #[error("buckets: {0}")]
     Buckets(BucketLoadError),
+    #[error(transparent)]
+    Target(#[from] crate::redis_target::TargetError),
 }
 
 impl From<redis::RedisError> for LaunchError {
@@ -150,7 +152,7 @@ impl Supervisor {
             Some(b) => {
                 let compiled = crate::buckets::compile(b);
                 let loaded = load_state(
-                    &writer.url,
+                    &writer.target(),
                     &writer.key_prefix,
                     &compiled,
                     (writer.retry_min, writer.retry_max),
@@ -161,7 +163,7 @@ impl Supervisor {
             None => None,
         };
         ensure_groups(
-            &writer.url,
+            &writer.target(),
             &writer.key_prefix,
             &consumers,
             (writer.retry_min, writer.retry_max),
@@ -180,7 +182,7 @@ impl Supervisor {
         // Retention keeps its historical list (`dead` has no bound of its own).
         let retained: Vec<String> = streams.iter().filter(|s| *s != "dead").cloned().collect();
         let retention = RetentionKeeper::new(
-            &writer.url,
+            &writer.target(),
             &writer.key_prefix,
             writer.retention.clone(),
             retained,
@@ -204,7 +206,7 @@ impl Supervisor {
         // The writer gets a thread of its own: it answers each probe reply with the next
         // commit at once (Redis idles otherwise) and encodes batches while the reader
         // decodes. Its mailbox exists now, so the rooms before it can be wired to it.
-        redis::Client::open(writer.url.as_str())?;
+        writer.target().client()?;
         let (writer_tx, writer_rx) = actix::dev::channel::channel::<RedisWriter>(16);
         let writer_addr = Addr::new(writer_tx);
         // pool → [bucket router →] writer
@@ -251,12 +253,14 @@ impl Supervisor {
                 Context::with_receiver(writer_rx).run(actor);
             }
             // Checked above; cannot happen.
-            Err(e) => tracing::error!(error = %e, "redis.url rejected; the writer did not start"),
+            Err(e) => {
+                tracing::error!(error = %e, "redis target rejected; the writer did not start")
+            }
         });
         let lease = match ha {
             Some(ha) => {
                 let target = LeaseTarget {
-                    client: redis::Client::open(writer_cfg.url.as_str())?,
+                    client: writer_cfg.target().client()?,
                     key_prefix: writer_cfg.key_prefix.clone(),
                     connect_timeout: writer_cfg.connect_timeout,
                     response_timeout: writer_cfg.response_timeout,
@@ -300,7 +304,7 @@ async fn prepare_replay(cfg: &WriterConfig, streams: &[String], from_us: u64, ma
     let mut backoff = Backoff::new(cfg.retry_min, cfg.retry_max);
     loop {
         let attempt = async {
-            let client = redis::Client::open(cfg.url.as_str())?;
+            let client = cfg.target().client()?;
             let mut con = client.get_multiplexed_async_connection().await?;
             let done =
                 crate::sink::reindex::reindex(&mut con, &keys.dedupe, &full, from_us, margin_us)
@@ -323,7 +327,8 @@ async fn prepare_replay(cfg: &WriterConfig, streams: &[String], from_us: u64, ma
             }
             Err(e) => {
                 metrics::counter!("jetstream_ingestor_redis_connect_failures_total").increment(1);
-                warn!(error = %e, "cannot rebuild the dedupe index from the streams; retrying");
+                let error = crate::redis_target::describe(&e);
+                warn!(%error, "cannot rebuild the dedupe index from the streams; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
@@ -358,7 +363,7 @@ impl Supervisor {
             };
             if let (Some(router), Some((bcfg, compiled))) = (router, setup) {
                 match load_state(
-                    &cfg.url,
+                    &cfg.target(),
                     &cfg.key_prefix,
                     &compiled,
                     (cfg.retry_min, cfg.retry_max),

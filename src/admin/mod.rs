@@ -91,7 +91,7 @@ impl Surfaces {
             Heartbeat::start(
                 &settings.heartbeat,
                 HeartbeatTarget {
-                    redis_url: redis.url.clone(),
+                    redis: redis.target(),
                     key: format!("{}heartbeat", redis.key_prefix),
                     instance: instance.clone(),
                     connect_timeout: redis.connect_timeout,
@@ -101,7 +101,7 @@ impl Surfaces {
             )
         });
         let control_target = settings.admin.control_stream.then(|| ControlTarget {
-            redis_url: redis.url.clone(),
+            redis: redis.target(),
             keys: ControlKeys::new(&redis.key_prefix),
             instance,
             connect_timeout: redis.connect_timeout,

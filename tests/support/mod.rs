@@ -42,6 +42,7 @@ pub fn redis(appendonly: bool) -> LocalRedis {
     LocalRedis::start(LocalRedisOptions {
         appendonly,
         maxmemory: None,
+        tls: None,
     })
     .unwrap_or_else(|e| panic!("{e}"))
 }

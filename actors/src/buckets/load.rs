@@ -17,6 +17,7 @@ use super::criteria::CompiledBucket;
 use super::membership::Slot;
 use super::state::decode;
 use crate::backoff::Backoff;
+use crate::redis_target::{RedisTarget, TargetError, refusal};
 
 /// What Redis holds for one bucket.
 #[derive(Debug, Default)]
@@ -52,8 +53,11 @@ impl Loaded {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BucketLoadError {
-    #[error("redis.url: {0}")]
-    Url(redis::RedisError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// Waiting does not mend it (a missing ACL right …): see `redis_target::refusal`.
+    #[error("reading the bucket state: {0}")]
+    Refused(String),
     #[error("{key} field {field}: {reason}; fix or delete it (HDEL) and restart")]
     BadState {
         key: String,
@@ -65,17 +69,21 @@ pub enum BucketLoadError {
 /// Reads the applied mark and the meta and state of every bucket, retrying Redis errors
 /// with backoff until it can.
 pub async fn load_state(
-    url: &str,
+    target: &RedisTarget,
     prefix: &str,
     buckets: &[CompiledBucket],
     retry: (Duration, Duration),
 ) -> Result<Loaded, BucketLoadError> {
-    let client = redis::Client::open(url).map_err(BucketLoadError::Url)?;
+    let client = target.client()?;
     let mut backoff = Backoff::new(retry.0, retry.1);
     loop {
         match read_all(&client, prefix, buckets).await {
             Ok(raw) => return decode_all(prefix, buckets, raw),
             Err(e) => {
+                if let Some(why) = refusal(&e) {
+                    metrics::counter!("jetstream_ingestor_redis_refusals_total").increment(1);
+                    return Err(BucketLoadError::Refused(why));
+                }
                 metrics::counter!("jetstream_ingestor_redis_connect_failures_total").increment(1);
                 warn!(error = %e, "cannot read the bucket state; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;

@@ -1,8 +1,11 @@
 //! Typed settings of the Redis writer (`[redis]` in the config file).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::redis_target::{RedisTarget, TargetError, TlsFiles};
 
 /// `[redis]`: where jobs go and how commits are retried.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -10,6 +13,16 @@ use serde::{Deserialize, Serialize};
 pub struct WriterConfig {
     /// `redis://[user:pass@]host:port[/db]` (or `rediss://`).
     pub url: String,
+    /// `rediss://` only: a PEM bundle of the CAs to trust instead of the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// `rediss://` only: a PEM client certificate (chain), for servers that require one;
+    /// goes with `tls_client_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_cert: Option<PathBuf>,
+    /// The client certificate's PEM private key (read when connecting, never printed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_key: Option<PathBuf>,
     /// Prefix of every key we own (`<prefix>records`, `<prefix>cursor`, …).
     pub key_prefix: String,
     /// How streams are trimmed without deleting what consumer groups still need.
@@ -46,6 +59,9 @@ impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
             url: "redis://127.0.0.1:6379".to_owned(),
+            tls_ca_file: None,
+            tls_client_cert: None,
+            tls_client_key: None,
             key_prefix: "jsi:".to_owned(),
             retention: RetentionConfig::default(),
             pipeline_depth: 3,
@@ -110,8 +126,9 @@ fn default_start_id() -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriterConfigError {
-    #[error("redis.url: {0}")]
-    BadUrl(String),
+    /// The URL or a TLS file (the message names the key).
+    #[error(transparent)]
+    Target(#[from] TargetError),
     #[error("redis.key_prefix: must not be empty")]
     EmptyPrefix,
     #[error("redis.retry_max must be at least redis.retry_min")]
@@ -166,9 +183,21 @@ pub fn validate_consumers(consumers: &[ConsumerGroup]) -> Result<(), WriterConfi
 }
 
 impl WriterConfig {
+    /// Where Redis is and how to reach it (URL and TLS files).
+    pub fn target(&self) -> RedisTarget {
+        RedisTarget::new(
+            self.url.clone(),
+            TlsFiles {
+                ca_file: self.tls_ca_file.clone(),
+                client_cert: self.tls_client_cert.clone(),
+                client_key: self.tls_client_key.clone(),
+            },
+        )
+    }
+
     pub fn validate(&self) -> Result<(), WriterConfigError> {
-        redis::Client::open(self.url.as_str())
-            .map_err(|e| WriterConfigError::BadUrl(e.to_string()))?;
+        // Reads the TLS files: a missing or malformed one stops the start, naming it.
+        self.target().client()?;
         if self.key_prefix.is_empty() {
             return Err(WriterConfigError::EmptyPrefix);
         }

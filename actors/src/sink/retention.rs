@@ -24,6 +24,7 @@ use super::config::{ConsumerGroup, RetentionConfig};
 use super::trim::{Blocking, Bounds, GroupState, Plan, StreamId, StreamState, Trim, plan};
 use crate::backoff::Backoff;
 use crate::messages::{GetRetentionStatus, RetentionStatus, StreamRetention};
+use crate::redis_target::RedisTarget;
 
 /// `XTRIM MAXLEN = n`, only if no protected group has pending entries or more unread
 /// entries than `n`. KEYS[1] stream; ARGV[1] n; ARGV[2..] disposable groups. Returns the
@@ -48,7 +49,7 @@ return redis.call('XTRIM', KEYS[1], 'MAXLEN', '=', n)
 /// Creates every declared group that does not exist yet (`XGROUP CREATE … MKSTREAM`),
 /// waiting for Redis like the cursor load does. Existing groups are left untouched.
 pub async fn ensure_groups(
-    url: &str,
+    target: &RedisTarget,
     prefix: &str,
     consumers: &[ConsumerGroup],
     retry: (Duration, Duration),
@@ -56,7 +57,7 @@ pub async fn ensure_groups(
     if consumers.is_empty() {
         return Ok(());
     }
-    let client = redis::Client::open(url).map_err(|e| format!("redis.url: {e}"))?;
+    let client = target.client().map_err(|e| e.to_string())?;
     let keys = Keys::new(prefix);
     let mut backoff = Backoff::new(retry.0, retry.1);
     'retry: loop {
@@ -110,7 +111,7 @@ impl RetentionKeeper {
     /// `streams`: every job stream name this ingestor writes (records, identity, routes …);
     /// the dead-letter stream is added here with its own bound.
     pub fn new(
-        url: &str,
+        target: &RedisTarget,
         prefix: &str,
         cfg: RetentionConfig,
         streams: Vec<String>,
@@ -134,7 +135,7 @@ impl RetentionKeeper {
                 .push(c.group.clone());
         }
         Ok(RetentionKeeper {
-            client: redis::Client::open(url)?,
+            client: target.client()?,
             keys: Keys::new(prefix),
             streams: list,
             disposable,
@@ -203,8 +204,9 @@ impl RetentionKeeper {
                 }
                 Err(e) => {
                     metrics::counter!("jetstream_ingestor_retention_errors_total").increment(1);
-                    warn!(error = %e, "retention pass failed; next tick retries");
-                    act.status.last_error = Some(e.to_string());
+                    let error = crate::redis_target::describe(&e);
+                    warn!(%error, "retention pass failed; next tick retries");
+                    act.status.last_error = Some(error);
                 }
             }
         }));

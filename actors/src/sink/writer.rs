@@ -180,7 +180,12 @@ fn error_kind(e: &CommitError) -> &'static str {
     if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
         return "connection";
     }
-    let text = e.to_string();
+    // Redis's own codes too: redis-rs shows known ones by their Rust names (`NoPerm`).
+    let mut text = e.to_string();
+    for (code, _) in crate::redis_target::server_errors(e) {
+        text.push(' ');
+        text.push_str(&code);
+    }
     for (needle, kind) in [
         ("FENCED", "fenced"),
         ("CHAIN", "chain"),
@@ -201,12 +206,12 @@ fn error_kind(e: &CommitError) -> &'static str {
 }
 
 impl RedisWriter {
-    /// Fails only if the URL cannot be parsed (validated earlier by settings).
+    /// Fails only if the URL or a TLS file is unusable (validated earlier by settings).
     pub fn new(
         cfg: WriterConfig,
         committed_to: Recipient<BatchCommitted>,
-    ) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(cfg.url.as_str())?;
+    ) -> Result<Self, crate::redis_target::TargetError> {
+        let client = cfg.target().client()?;
         let limits = CommitLimits {
             dedupe_window_us: u64::try_from(cfg.dedupe_window.as_micros()).unwrap_or(u64::MAX),
         };
@@ -533,6 +538,14 @@ impl RedisWriter {
             metrics::counter!("jetstream_ingestor_redis_errors_total", "kind" => error_kind(e))
                 .increment(1);
             warn!(error = %e, seq, attempt = self.status.consecutive_commit_failures, queued = self.queue.len(), "batch commit failed; recovering (nothing is skipped)");
+            // A missing ACL right (NOPERM, naming the command) or credential is not mended by
+            // waiting: said plainly, in the log and in status; retried until it is granted.
+            if let CommitError::Redis(r) = e
+                && let Some(why) = crate::redis_target::refusal(r)
+            {
+                error!(%why, seq, "Redis refuses the commit; retrying until the right is granted (nothing is skipped, nothing is written)");
+                self.status.last_error = Some(why);
+            }
         }
         self.failed = true;
     }
@@ -739,7 +752,8 @@ impl Actor for RedisWriter {
                         let delay = backoff.next_delay();
                         metrics::counter!("jetstream_ingestor_redis_connect_failures_total")
                             .increment(1);
-                        warn!(error = %e, url = %url, delay_ms = delay.as_millis() as u64, "cannot connect to redis; retrying");
+                        let error = crate::redis_target::describe(&e);
+                        warn!(%error, url = %url, delay_ms = delay.as_millis() as u64, "cannot connect to redis; retrying");
                         tokio::time::sleep(delay).await;
                     }
                 }
@@ -906,16 +920,7 @@ async fn confirm_replicas(
     }
 }
 
-/// The URL without its password, for logs.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use crate::redis_target::redact;
 
 /// What Redis holds at start: the stored cursor, the progress of an unfinished replay behind
 /// it (`cursor:replay`) and the commit chain's token.
@@ -931,7 +936,7 @@ pub struct Stored {
 /// Reads [`Stored`], waiting (with backoff) until Redis answers. `Err` names a key that does
 /// not hold a cursor.
 pub async fn load_cursors(cfg: &WriterConfig) -> Result<Stored, String> {
-    let client = redis::Client::open(cfg.url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
+    let client = cfg.target().client().map_err(|e| e.to_string())?;
     let keys = Keys::new(&cfg.key_prefix);
     let mut backoff = Backoff::new(cfg.retry_min, cfg.retry_max);
     let url = redact(&cfg.url);
@@ -963,7 +968,14 @@ pub async fn load_cursors(cfg: &WriterConfig) -> Result<Stored, String> {
                     chain,
                 });
             }
-            Ok(Err(e)) => warn!(error = %e, url = %url, "cannot read the stored cursor; retrying"),
+            Ok(Err(e)) => {
+                // Waiting does not mend a refused certificate, password or ACL right.
+                if let Some(why) = crate::redis_target::refusal(&e) {
+                    metrics::counter!("jetstream_ingestor_redis_refusals_total").increment(1);
+                    return Err(format!("cannot read it from redis at {url}: {why}"));
+                }
+                warn!(error = %e, url = %url, "cannot read the stored cursor; retrying")
+            }
             Err(_) => warn!(url = %url, "reading the stored cursor timed out; retrying"),
         }
         metrics::counter!("jetstream_ingestor_redis_connect_failures_total").increment(1);

@@ -148,7 +148,11 @@ pub async fn run(
 async fn refuse_beside_a_live_writer(settings: &Settings) -> anyhow::Result<()> {
     let key = format!("{}heartbeat", settings.redis.key_prefix);
     let probe = async {
-        let client = settings.redis.target().client()?;
+        let client = settings
+            .redis
+            .target()
+            .resolve(settings.redis.connect_timeout)
+            .await?;
         let mut con = client.get_multiplexed_async_connection().await?;
         redis::cmd("HMGET")
             .arg(&key)
@@ -183,7 +187,11 @@ async fn forget_finished_replay(settings: &Settings, until: u64, last: Option<&S
     }
     let key = format!("{}cursor:replay", settings.redis.key_prefix);
     let clear = async {
-        let client = settings.redis.target().client()?;
+        let client = settings
+            .redis
+            .target()
+            .resolve(settings.redis.connect_timeout)
+            .await?;
         let mut con = client.get_multiplexed_async_connection().await?;
         let at: Option<u64> = redis::cmd("GET").arg(&key).query_async(&mut con).await?;
         if at.is_some_and(|at| at <= until) {

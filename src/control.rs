@@ -99,7 +99,7 @@ impl ControlStream {
 type Entries = Vec<(String, Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>)>;
 
 async fn connect(target: &ControlTarget) -> redis::RedisResult<MultiplexedConnection> {
-    let client = target.redis.client()?;
+    let client = target.redis.resolve(target.connect_timeout).await?;
     let cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(target.connect_timeout))
         .set_response_timeout(Some(BLOCK + target.response_timeout));

@@ -152,7 +152,7 @@ fn view_now(observed: &watch::Receiver<Observed>, instance: &str) -> StatusView 
 }
 
 async fn connect(target: &HeartbeatTarget) -> redis::RedisResult<MultiplexedConnection> {
-    let client = target.redis.client()?;
+    let client = target.redis.resolve(target.connect_timeout).await?;
     let cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(target.connect_timeout))
         .set_response_timeout(Some(target.response_timeout));

@@ -48,6 +48,8 @@ pub struct LocalRedisOptions {
     pub maxmemory: Option<u64>,
     /// Listen on TLS only, with these files.
     pub tls: Option<LocalTls>,
+    /// Start as a replica of the server on 127.0.0.1 at this port (Sentinel tests).
+    pub replica_of: Option<u16>,
 }
 
 /// A private server's TLS: its certificate and key, and the CA that client certificates must
@@ -128,6 +130,9 @@ impl LocalRedis {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
             cmd.args(["--appendonly", "no"]);
+        }
+        if let Some(port) = self.opts.replica_of {
+            cmd.args(["--replicaof", "127.0.0.1", &port.to_string()]);
         }
         if let Some(m) = self.opts.maxmemory {
             cmd.args([

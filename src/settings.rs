@@ -31,7 +31,8 @@ use actors::ha::config::HaConfigError;
 pub const ENV_PREFIX: &str = "JETSTREAM_INGESTOR";
 
 /// Keys whose environment values are comma-separated lists.
-const LIST_KEYS: [&str; 4] = [
+const LIST_KEYS: [&str; 5] = [
+    "redis.sentinels",
     "jetstream.endpoints",
     "jetstream.wanted_collections",
     "jetstream.wanted_dids",

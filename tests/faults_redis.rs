@@ -47,6 +47,7 @@ fn redis_faults_lose_nothing_and_commits_resume_within_the_backoff_cap() {
         appendonly: true,
         maxmemory: None,
         tls: None,
+        replica_of: None,
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let proxy = FaultProxy::start(([127, 0, 0, 1], redis.port()).into(), 801);

@@ -37,12 +37,22 @@ impl TlsFiles {
     }
 }
 
+/// `[redis]` with Sentinel: the master's name and the sentinels to ask where it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SentinelSpec {
+    pub master: String,
+    /// `redis://host:port` (or `rediss://`, with a password if the sentinels want one).
+    pub sentinels: Vec<String>,
+}
+
 /// A Redis to connect to: the URL and, for `rediss://`, the TLS files (none: system roots,
-/// no client certificate).
+/// no client certificate). With Sentinel the URL gives the scheme, user, password and
+/// database of the master; its host and port come from the sentinels ([`RedisTarget::resolve`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisTarget {
     url: String,
     tls: Option<TlsFiles>,
+    sentinel: Option<SentinelSpec>,
 }
 
 impl std::fmt::Debug for RedisTarget {
@@ -50,6 +60,15 @@ impl std::fmt::Debug for RedisTarget {
         f.debug_struct("RedisTarget")
             .field("url", &redact(&self.url))
             .field("tls", &self.tls)
+            .field(
+                "sentinel",
+                &self.sentinel.as_ref().map(|s| {
+                    (
+                        &s.master,
+                        s.sentinels.iter().map(|u| redact(u)).collect::<Vec<_>>(),
+                    )
+                }),
+            )
             .finish()
     }
 }
@@ -70,6 +89,12 @@ pub enum TargetError {
     HalfClientPair { given: &'static str },
     #[error("redis.{field} is set, but redis.url {url} is not a rediss:// (TLS) URL")]
     NotTls { field: &'static str, url: String },
+    #[error("redis.sentinel_master and redis.sentinels go together: set both or neither")]
+    HalfSentinel,
+    #[error("redis.sentinels: {url}: {reason}")]
+    SentinelUrl { url: String, reason: String },
+    #[error("no sentinel knows where master {master:?} is: {reasons}")]
+    NoMaster { master: String, reasons: String },
 }
 
 /// Call sites that speak `redis::RedisResult` keep their `?`; the message is kept whole.
@@ -89,7 +114,89 @@ impl RedisTarget {
         RedisTarget {
             url: url.into(),
             tls: (!tls.is_empty()).then_some(tls),
+            sentinel: None,
         }
+    }
+
+    /// Finds the master through these sentinels (see [`RedisTarget::resolve`]).
+    pub fn with_sentinel(mut self, sentinel: Option<SentinelSpec>) -> RedisTarget {
+        self.sentinel = sentinel;
+        self
+    }
+
+    pub fn sentinel(&self) -> Option<&SentinelSpec> {
+        self.sentinel.as_ref()
+    }
+
+    /// Checks the sentinel settings without asking anyone: both or neither, URLs parse.
+    pub fn check_sentinel(&self) -> Result<(), TargetError> {
+        let Some(s) = &self.sentinel else {
+            return Ok(());
+        };
+        if s.master.is_empty() || s.sentinels.is_empty() {
+            return Err(TargetError::HalfSentinel);
+        }
+        for url in &s.sentinels {
+            url.as_str()
+                .into_connection_info()
+                .map_err(|e| TargetError::SentinelUrl {
+                    url: redact(url),
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// A client for where Redis is now: without Sentinel, [`RedisTarget::client`]; with it,
+    /// the sentinels are asked in turn (`SENTINEL GET-MASTER-ADDR-BY-NAME`, each within
+    /// `timeout`) and the client goes to the master the first one names, with the URL's
+    /// scheme, credentials, database and TLS files. Called again after a failure, it follows
+    /// a failover.
+    pub async fn resolve(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<redis::Client, TargetError> {
+        let Some(spec) = &self.sentinel else {
+            return self.client();
+        };
+        let mut reasons = Vec::new();
+        for url in &spec.sentinels {
+            let ask = async {
+                let client = RedisTarget::from_url(url.clone())
+                    .client()
+                    .map_err(|e| e.to_string())?;
+                let mut con = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(&spec.master)
+                    .query_async::<Option<(String, u16)>>(&mut con)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            let answer = match tokio::time::timeout(timeout, ask).await {
+                Ok(Ok(Some(addr))) => addr,
+                Ok(Ok(None)) => {
+                    reasons.push(format!("{}: does not know it", redact(url)));
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    reasons.push(format!("{}: {e}", redact(url)));
+                    continue;
+                }
+                Err(_) => {
+                    reasons.push(format!("{}: no answer within {timeout:?}", redact(url)));
+                    continue;
+                }
+            };
+            return self.client_at(Some(answer));
+        }
+        Err(TargetError::NoMaster {
+            master: spec.master.clone(),
+            reasons: reasons.join("; "),
+        })
     }
 
     /// A URL alone (`rediss://` then trusts the system's roots).
@@ -113,6 +220,11 @@ impl RedisTarget {
     /// A client for this target (no connection yet). Reads and parses the TLS files; errors
     /// name the key and the path.
     pub fn client(&self) -> Result<redis::Client, TargetError> {
+        self.client_at(None)
+    }
+
+    /// [`RedisTarget::client`], at `at` (host, port) instead of the URL's address.
+    fn client_at(&self, at: Option<(String, u16)>) -> Result<redis::Client, TargetError> {
         let info = self
             .url
             .as_str()
@@ -121,6 +233,25 @@ impl RedisTarget {
                 url: self.redacted_url(),
                 reason: e.to_string(),
             })?;
+        let info = match at {
+            None => info,
+            Some((host, port)) => {
+                let addr = match info.addr().clone() {
+                    redis::ConnectionAddr::TcpTls {
+                        insecure,
+                        tls_params,
+                        ..
+                    } => redis::ConnectionAddr::TcpTls {
+                        host,
+                        port,
+                        insecure,
+                        tls_params,
+                    },
+                    _ => redis::ConnectionAddr::Tcp(host, port),
+                };
+                info.set_addr(addr)
+            }
+        };
         let Some(tls) = &self.tls else {
             return redis::Client::open(info).map_err(|e| TargetError::Url {
                 url: self.redacted_url(),

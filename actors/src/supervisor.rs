@@ -260,7 +260,11 @@ impl Supervisor {
         let lease = match ha {
             Some(ha) => {
                 let target = LeaseTarget {
-                    client: writer_cfg.target().client()?,
+                    redis: {
+                        let target = writer_cfg.target();
+                        target.client()?;
+                        target
+                    },
                     key_prefix: writer_cfg.key_prefix.clone(),
                     connect_timeout: writer_cfg.connect_timeout,
                     response_timeout: writer_cfg.response_timeout,
@@ -304,7 +308,7 @@ async fn prepare_replay(cfg: &WriterConfig, streams: &[String], from_us: u64, ma
     let mut backoff = Backoff::new(cfg.retry_min, cfg.retry_max);
     loop {
         let attempt = async {
-            let client = cfg.target().client()?;
+            let client = cfg.target().resolve(cfg.connect_timeout).await?;
             let mut con = client.get_multiplexed_async_connection().await?;
             let done =
                 crate::sink::reindex::reindex(&mut con, &keys.dedupe, &full, from_us, margin_us)

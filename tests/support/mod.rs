@@ -43,6 +43,7 @@ pub fn redis(appendonly: bool) -> LocalRedis {
         appendonly,
         maxmemory: None,
         tls: None,
+        replica_of: None,
     })
     .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -417,6 +418,7 @@ pub fn jobs_without_source(
     out
 }
 pub mod fault_proxy;
+pub mod sentinel;
 
 /// Entries of `jsi:dead` by reason.
 pub fn dead_reasons(con: &mut redis::Connection) -> HashMap<String, usize> {

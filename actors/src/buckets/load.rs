@@ -74,10 +74,14 @@ pub async fn load_state(
     buckets: &[CompiledBucket],
     retry: (Duration, Duration),
 ) -> Result<Loaded, BucketLoadError> {
-    let client = target.client()?;
+    target.client()?;
     let mut backoff = Backoff::new(retry.0, retry.1);
     loop {
-        match read_all(&client, prefix, buckets).await {
+        let attempt = async {
+            let client = target.resolve(Duration::from_secs(5)).await?;
+            read_all(&client, prefix, buckets).await
+        };
+        match attempt.await {
             Ok(raw) => return decode_all(prefix, buckets, raw),
             Err(e) => {
                 if let Some(why) = refusal(&e) {

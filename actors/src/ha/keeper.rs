@@ -22,7 +22,8 @@ use crate::messages::{GetHaStatus, HaStatus, Leadership, ReleaseLease, StepDown}
 /// Where Redis is, for the keeper's own connection.
 #[derive(Debug, Clone)]
 pub struct LeaseTarget {
-    pub client: redis::Client,
+    /// With Sentinel, asked again whenever the keeper has no connection.
+    pub redis: crate::redis_target::RedisTarget,
     pub key_prefix: String,
     pub connect_timeout: std::time::Duration,
     pub response_timeout: std::time::Duration,
@@ -94,7 +95,11 @@ impl LeaseKeeper {
                         .set_connection_timeout(Some(target.connect_timeout))
                         .set_response_timeout(Some(target.response_timeout))
                         .set_number_of_retries(1);
-                    match ConnectionManager::new_with_config(target.client.clone(), config).await {
+                    let client = match target.redis.resolve(target.connect_timeout).await {
+                        Ok(c) => c,
+                        Err(e) => return (None, Answer::Failed(e.to_string())),
+                    };
+                    match ConnectionManager::new_with_config(client, config).await {
                         Ok(c) => c,
                         Err(e) => return (None, Answer::Failed(e.to_string())),
                     }
@@ -139,9 +144,13 @@ impl LeaseKeeper {
         };
         ctx.spawn(attempt.into_actor(self).map(move |(conn, answer), act, _ctx| {
             act.busy = false;
-            if conn.is_some() {
-                act.conn = conn;
-            }
+            // A failed attempt drops the connection: the next one asks anew where Redis is
+            // (with Sentinel, the master may have moved).
+            act.conn = if matches!(answer, Answer::Failed(_)) {
+                None
+            } else {
+                conn
+            };
             if generation != act.generation || act.released {
                 return;
             }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::redis_target::{RedisTarget, TargetError, TlsFiles};
+use crate::redis_target::{RedisTarget, SentinelSpec, TargetError, TlsFiles};
 
 /// `[redis]`: where jobs go and how commits are retried.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -23,6 +23,12 @@ pub struct WriterConfig {
     /// The client certificate's PEM private key (read when connecting, never printed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_client_key: Option<PathBuf>,
+    /// Redis Sentinel: the name of the master the sentinels watch ("" = no Sentinel). The
+    /// master's address comes from the sentinels; `url` then gives only the scheme,
+    /// credentials and database.
+    pub sentinel_master: String,
+    /// The sentinels to ask, `redis://host:port` each (or `rediss://`).
+    pub sentinels: Vec<String>,
     /// Prefix of every key we own (`<prefix>records`, `<prefix>cursor`, …).
     pub key_prefix: String,
     /// How streams are trimmed without deleting what consumer groups still need.
@@ -62,6 +68,8 @@ impl Default for WriterConfig {
             tls_ca_file: None,
             tls_client_cert: None,
             tls_client_key: None,
+            sentinel_master: String::new(),
+            sentinels: Vec::new(),
             key_prefix: "jsi:".to_owned(),
             retention: RetentionConfig::default(),
             pipeline_depth: 3,
@@ -193,11 +201,21 @@ impl WriterConfig {
                 client_key: self.tls_client_key.clone(),
             },
         )
+        .with_sentinel(
+            (!self.sentinel_master.is_empty() || !self.sentinels.is_empty()).then(|| {
+                SentinelSpec {
+                    master: self.sentinel_master.clone(),
+                    sentinels: self.sentinels.clone(),
+                }
+            }),
+        )
     }
 
     pub fn validate(&self) -> Result<(), WriterConfigError> {
         // Reads the TLS files: a missing or malformed one stops the start, naming it.
-        self.target().client()?;
+        let target = self.target();
+        target.client()?;
+        target.check_sentinel()?;
         if self.key_prefix.is_empty() {
             return Err(WriterConfigError::EmptyPrefix);
         }

@@ -57,11 +57,15 @@ pub async fn ensure_groups(
     if consumers.is_empty() {
         return Ok(());
     }
-    let client = target.client().map_err(|e| e.to_string())?;
+    target.client().map_err(|e| e.to_string())?;
     let keys = Keys::new(prefix);
     let mut backoff = Backoff::new(retry.0, retry.1);
     'retry: loop {
-        let mut con = match client.get_multiplexed_async_connection().await {
+        let connect = async {
+            let client = target.resolve(retry.1.max(Duration::from_secs(1))).await?;
+            client.get_multiplexed_async_connection().await
+        };
+        let mut con = match connect.await {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "cannot reach redis to create consumer groups; retrying");
@@ -98,7 +102,8 @@ pub async fn ensure_groups(
 
 pub struct RetentionKeeper {
     cfg: RetentionConfig,
-    client: redis::Client,
+    /// With Sentinel, each pass asks where the master is.
+    target: RedisTarget,
     keys: Keys,
     /// Stream names (after the prefix) under retention, with their length bound.
     streams: Vec<(String, u64)>,
@@ -135,7 +140,10 @@ impl RetentionKeeper {
                 .push(c.group.clone());
         }
         Ok(RetentionKeeper {
-            client: target.client()?,
+            target: {
+                target.client()?;
+                target.clone()
+            },
             keys: Keys::new(prefix),
             streams: list,
             disposable,
@@ -150,7 +158,7 @@ impl RetentionKeeper {
             return;
         }
         self.busy = true;
-        let client = self.client.clone();
+        let target = self.target.clone();
         let jobs: Vec<(String, String, Bounds, Vec<String>)> = self
             .streams
             .iter()
@@ -171,6 +179,7 @@ impl RetentionKeeper {
             })
             .collect();
         let work = async move {
+            let client = target.resolve(Duration::from_secs(5)).await?;
             let mut con = client.get_multiplexed_async_connection().await?;
             let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut con).await?;
             let now_ms = secs * 1000 + micros / 1000;

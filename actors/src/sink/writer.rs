@@ -87,7 +87,10 @@ pub struct RedisWriter {
     cfg: WriterConfig,
     keys: Rc<Keys>,
     limits: CommitLimits,
-    client: redis::Client,
+    /// Where Redis is: with Sentinel, asked again after every failure (a failover).
+    target: crate::redis_target::RedisTarget,
+    /// The address the connection goes to (the master's, with Sentinel).
+    master: Option<redis::ConnectionAddr>,
     conn: Option<ConnectionManager>,
     committed_to: Recipient<BatchCommitted>,
     /// Told when Redis lost acknowledged commits (the supervisor resets the pipeline).
@@ -211,14 +214,16 @@ impl RedisWriter {
         cfg: WriterConfig,
         committed_to: Recipient<BatchCommitted>,
     ) -> Result<Self, crate::redis_target::TargetError> {
-        let client = cfg.target().client()?;
+        let target = cfg.target();
+        target.client()?;
         let limits = CommitLimits {
             dedupe_window_us: u64::try_from(cfg.dedupe_window.as_micros()).unwrap_or(u64::MAX),
         };
         Ok(RedisWriter {
             keys: Rc::new(Keys::new(&cfg.key_prefix)),
             limits,
-            client,
+            target,
+            master: None,
             conn: None,
             committed_to,
             rollback_to: None,
@@ -561,7 +566,25 @@ impl RedisWriter {
         let replay_key = self.keys.replay.clone();
         let wait_key = self.keys.wait.clone();
         let replicas = self.replicas();
+        let sentinel = self
+            .target
+            .sentinel()
+            .is_some()
+            .then(|| self.target.clone());
+        let current = self.master.clone();
+        let config = Self::manager_config(&self.cfg);
+        let timeout = self.cfg.connect_timeout;
         let fut = async move {
+            // With Sentinel the failure may be a failover: ask where the master is now.
+            let mut moved = None;
+            if let Some(target) = sentinel {
+                let client = target.resolve(timeout).await?;
+                let addr = client.get_connection_info().addr().clone();
+                if current.as_ref() != Some(&addr) {
+                    conn = ConnectionManager::new_with_config(client, config).await?;
+                    moved = Some((conn.clone(), addr));
+                }
+            }
             let held = redis::cmd("MGET")
                 .arg(&chain_key)
                 .arg(&cursor_key)
@@ -573,12 +596,18 @@ impl RedisWriter {
             if let Some(wanted) = replicas {
                 confirm_replicas(&mut conn, wanted, Some(&wait_key)).await?;
             }
-            Ok::<_, redis::RedisError>(held)
+            Ok::<_, redis::RedisError>((held, moved))
         };
         self.waiting = true;
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             match res {
-                Ok((chain, stored, replay)) => {
+                Ok(((chain, stored, replay), moved)) => {
+                    if let Some((conn, addr)) = moved {
+                        warn!(from = ?act.master, to = ?addr, "the Redis master moved (Sentinel): writing to the new one");
+                        metrics::counter!("jetstream_ingestor_redis_master_changes_total").increment(1);
+                        act.conn = Some(conn);
+                        act.master = Some(addr);
+                    }
                     let tokens: Vec<&str> = act.queue.iter().map(|p| &*p.token).collect();
                     let landed = landed_prefix(chain.as_deref(), &tokens);
                     let known = chain.as_deref() == act.last_token.as_deref();
@@ -740,14 +769,24 @@ impl Actor for RedisWriter {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         failpoint::watch_drain();
-        let client = self.client.clone();
+        let target = self.target.clone();
+        let timeout = self.cfg.connect_timeout;
         let config = Self::manager_config(&self.cfg);
         let mut backoff = Backoff::new(self.cfg.retry_min, self.cfg.retry_max);
         let url = redact(&self.cfg.url);
         let connect = async move {
             loop {
-                match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
-                    Ok(c) => return c,
+                let client = target.resolve(timeout).await;
+                let addr = client
+                    .as_ref()
+                    .ok()
+                    .map(|c| c.get_connection_info().addr().clone());
+                let made = match client {
+                    Ok(c) => ConnectionManager::new_with_config(c, config.clone()).await,
+                    Err(e) => Err(e.into()),
+                };
+                match made {
+                    Ok(c) => return (c, addr),
                     Err(e) => {
                         let delay = backoff.next_delay();
                         metrics::counter!("jetstream_ingestor_redis_connect_failures_total")
@@ -759,9 +798,10 @@ impl Actor for RedisWriter {
                 }
             }
         };
-        ctx.spawn(connect.into_actor(self).map(|conn, act, ctx| {
-            info!(url = %redact(&act.cfg.url), "connected to redis");
+        ctx.spawn(connect.into_actor(self).map(|(conn, addr), act, ctx| {
+            info!(url = %redact(&act.cfg.url), address = ?addr, "connected to redis");
             act.conn = Some(conn);
+            act.master = addr;
             act.kick(ctx);
         }));
     }
@@ -936,7 +976,8 @@ pub struct Stored {
 /// Reads [`Stored`], waiting (with backoff) until Redis answers. `Err` names a key that does
 /// not hold a cursor.
 pub async fn load_cursors(cfg: &WriterConfig) -> Result<Stored, String> {
-    let client = cfg.target().client().map_err(|e| e.to_string())?;
+    let target = cfg.target();
+    target.client().map_err(|e| e.to_string())?;
     let keys = Keys::new(&cfg.key_prefix);
     let mut backoff = Backoff::new(cfg.retry_min, cfg.retry_max);
     let url = redact(&cfg.url);
@@ -952,6 +993,7 @@ pub async fn load_cursors(cfg: &WriterConfig) -> Result<Stored, String> {
     };
     loop {
         let attempt = async {
+            let client = target.resolve(cfg.connect_timeout).await?;
             let mut c = client.get_multiplexed_async_connection().await?;
             redis::cmd("MGET")
                 .arg(&keys.cursor)

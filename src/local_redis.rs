@@ -50,6 +50,9 @@ pub struct LocalRedisOptions {
     pub tls: Option<LocalTls>,
     /// Start as a replica of the server on 127.0.0.1 at this port (Sentinel tests).
     pub replica_of: Option<u16>,
+    /// Start as a Redis Cluster node (`cluster-enabled`, its `nodes.conf` in the data
+    /// directory, a node unreachable for 2 s is failing); the caller forms the cluster.
+    pub cluster: bool,
 }
 
 /// A private server's TLS: its certificate and key, and the CA that client certificates must
@@ -130,6 +133,11 @@ impl LocalRedis {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
             cmd.args(["--appendonly", "no"]);
+        }
+        if self.opts.cluster {
+            cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .arg("--cluster-config-file")
+                .arg(self.dir.path().join("nodes.conf"));
         }
         if let Some(port) = self.opts.replica_of {
             cmd.args(["--replicaof", "127.0.0.1", &port.to_string()]);

@@ -31,8 +31,9 @@ use actors::ha::config::HaConfigError;
 pub const ENV_PREFIX: &str = "JETSTREAM_INGESTOR";
 
 /// Keys whose environment values are comma-separated lists.
-const LIST_KEYS: [&str; 5] = [
+const LIST_KEYS: [&str; 6] = [
     "redis.sentinels",
+    "redis.cluster_nodes",
     "jetstream.endpoints",
     "jetstream.wanted_collections",
     "jetstream.wanted_dids",

@@ -48,6 +48,7 @@ fn redis_faults_lose_nothing_and_commits_resume_within_the_backoff_cap() {
         maxmemory: None,
         tls: None,
         replica_of: None,
+        cluster: false,
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let proxy = FaultProxy::start(([127, 0, 0, 1], redis.port()).into(), 801);

@@ -88,6 +88,7 @@ fn soak_with_a_fault_every_two_minutes_loses_nothing_and_memory_stays_flat() {
         maxmemory: None,
         tls: None,
         replica_of: None,
+        cluster: false,
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let rproxy = FaultProxy::start(([127, 0, 0, 1], redis.port()).into(), 1201);

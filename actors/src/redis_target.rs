@@ -45,6 +45,23 @@ pub struct SentinelSpec {
     pub sentinels: Vec<String>,
 }
 
+/// `[redis]` on a Redis Cluster: every key of the prefix shares one hash tag, so all of them
+/// live in one slot, served by one master; the nodes are asked which (`CLUSTER SLOTS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterSpec {
+    /// A key of the slot (the key prefix, whose `{tag}` decides the slot).
+    pub slot_key: String,
+    /// Nodes to ask besides the URL's own (`host:port`).
+    pub seeds: Vec<String>,
+}
+
+/// How the address of the Redis to write to is found when it is not the URL's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    Sentinel(SentinelSpec),
+    Cluster(ClusterSpec),
+}
+
 /// A Redis to connect to: the URL and, for `rediss://`, the TLS files (none: system roots,
 /// no client certificate). With Sentinel the URL gives the scheme, user, password and
 /// database of the master; its host and port come from the sentinels ([`RedisTarget::resolve`]).
@@ -52,7 +69,7 @@ pub struct SentinelSpec {
 pub struct RedisTarget {
     url: String,
     tls: Option<TlsFiles>,
-    sentinel: Option<SentinelSpec>,
+    discovery: Option<Discovery>,
 }
 
 impl std::fmt::Debug for RedisTarget {
@@ -61,12 +78,16 @@ impl std::fmt::Debug for RedisTarget {
             .field("url", &redact(&self.url))
             .field("tls", &self.tls)
             .field(
-                "sentinel",
-                &self.sentinel.as_ref().map(|s| {
-                    (
-                        &s.master,
-                        s.sentinels.iter().map(|u| redact(u)).collect::<Vec<_>>(),
-                    )
+                "discovery",
+                &self.discovery.as_ref().map(|d| match d {
+                    Discovery::Sentinel(s) => format!(
+                        "sentinel {:?} via {:?}",
+                        s.master,
+                        s.sentinels.iter().map(|u| redact(u)).collect::<Vec<_>>()
+                    ),
+                    Discovery::Cluster(c) => {
+                        format!("cluster slot of {:?}, seeds {:?}", c.slot_key, c.seeds)
+                    }
                 }),
             )
             .finish()
@@ -95,6 +116,14 @@ pub enum TargetError {
     SentinelUrl { url: String, reason: String },
     #[error("no sentinel knows where master {master:?} is: {reasons}")]
     NoMaster { master: String, reasons: String },
+    #[error(
+        "redis.cluster: redis.key_prefix {prefix:?} has no hash tag: every key of a prefix must share one slot (a commit is one transaction); use e.g. \"{{jsi}}:\""
+    )]
+    NoHashTag { prefix: String },
+    #[error("redis.cluster_nodes: {seed:?} is not host:port")]
+    Seed { seed: String },
+    #[error("no cluster node says who serves the slot of {slot_key:?}: {reasons}")]
+    NoSlotOwner { slot_key: String, reasons: String },
 }
 
 /// Call sites that speak `redis::RedisResult` keep their `?`; the message is kept whole.
@@ -114,37 +143,51 @@ impl RedisTarget {
         RedisTarget {
             url: url.into(),
             tls: (!tls.is_empty()).then_some(tls),
-            sentinel: None,
+            discovery: None,
         }
     }
 
-    /// Finds the master through these sentinels (see [`RedisTarget::resolve`]).
-    pub fn with_sentinel(mut self, sentinel: Option<SentinelSpec>) -> RedisTarget {
-        self.sentinel = sentinel;
+    /// Finds the server to write to this way (see [`RedisTarget::resolve`]).
+    pub fn with_discovery(mut self, discovery: Option<Discovery>) -> RedisTarget {
+        self.discovery = discovery;
         self
     }
 
-    pub fn sentinel(&self) -> Option<&SentinelSpec> {
-        self.sentinel.as_ref()
+    /// The address is found by asking (Sentinel, Cluster): ask again after a failure.
+    pub fn discovers(&self) -> bool {
+        self.discovery.is_some()
     }
 
-    /// Checks the sentinel settings without asking anyone: both or neither, URLs parse.
-    pub fn check_sentinel(&self) -> Result<(), TargetError> {
-        let Some(s) = &self.sentinel else {
-            return Ok(());
-        };
-        if s.master.is_empty() || s.sentinels.is_empty() {
-            return Err(TargetError::HalfSentinel);
+    /// Checks the discovery settings without asking anyone.
+    pub fn check_discovery(&self) -> Result<(), TargetError> {
+        match &self.discovery {
+            None => Ok(()),
+            Some(Discovery::Sentinel(s)) => {
+                if s.master.is_empty() || s.sentinels.is_empty() {
+                    return Err(TargetError::HalfSentinel);
+                }
+                for url in &s.sentinels {
+                    url.as_str()
+                        .into_connection_info()
+                        .map_err(|e| TargetError::SentinelUrl {
+                            url: redact(url),
+                            reason: e.to_string(),
+                        })?;
+                }
+                Ok(())
+            }
+            Some(Discovery::Cluster(c)) => {
+                if hash_tag(&c.slot_key).is_none() {
+                    return Err(TargetError::NoHashTag {
+                        prefix: c.slot_key.clone(),
+                    });
+                }
+                for seed in &c.seeds {
+                    parse_seed(seed)?;
+                }
+                Ok(())
+            }
         }
-        for url in &s.sentinels {
-            url.as_str()
-                .into_connection_info()
-                .map_err(|e| TargetError::SentinelUrl {
-                    url: redact(url),
-                    reason: e.to_string(),
-                })?;
-        }
-        Ok(())
     }
 
     /// A client for where Redis is now: without Sentinel, [`RedisTarget::client`]; with it,
@@ -156,8 +199,10 @@ impl RedisTarget {
         &self,
         timeout: std::time::Duration,
     ) -> Result<redis::Client, TargetError> {
-        let Some(spec) = &self.sentinel else {
-            return self.client();
+        let spec = match &self.discovery {
+            None => return self.client(),
+            Some(Discovery::Cluster(c)) => return self.slot_owner(c, timeout).await,
+            Some(Discovery::Sentinel(s)) => s,
         };
         let mut reasons = Vec::new();
         for url in &spec.sentinels {
@@ -195,6 +240,49 @@ impl RedisTarget {
         }
         Err(TargetError::NoMaster {
             master: spec.master.clone(),
+            reasons: reasons.join("; "),
+        })
+    }
+
+    /// Asks the URL's node, then the seeds, which master serves the slot of the prefix
+    /// (`CLUSTER KEYSLOT`, `CLUSTER SLOTS`), with the URL's credentials and TLS files.
+    async fn slot_owner(
+        &self,
+        spec: &ClusterSpec,
+        timeout: std::time::Duration,
+    ) -> Result<redis::Client, TargetError> {
+        let mut seeds = vec![None];
+        for seed in &spec.seeds {
+            seeds.push(Some(parse_seed(seed)?));
+        }
+        let mut reasons = Vec::new();
+        for seed in seeds {
+            let name = seed
+                .as_ref()
+                .map_or_else(|| self.redacted_url(), |(h, p)| format!("{h}:{p}"));
+            let client = self.client_at(seed)?;
+            let ask = async {
+                let mut con = client.get_multiplexed_async_connection().await?;
+                let slot: i64 = redis::cmd("CLUSTER")
+                    .arg("KEYSLOT")
+                    .arg(&spec.slot_key)
+                    .query_async(&mut con)
+                    .await?;
+                let slots: redis::Value = redis::cmd("CLUSTER")
+                    .arg("SLOTS")
+                    .query_async(&mut con)
+                    .await?;
+                Ok::<_, redis::RedisError>(owner_of(slot, &slots))
+            };
+            match tokio::time::timeout(timeout, ask).await {
+                Ok(Ok(Some(owner))) => return self.client_at(Some(owner)),
+                Ok(Ok(None)) => reasons.push(format!("{name}: no master for the slot")),
+                Ok(Err(e)) => reasons.push(format!("{name}: {}", describe(&e))),
+                Err(_) => reasons.push(format!("{name}: no answer within {timeout:?}")),
+            }
+        }
+        Err(TargetError::NoSlotOwner {
+            slot_key: spec.slot_key.clone(),
             reasons: reasons.join("; "),
         })
     }
@@ -635,5 +723,101 @@ mod tests {
         let down =
             redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert_eq!(refusal(&down), None);
+    }
+}
+
+/// The `{tag}` of a key as Redis Cluster reads it: the first `{`, then up to the next `}`,
+/// not empty.
+pub fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let rest = &key[open + 1..];
+    let close = rest.find('}')?;
+    (close > 0).then(|| &rest[..close])
+}
+
+fn parse_seed(seed: &str) -> Result<(String, u16), TargetError> {
+    seed.rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+        .filter(|(h, _)| !h.is_empty())
+        .ok_or_else(|| TargetError::Seed {
+            seed: seed.to_owned(),
+        })
+}
+
+/// The master serving `slot` in a `CLUSTER SLOTS` reply: `[[start, end, [host, port, id],
+/// replicas…], …]`.
+fn owner_of(slot: i64, reply: &redis::Value) -> Option<(String, u16)> {
+    let redis::Value::Array(ranges) = reply else {
+        return None;
+    };
+    ranges.iter().find_map(|range| {
+        let redis::Value::Array(parts) = range else {
+            return None;
+        };
+        let (Some(redis::Value::Int(start)), Some(redis::Value::Int(end))) =
+            (parts.first(), parts.get(1))
+        else {
+            return None;
+        };
+        if !(*start..=*end).contains(&slot) {
+            return None;
+        }
+        let Some(redis::Value::Array(master)) = parts.get(2) else {
+            return None;
+        };
+        let host = match master.first() {
+            Some(redis::Value::BulkString(b)) => String::from_utf8(b.clone()).ok()?,
+            Some(redis::Value::SimpleString(s)) => s.clone(),
+            _ => return None,
+        };
+        let port = match master.get(1) {
+            Some(redis::Value::Int(p)) => u16::try_from(*p).ok()?,
+            _ => return None,
+        };
+        Some((host, port))
+    })
+}
+
+#[cfg(test)]
+mod discovery_tests {
+    use super::*;
+
+    #[test]
+    fn hash_tags_are_read_as_redis_cluster_reads_them() {
+        assert_eq!(hash_tag("{jsi}:"), Some("jsi"));
+        assert_eq!(hash_tag("app:{jsi}:x"), Some("jsi"));
+        assert_eq!(hash_tag("jsi:"), None);
+        assert_eq!(
+            hash_tag("{}jsi:"),
+            None,
+            "an empty tag hashes the whole key"
+        );
+        assert_eq!(hash_tag("{jsi"), None);
+    }
+
+    #[test]
+    fn the_slot_owner_is_read_from_cluster_slots() {
+        use redis::Value::{Array, BulkString, Int};
+        let node = |h: &str, p: i64| {
+            Array(vec![
+                BulkString(h.into()),
+                Int(p),
+                BulkString(b"id".to_vec()),
+            ])
+        };
+        let reply = Array(vec![
+            Array(vec![Int(0), Int(5460), node("10.0.0.1", 7000)]),
+            Array(vec![
+                Int(5461),
+                Int(10922),
+                node("10.0.0.2", 7001),
+                node("10.0.0.4", 7003),
+            ]),
+        ]);
+        assert_eq!(owner_of(6000, &reply), Some(("10.0.0.2".into(), 7001)));
+        assert_eq!(owner_of(0, &reply), Some(("10.0.0.1".into(), 7000)));
+        assert_eq!(owner_of(16000, &reply), None, "not served");
+        assert!(parse_seed("10.0.0.1:7000").is_ok());
+        assert!(parse_seed("10.0.0.1").is_err());
     }
 }

@@ -44,6 +44,7 @@ pub fn redis(appendonly: bool) -> LocalRedis {
         maxmemory: None,
         tls: None,
         replica_of: None,
+        cluster: false,
     })
     .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -417,6 +418,7 @@ pub fn jobs_without_source(
     }
     out
 }
+pub mod cluster;
 pub mod fault_proxy;
 pub mod sentinel;
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::redis_target::{RedisTarget, SentinelSpec, TargetError, TlsFiles};
+use crate::redis_target::{
+    ClusterSpec, Discovery, RedisTarget, SentinelSpec, TargetError, TlsFiles,
+};
 
 /// `[redis]`: where jobs go and how commits are retried.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -29,6 +31,11 @@ pub struct WriterConfig {
     pub sentinel_master: String,
     /// The sentinels to ask, `redis://host:port` each (or `rediss://`).
     pub sentinels: Vec<String>,
+    /// Redis Cluster: `url` is one node; every key of `key_prefix` must share its hash tag
+    /// (`{jsi}:`), and the master serving that slot is found and followed.
+    pub cluster: bool,
+    /// More cluster nodes to ask (`host:port`), in case the URL's is down.
+    pub cluster_nodes: Vec<String>,
     /// Prefix of every key we own (`<prefix>records`, `<prefix>cursor`, …).
     pub key_prefix: String,
     /// How streams are trimmed without deleting what consumer groups still need.
@@ -70,6 +77,8 @@ impl Default for WriterConfig {
             tls_client_key: None,
             sentinel_master: String::new(),
             sentinels: Vec::new(),
+            cluster: false,
+            cluster_nodes: Vec::new(),
             key_prefix: "jsi:".to_owned(),
             retention: RetentionConfig::default(),
             pipeline_depth: 3,
@@ -137,6 +146,8 @@ pub enum WriterConfigError {
     /// The URL or a TLS file (the message names the key).
     #[error(transparent)]
     Target(#[from] TargetError),
+    #[error("redis.cluster and redis.sentinel_master exclude each other")]
+    ClusterAndSentinel,
     #[error("redis.key_prefix: must not be empty")]
     EmptyPrefix,
     #[error("redis.retry_max must be at least redis.retry_min")]
@@ -201,21 +212,29 @@ impl WriterConfig {
                 client_key: self.tls_client_key.clone(),
             },
         )
-        .with_sentinel(
-            (!self.sentinel_master.is_empty() || !self.sentinels.is_empty()).then(|| {
-                SentinelSpec {
-                    master: self.sentinel_master.clone(),
-                    sentinels: self.sentinels.clone(),
-                }
-            }),
-        )
+        .with_discovery(if self.cluster {
+            Some(Discovery::Cluster(ClusterSpec {
+                slot_key: self.key_prefix.clone(),
+                seeds: self.cluster_nodes.clone(),
+            }))
+        } else if !self.sentinel_master.is_empty() || !self.sentinels.is_empty() {
+            Some(Discovery::Sentinel(SentinelSpec {
+                master: self.sentinel_master.clone(),
+                sentinels: self.sentinels.clone(),
+            }))
+        } else {
+            None
+        })
     }
 
     pub fn validate(&self) -> Result<(), WriterConfigError> {
         // Reads the TLS files: a missing or malformed one stops the start, naming it.
         let target = self.target();
         target.client()?;
-        target.check_sentinel()?;
+        target.check_discovery()?;
+        if self.cluster && !self.sentinel_master.is_empty() {
+            return Err(WriterConfigError::ClusterAndSentinel);
+        }
         if self.key_prefix.is_empty() {
             return Err(WriterConfigError::EmptyPrefix);
         }

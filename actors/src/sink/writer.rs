@@ -566,16 +566,13 @@ impl RedisWriter {
         let replay_key = self.keys.replay.clone();
         let wait_key = self.keys.wait.clone();
         let replicas = self.replicas();
-        let sentinel = self
-            .target
-            .sentinel()
-            .is_some()
-            .then(|| self.target.clone());
+        let sentinel = self.target.discovers().then(|| self.target.clone());
         let current = self.master.clone();
         let config = Self::manager_config(&self.cfg);
         let timeout = self.cfg.connect_timeout;
         let fut = async move {
-            // With Sentinel the failure may be a failover: ask where the master is now.
+            // With Sentinel or Cluster the failure may be a failover or a slot that moved:
+            // ask where to write now.
             let mut moved = None;
             if let Some(target) = sentinel {
                 let client = target.resolve(timeout).await?;
@@ -603,7 +600,7 @@ impl RedisWriter {
             match res {
                 Ok(((chain, stored, replay), moved)) => {
                     if let Some((conn, addr)) = moved {
-                        warn!(from = ?act.master, to = ?addr, "the Redis master moved (Sentinel): writing to the new one");
+                        warn!(from = ?act.master, to = ?addr, "the Redis master moved (Sentinel failover, or Cluster slot moved): writing to the new one");
                         metrics::counter!("jetstream_ingestor_redis_master_changes_total").increment(1);
                         act.conn = Some(conn);
                         act.master = Some(addr);

@@ -229,3 +229,69 @@ fn lease_tokens_grow_at_every_acquisition_even_after_a_rollback() {
     assert_eq!(taken, 1);
     assert!(t3 > t2, "never handed out again: {t3} > {t2}");
 }
+
+/// Status says who leads: an instance with `[ha]` alone on its prefix takes the lease, and
+/// its status carries role, owner, token and acquisitions (and the people's table a line
+/// for them); the lease key names it with the same token.
+#[test]
+fn the_status_shows_the_role_the_owner_and_the_fencing_token() {
+    let redis = redis(false);
+    let lines = corpus(300, 1504);
+    let first = time_of(&lines[0]).unwrap();
+    let last = lines.iter().filter_map(|l| time_of(l)).max().unwrap();
+    let server = fake(lines, None);
+    let mut s = settings(&server.url(), &redis.url());
+    s.ha.enabled = true;
+    s.ha.owner = "solo".to_owned();
+    s.ha.lease_ttl = Duration::from_secs(1);
+    s.ha.renew_interval = Duration::from_millis(200);
+    let mut con = redis.connection().unwrap();
+    let lease = std::cell::RefCell::new(None);
+    with_supervisor(
+        s,
+        actors::supervisor::StartChoice::Resume {
+            fallback: Some(first),
+        },
+        |sup| {
+            let lease = &lease;
+            async move {
+                let st = wait_status(
+                    &sup,
+                    Duration::from_secs(30),
+                    "leader and caught up",
+                    |st| st.reader.committed_cursor == Some(last),
+                )
+                .await;
+                let ha = st.ha.clone().expect("ha in status");
+                assert_eq!((ha.role.as_str(), ha.owner.as_str()), ("leader", "solo"));
+                assert_eq!(ha.acquisitions, 1);
+                let token = ha.token.expect("a leader has a token");
+                *lease.borrow_mut() = Some(token);
+                let observed = jetstream_ingestor::admin::view::Observed {
+                    status: Some(st.clone()),
+                    ..Default::default()
+                };
+                let view = jetstream_ingestor::admin::view::StatusView::new(
+                    &observed,
+                    None,
+                    "test",
+                    std::time::SystemTime::now(),
+                );
+                let table = jetstream_ingestor::admin::command::render_status(&view);
+                assert!(
+                table.contains(&format!("ha           leader, fencing token {token} (owner solo, 1 acquisitions, 0 handovers)")),
+                "{table}"
+            );
+            }
+        },
+    );
+    let token = lease.borrow().expect("token seen");
+    let fence: u64 = con.get("jsi:ha:fence").unwrap();
+    assert_eq!(fence, token);
+    // Drained and gone without the app's release: the lease (1 s) may still be there, and
+    // then it names this owner and token.
+    let held: Option<String> = con.get("jsi:ha:lease").unwrap();
+    if let Some(held) = held {
+        assert_eq!(held, format!("solo {token}"));
+    }
+}

@@ -156,5 +156,8 @@ fn a_cluster_prefix_without_a_hash_tag_is_refused() {
     s.validate().expect("a tagged prefix is fine");
     s.redis.cluster_nodes = vec!["nohostport".to_owned()];
     let e = s.validate().expect_err("bad seed").to_string();
-    assert!(e.contains("redis.cluster_nodes") && e.contains("nohostport"), "{e}");
+    assert!(
+        e.contains("redis.cluster_nodes") && e.contains("nohostport"),
+        "{e}"
+    );
 }

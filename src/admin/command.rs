@@ -162,6 +162,18 @@ pub fn render_status(v: &StatusView) -> String {
         let _ = writeln!(out, "not ready    {reason}");
     }
     let _ = writeln!(out, "instance     {} (version {})", v.instance, v.version);
+    if let Some(ha) = &v.ha {
+        let who = match (ha.role.as_str(), ha.token, &ha.holder) {
+            ("leader", Some(token), _) => format!("leader, fencing token {token}"),
+            (_, _, Some(holder)) => format!("standby, lease held by {holder}"),
+            _ => "standby".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "ha           {who} (owner {}, {} acquisitions, {} handovers)",
+            ha.owner, ha.acquisitions, ha.handovers
+        );
+    }
     let _ = writeln!(
         out,
         "endpoint     {} (session {})",

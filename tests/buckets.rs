@@ -485,20 +485,21 @@ fn status_members_hash_and_a_criteria_change_at_restart() {
             |sup| {
                 let seen = &mut seen;
                 async move {
-                    // A restart re-reads everything (the rewind covers the corpus); the drain
-                    // after this body commits what is still in flight.
-                    let st = wait_status(
+                    // A restart re-reads everything (the rewind covers the corpus).
+                    wait_status(
                         &sup,
                         Duration::from_secs(60),
                         "all read and committed",
                         |s| {
                             s.reader.committed_cursor == Some(last)
-                                && s.writer.queued_batches == 0
                                 && s.reader.events_received as usize >= n
                         },
                     )
                     .await;
-                    *seen = st.buckets;
+                    // The newest event need not be the last one read: drain first, so the
+                    // status and the hashes read afterwards describe the same commits.
+                    sup.send(actors::messages::Drain).await.unwrap();
+                    *seen = status(&sup).await.buckets;
                 }
             },
         );

@@ -279,6 +279,30 @@ pub struct Fenced {
     pub error: String,
 }
 
+/// A room met an error it cannot go on from (a worker thread gone, the writer gone, a bucket
+/// evaluation failed): only the supervisor decides what happens to the process (it stops it,
+/// exit code 70, rather than commit past events it lost).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Fatal {
+    pub room: &'static str,
+    pub error: String,
+}
+
+impl Fatal {
+    /// Tells `to`; a room started without a supervisor (benchmarks, unit tests) stops its
+    /// actix system itself.
+    pub fn report(self, to: Option<&actix::Recipient<Fatal>>) {
+        match to {
+            Some(to) => to.do_send(self),
+            None => {
+                tracing::error!(room = self.room, error = %self.error, "fatal error and no supervisor; stopping");
+                actix::System::current().stop_with_code(70);
+            }
+        }
+    }
+}
+
 /// `[ha]`: what the lease keeper tells the supervisor.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]

@@ -22,9 +22,9 @@ use crate::ha::{HaConfig, LeaseKeeper};
 use crate::jetstream::reader::StartCursor;
 use crate::jetstream::{JetstreamReader, ReaderConfig};
 use crate::messages::{
-    Drain, Fenced, GetBucketStatus, GetHaStatus, GetReaderStatus, GetRetentionStatus, GetStatus,
-    GetWriterStatus, Leadership, Pause, Quiesce, ReleaseLease, Restart, Resume, ResumeWriting,
-    RewindTo, RolledBack, StandBy, Status, StepDown, UpdateFilters,
+    Drain, Fatal, Fenced, GetBucketStatus, GetHaStatus, GetReaderStatus, GetRetentionStatus,
+    GetStatus, GetWriterStatus, Leadership, Pause, Quiesce, ReleaseLease, Restart, Resume,
+    ResumeWriting, RewindTo, RolledBack, StandBy, Status, StepDown, UpdateFilters,
 };
 use crate::sink::config::ConsumerGroup;
 use crate::sink::retention::{RetentionKeeper, ensure_groups};
@@ -209,6 +209,8 @@ impl Supervisor {
         writer.target().client()?;
         let (writer_tx, writer_rx) = actix::dev::channel::channel::<RedisWriter>(16);
         let writer_addr = Addr::new(writer_tx);
+        let (sup_tx, sup_rx) = actix::dev::channel::channel::<Supervisor>(16);
+        let sup_addr = Addr::new(sup_tx);
         // pool → [bucket router →] writer
         let bucket_setup = loaded_buckets
             .as_ref()
@@ -221,13 +223,16 @@ impl Supervisor {
                 stored,
                 writer_addr.clone().recipient(),
             )
+            .on_fatal(sup_addr.clone().recipient())
             .start()
         });
         let after_pool = match &router {
             Some(r) => r.clone().recipient(),
             None => writer_addr.clone().recipient(),
         };
-        let pool = VerifierPool::new(setup, verifier.worker_count(), after_pool).start();
+        let pool = VerifierPool::new(setup, verifier.worker_count(), after_pool)
+            .on_fatal(sup_addr.clone().recipient())
+            .start();
         let push = pool.recipient();
         let standby = ha.is_some();
         let reader_addr = actix::Supervisor::start(move |_| {
@@ -236,8 +241,6 @@ impl Supervisor {
             if standby { reader.paused() } else { reader }
         });
         let committed = reader_addr.clone().recipient();
-        let (sup_tx, sup_rx) = actix::dev::channel::channel::<Supervisor>(16);
-        let sup_addr = Addr::new(sup_tx);
         let rollback_to = sup_addr.clone().recipient();
         let fenced_to = sup_addr.clone().recipient();
         let writer_cfg = writer.clone();
@@ -417,6 +420,18 @@ impl Supervisor {
             }
             .into_actor(self),
         );
+    }
+}
+
+impl Handler<Fatal> for Supervisor {
+    type Result = ();
+
+    /// A room cannot go on: stop the process (exit 70) rather than commit past events it
+    /// lost. What was committed stays; a restart resumes from the stored cursor.
+    fn handle(&mut self, msg: Fatal, _ctx: &mut Self::Context) {
+        metrics::counter!("jetstream_ingestor_fatal_errors_total", "room" => msg.room).increment(1);
+        error!(room = msg.room, error = %msg.error, "a room failed and cannot go on; stopping (exit 70)");
+        System::current().stop_with_code(70);
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use futures_util::future::join_all;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::config::BucketsConfig;
 use super::criteria::CompiledBucket;
@@ -21,7 +21,7 @@ use super::intake::shard_of;
 use super::intake::{Intake, Split};
 use super::load::Loaded;
 use super::shard::{BucketShard, EvaluateBatch, LoadedState};
-use crate::messages::{Batch, BucketInfo, BucketStatus, GetBucketStatus, Item, PushBatch};
+use crate::messages::{Batch, BucketInfo, BucketStatus, Fatal, GetBucketStatus, Item, PushBatch};
 use crate::model::StateOp;
 use crate::ordered::ReorderBuffer;
 
@@ -42,9 +42,25 @@ pub struct BucketRouter {
     shard_members: Vec<Vec<u64>>,
     shard_tracked: Vec<usize>,
     status: BucketStatus,
+    /// Told when this room cannot go on (the supervisor decides).
+    fatal_to: Option<Recipient<Fatal>>,
 }
 
 impl BucketRouter {
+    /// Where to report an error it cannot go on from (see [`Fatal`]).
+    pub fn on_fatal(mut self, to: Recipient<Fatal>) -> Self {
+        self.fatal_to = Some(to);
+        self
+    }
+
+    fn fatal(&self, error: String) {
+        Fatal {
+            room: "buckets",
+            error,
+        }
+        .report(self.fatal_to.as_ref());
+    }
+
     /// Compiles the enabled buckets, hands each shard the stored states it owns and starts
     /// the shards, each on its own arbiter. `start_cursor` is the committed cursor the state
     /// in Redis belongs to (with the stored applied mark, the start of the intake). Must run
@@ -119,6 +135,7 @@ impl BucketRouter {
             in_order: ReorderBuffer::new(),
             first_ops,
             first: true,
+            fatal_to: None,
             status: BucketStatus {
                 shards: n,
                 buckets: infos,
@@ -145,10 +162,9 @@ impl BucketRouter {
     fn forward_ready(&mut self, ctx: &mut Context<Self>) {
         while let Some(batch) = self.in_order.pop_ready() {
             let send = self.downstream.send(PushBatch(batch));
-            ctx.wait(send.into_actor(self).map(|res, _act, _ctx| {
+            ctx.wait(send.into_actor(self).map(|res, act, _ctx| {
                 if let Err(e) = res {
-                    error!(error = %e, "writer is gone; stopping");
-                    System::current().stop_with_code(70);
+                    act.fatal(format!("the writer is gone: {e}"));
                 }
             }));
         }
@@ -224,13 +240,11 @@ impl Handler<PushBatch> for BucketRouter {
                         act.shard_tracked[i] = out.tracked_dids;
                     }
                     Ok(Err(e)) => {
-                        error!(error = %e, seq, "bucket evaluation failed; stopping rather than commit a batch without its transitions");
-                        System::current().stop_with_code(70);
+                        act.fatal(format!("bucket evaluation failed at batch {seq} (a batch is never committed without its transitions): {e}"));
                         return;
                     }
                     Err(e) => {
-                        error!(error = %e, seq, shard = i, "bucket shard unreachable; stopping");
-                        System::current().stop_with_code(70);
+                        act.fatal(format!("bucket shard {i} unreachable at batch {seq}: {e}"));
                         return;
                     }
                 }
@@ -291,6 +305,10 @@ impl Handler<ReloadBuckets> for BucketRouter {
             msg.stored_cursor,
             self.downstream.clone(),
         );
+        let fresh = match self.fatal_to.take() {
+            Some(to) => fresh.on_fatal(to),
+            None => fresh,
+        };
         for a in &self._arbiters {
             a.stop();
         }

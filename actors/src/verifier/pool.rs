@@ -27,7 +27,7 @@ use super::filter::CollectionFilter;
 use super::identity::{verify_account, verify_identity};
 use super::route::Router;
 use super::verify::verify_commit;
-use crate::messages::{Batch, Item, PushBatch};
+use crate::messages::{Batch, Fatal, Item, PushBatch};
 use crate::model::{CommitEvent, DeadLetter, Event, Verdict};
 use crate::ordered::ReorderBuffer;
 
@@ -273,9 +273,25 @@ pub struct VerifierPool {
     downstream: Recipient<PushBatch>,
     /// Batches in arrival order, by `seq`; the front is forwarded first, once verified.
     in_order: ReorderBuffer<Batch>,
+    /// Told when this room cannot go on (the supervisor decides).
+    fatal_to: Option<Recipient<Fatal>>,
 }
 
 impl VerifierPool {
+    /// Where to report an error it cannot go on from (see [`Fatal`]).
+    pub fn on_fatal(mut self, to: Recipient<Fatal>) -> Self {
+        self.fatal_to = Some(to);
+        self
+    }
+
+    fn fatal(&self, error: String) {
+        Fatal {
+            room: "verifier",
+            error,
+        }
+        .report(self.fatal_to.as_ref());
+    }
+
     /// Starts `worker_count` worker threads. Must run inside an actix `System`.
     pub fn new(
         setup: Setup,
@@ -294,6 +310,7 @@ impl VerifierPool {
             worker_count,
             downstream,
             in_order: ReorderBuffer::new(),
+            fatal_to: None,
         }
     }
 
@@ -304,10 +321,9 @@ impl VerifierPool {
             // `wait`: the next batch is not forwarded (nor a new one taken) before this one
             // is in the writer's mailbox, so order holds and the writer's mailbox bound is
             // respected.
-            ctx.wait(send.into_actor(self).map(|res, _act, _ctx| {
+            ctx.wait(send.into_actor(self).map(|res, act, _ctx| {
                 if let Err(e) = res {
-                    error!(error = %e, "writer is gone; stopping");
-                    System::current().stop_with_code(70);
+                    act.fatal(format!("the writer is gone: {e}"));
                 }
             }));
         }
@@ -349,14 +365,14 @@ impl Handler<PushBatch> for VerifierPool {
             .set(self.in_order.len() as f64);
         let work = join_all(slices);
         ctx.spawn(work.into_actor(self).map(move |results, act, ctx| {
-            let mut items = Vec::with_capacity(results.iter().map(|r| r.as_ref().map_or(0, Vec::len)).sum());
+            let mut items =
+                Vec::with_capacity(results.iter().map(|r| r.as_ref().map_or(0, Vec::len)).sum());
             for r in results {
                 match r {
                     Ok(part) => items.extend(part),
                     Err(e) => {
                         // Only if a worker thread is gone, which `catch_unwind` prevents.
-                        error!(error = %e, seq, "verifier worker unreachable; stopping rather than losing events");
-                        System::current().stop_with_code(70);
+                        act.fatal(format!("verifier worker unreachable at batch {seq}: {e}"));
                         return;
                     }
                 }
@@ -365,7 +381,8 @@ impl Handler<PushBatch> for VerifierPool {
             // Its place was reserved above and nothing else fills it: this cannot miss.
             let _ = act.in_order.fill(seq, batch);
             act.forward_ready(ctx);
-            metrics::gauge!("jetstream_ingestor_verifier_batches_in_flight").set(act.in_order.len() as f64);
+            metrics::gauge!("jetstream_ingestor_verifier_batches_in_flight")
+                .set(act.in_order.len() as f64);
         }));
     }
 }

@@ -163,8 +163,10 @@ fn a_control_stream_restart_sent_while_the_leader_is_down_is_acked_ok_and_never_
         .query(&mut con)
         .unwrap();
     let mut ack = HashMap::new();
-    wait_until(Duration::from_secs(30), "the restart acked", || {
-        match entries_with_ids(&mut con, "jsi:control:acks")
+    wait_until(
+        Duration::from_secs(30),
+        "the restart acked",
+        || match entries_with_ids(&mut con, "jsi:control:acks")
             .into_iter()
             .find(|(_, e)| e.get("id") == Some(&id))
         {
@@ -173,8 +175,8 @@ fn a_control_stream_restart_sent_while_the_leader_is_down_is_acked_ok_and_never_
                 true
             }
             None => false,
-        }
-    });
+        },
+    );
     wait_holder(&mut con, Duration::from_secs(10), "b");
     // The replay of 3,000 events takes well under a second when it runs.
     let restored = settles(Duration::from_secs(30), || counts(&mut con, &lines).0 == 0);
@@ -232,8 +234,8 @@ fn a_partitioned_ex_leader_records_a_replay_marker_that_the_next_takeover_replay
         format!("127.0.0.1:{port}"),
     ));
     let a = Ingestor::spawn(&["run"], &a_env);
-    let admin = AdminClient::new(([127, 0, 0, 1], port).into(), None)
-        .with_timeout(Duration::from_secs(10));
+    let admin =
+        AdminClient::new(([127, 0, 0, 1], port).into(), None).with_timeout(Duration::from_secs(10));
     wait_until(Duration::from_secs(30), "a's admin API up", || {
         admin.get("/healthz").is_ok_and(|r| r.status == 200)
     });
@@ -272,8 +274,16 @@ fn a_partitioned_ex_leader_records_a_replay_marker_that_the_next_takeover_replay
     wait_until(Duration::from_secs(60), "b commits every event", || {
         stored_cursor(&mut con, PREFIX) == Some(last)
     });
-    assert_eq!(counts(&mut con, &lines), (0, 0), "exactly once before the takeover");
-    assert_eq!(replay_marker(&mut con), marker, "b's commits leave the marker");
+    assert_eq!(
+        counts(&mut con, &lines),
+        (0, 0),
+        "exactly once before the takeover"
+    );
+    assert_eq!(
+        replay_marker(&mut con),
+        marker,
+        "b's commits leave the marker"
+    );
     b.kill9();
     wait_holder(&mut con, Duration::from_secs(10), "a");
     wait_until(Duration::from_secs(60), "a's replay caught up", || {
@@ -379,8 +389,8 @@ fn a_pause_of_the_fleet_is_forgotten_by_the_standby_that_takes_over() {
         format!("127.0.0.1:{port}"),
     ));
     let mut a = Ingestor::spawn(&["run"], &a_env);
-    let admin = AdminClient::new(([127, 0, 0, 1], port).into(), None)
-        .with_timeout(Duration::from_secs(5));
+    let admin =
+        AdminClient::new(([127, 0, 0, 1], port).into(), None).with_timeout(Duration::from_secs(5));
     wait_holder(&mut con, Duration::from_secs(30), "a");
     let b = Ingestor::spawn(
         &["run"],
@@ -399,13 +409,17 @@ fn a_pause_of_the_fleet_is_forgotten_by_the_standby_that_takes_over() {
         .arg("pause")
         .query(&mut con)
         .unwrap();
-    wait_until(Duration::from_secs(30), "both replicas ack the pause", || {
-        entries_with_ids(&mut con, "jsi:control:acks")
-            .into_iter()
-            .filter(|(_, e)| e.get("id") == Some(&id) && e["result"] == "ok")
-            .count()
-            == 2
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "both replicas ack the pause",
+        || {
+            entries_with_ids(&mut con, "jsi:control:acks")
+                .into_iter()
+                .filter(|(_, e)| e.get("id") == Some(&id) && e["result"] == "ok")
+                .count()
+                == 2
+        },
+    );
     wait_until(Duration::from_secs(30), "a paused", || {
         admin
             .get("/admin/status")
@@ -431,5 +445,81 @@ fn a_pause_of_the_fleet_is_forgotten_by_the_standby_that_takes_over() {
     assert!(
         !moved,
         "b took over a paused fleet and committed {events_after} events after the pause"
+    );
+}
+
+/// HOLE 1b (same root as HOLE 1, the admin API). `POST /admin/restart {"cursor": N}` sent
+/// to a standby answers `202 Accepted {"session_id": 0, "cursor": N}`: the supervisor
+/// dropped it ("restart ignored: this instance is a standby") but the API reports it
+/// accepted, no `cursor:replay` is recorded, and when that standby later leads nothing is
+/// replayed. (Change 1 promises a restart into the past is recorded before it is
+/// acknowledged.)
+///
+/// Recipe: a leads, b stands by (admin on a known port); all 3,000 events committed; 300
+/// entries of `jsi:records` lost (XDEL); restart from the first event POSTed to b; then
+/// `kill -9 a` and b takes over. Expected: a refusal (e.g. 409/503 "standby, ask the
+/// leader") or the replay done; observed: 202, no marker, 300 missing.
+#[test]
+fn an_admin_restart_sent_to_a_standby_is_answered_202_and_dropped() {
+    let redis = redis(false);
+    let lines = respace(&corpus(3_000, 4105), 1_700_000_000_000_000, 1_000);
+    let first = time_of(&lines[0]).unwrap();
+    let last = time_of(lines.last().unwrap()).unwrap();
+    let server = fake(lines.clone(), None);
+    let mut con = redis.connection().unwrap();
+    let mut a = Ingestor::spawn(
+        &["run"],
+        &ha_env(&server.url(), &redis.url(), "a", first, &[]),
+    );
+    wait_holder(&mut con, Duration::from_secs(30), "a");
+    let port = free_port().unwrap();
+    let mut b_env = ha_env(&server.url(), &redis.url(), "b", first, &[]);
+    b_env.retain(|(k, _)| *k != "JETSTREAM_INGESTOR__ADMIN__LISTEN");
+    b_env.push((
+        "JETSTREAM_INGESTOR__ADMIN__LISTEN",
+        format!("127.0.0.1:{port}"),
+    ));
+    let b = Ingestor::spawn(&["run"], &b_env);
+    let admin =
+        AdminClient::new(([127, 0, 0, 1], port).into(), None).with_timeout(Duration::from_secs(10));
+    wait_until(Duration::from_secs(60), "every event committed", || {
+        stored_cursor(&mut con, PREFIX) == Some(last)
+    });
+    wait_until(Duration::from_secs(30), "b's admin API up", || {
+        admin.get("/healthz").is_ok_and(|r| r.status == 200)
+    });
+    let lost: Vec<String> = entries_with_ids(&mut con, "jsi:records")
+        .into_iter()
+        .take(300)
+        .map(|(id, _)| id)
+        .collect();
+    let _: i64 = redis::cmd("XDEL")
+        .arg("jsi:records")
+        .arg(&lost)
+        .query(&mut con)
+        .unwrap();
+    let answer = admin
+        .post(
+            "/admin/restart",
+            Some(&serde_json::json!({ "cursor": first })),
+        )
+        .unwrap();
+    let marker_after_answer = replay_marker(&mut con);
+    a.kill9();
+    wait_holder(&mut con, Duration::from_secs(10), "b");
+    let restored = settles(Duration::from_secs(20), || counts(&mut con, &lines).0 == 0);
+    let (missing, dups) = counts(&mut con, &lines);
+    drop(b);
+    eprintln!(
+        "b answered {} {}; cursor:replay after the answer {marker_after_answer:?}; missing {missing}, duplicated {dups}",
+        answer.status,
+        answer.text()
+    );
+    assert!(
+        !(200..300).contains(&answer.status) || (restored && missing == 0 && dups == 0),
+        "a standby answered {} {} to a restart into the past, recorded no replay \
+         ({marker_after_answer:?}) and never ran it: {missing} missing, {dups} duplicated",
+        answer.status,
+        answer.text()
     );
 }

@@ -523,3 +523,119 @@ fn an_admin_restart_sent_to_a_standby_is_answered_202_and_dropped() {
         answer.text()
     );
 }
+
+/// Every job entry as (event time, identity).
+fn jobs_by_time(con: &mut redis::Connection) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    for s in ["records", "identity"] {
+        for e in read_stream(con, &format!("{PREFIX}{s}")) {
+            out.push((e["time_us"].parse().unwrap(), entry_identity(&e)));
+        }
+    }
+    out
+}
+
+/// HOLE 5. Replicas started on a fresh Redis with the default live start (no
+/// `initial_cursor`): the standby never reads, so its reader's `origin` stays `None`. Redis
+/// (no persistence) restarts empty and the leader dies with it (or merely loses the
+/// post-wipe race for the lease: the wipe fences both). The standby takes over with nothing
+/// stored: `RewindTo { stored_cursor: None }` sets the dial override to `origin` = `None`, so
+/// it tails live from the moment it took over. Every event between the last commit before
+/// the wipe and the takeover is never written. A single process in the same spot resumes
+/// from where it started reading (`Shared::origin`, reader.rs) and loses none of them
+/// (tests/adversary.rs `a_rollback_to_an_empty_redis_after_a_start_from_a_stored_cursor`
+/// states that contract).
+///
+/// Recipe: fake Jetstream generating 1,000 events/s live; a and b start together (no
+/// initial cursor); 3 s committed; `kill -9` the leader and redis-server, restart Redis
+/// (empty); the other takes the lease; 2 s later a witness ingestor (own Redis, from a
+/// cursor before the test began) collects what the host produced. Expected: every event
+/// after the last pre-wipe commit up to the final cursor is in Redis; observed: ~370 missing
+/// (the takeover took ~0.4 s), the standby's dial had no cursor.
+#[test]
+fn a_standby_that_never_read_takes_over_an_emptied_redis_at_the_live_edge() {
+    use jetstream_ingestor::fake_jetstream::{FakeJetstream, FakeJetstreamConfig, Source};
+    let t0 = wall_us();
+    let mut cfg = FakeJetstreamConfig::new(Source::Generate {
+        rate: 1_000,
+        seed: 4106,
+    });
+    cfg.listen = ([127, 0, 0, 1], 0).into();
+    let server = FakeJetstream::start(cfg).unwrap();
+    let mut redis = redis(false);
+    let mut con = redis.connection().unwrap();
+    let env = |owner: &str| {
+        let mut e = ha_env(&server.url(), &redis.url(), owner, 0, &[]);
+        e.retain(|(k, _)| *k != "JETSTREAM_INGESTOR__JETSTREAM__INITIAL_CURSOR");
+        e
+    };
+    let mut a = Ingestor::spawn(&["run"], &env("a"));
+    let mut b = Ingestor::spawn(&["run"], &env("b"));
+    let mut start = None;
+    wait_until(Duration::from_secs(30), "a first commit", || {
+        start = stored_cursor(&mut con, PREFIX);
+        start.is_some()
+    });
+    let leader = holder(&mut con).unwrap();
+    wait_until(Duration::from_secs(30), "3 s committed", || {
+        stored_cursor(&mut con, PREFIX).is_some_and(|c| c > start.unwrap() + 3_000_000)
+    });
+    let c1 = stored_cursor(&mut con, PREFIX).unwrap();
+    let standby = if leader == "a" {
+        a.kill9();
+        "b"
+    } else {
+        b.kill9();
+        "a"
+    };
+    redis.kill9();
+    redis.restart().unwrap();
+    let mut con = redis.connection().unwrap();
+    wait_holder(&mut con, Duration::from_secs(15), standby);
+    wait_until(Duration::from_secs(30), "2 s after the takeover", || {
+        stored_cursor(&mut con, PREFIX).is_some_and(|c| c > c1 + 4_000_000)
+    });
+    let end = stored_cursor(&mut con, PREFIX).unwrap();
+    let dials: Vec<Option<u64>> = server.connections().iter().map(|r| r.cursor).collect();
+    drop((a, b));
+    // The witness: what the host produced from before the test on, into its own Redis.
+    let witness = support::redis(false);
+    let mut wenv = ingestor_env(&server.url(), &witness.url());
+    wenv.push((
+        "JETSTREAM_INGESTOR__JETSTREAM__INITIAL_CURSOR",
+        t0.to_string(),
+    ));
+    let w = Ingestor::spawn(&["run"], &wenv);
+    let mut wcon = witness.connection().unwrap();
+    wait_until(Duration::from_secs(60), "the witness past the end", || {
+        stored_cursor(&mut wcon, PREFIX).is_some_and(|c| c > end)
+    });
+    drop(w);
+    let have: std::collections::HashSet<String> =
+        jobs_by_time(&mut con).into_iter().map(|(_, i)| i).collect();
+    let produced: Vec<(u64, String)> = jobs_by_time(&mut wcon)
+        .into_iter()
+        .filter(|(t, _)| *t > c1 && *t <= end)
+        .collect();
+    let missing: Vec<u64> = produced
+        .iter()
+        .filter(|(_, i)| !have.contains(i))
+        .map(|(t, _)| *t)
+        .collect();
+    let first_after = jobs_by_time(&mut con).into_iter().map(|(t, _)| t).min();
+    eprintln!(
+        "leader {leader}; last pre-wipe commit seen {c1}; first entry after the wipe {first_after:?}; \
+         {} events in (c1, {end}], {} missing ({:?}..={:?}); dial cursors {dials:?}",
+        produced.len(),
+        missing.len(),
+        missing.iter().min(),
+        missing.iter().max()
+    );
+    assert!(produced.len() > 3_000, "the witness saw {}", produced.len());
+    assert_eq!(
+        missing.len(),
+        0,
+        "events after the last pre-wipe commit never written (the new leader dialed {:?})",
+        dials.last()
+    );
+}

@@ -3,8 +3,14 @@
 //! Redis for a partitioned leader). Every test states the recipe, waits by polling Redis
 //! (never by sleeping) and asserts exact counts.
 //!
-//! Each test here FAILS on the commit it was written against (h-adv @ 51f91c5): it documents a
-//! hole, not a regression guard of working behaviour.
+//! Each test here FAILS on the commit it was written against (h-adv @ 51f91c5, = main with
+//! c81ccd3 and 51b31be): it documents a hole, not a regression guard of working behaviour.
+//! HOLE 1/1b: a restart into the past sent to a standby (control stream, admin API) is
+//! acknowledged and dropped. HOLE 2: a partitioned ex-leader records `cursor:replay`, the
+//! next takeover replays it without the dedupe index (duplicates). HOLE 3: the redial floor
+//! loses events on a host that replays out of time order. HOLE 4: a fleet pause is undone by
+//! a takeover. HOLE 5: a standby that never read takes over an emptied Redis at the live
+//! edge (events lost).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -546,12 +552,13 @@ fn jobs_by_time(con: &mut redis::Connection) -> Vec<(u64, String)> {
 /// (tests/adversary.rs `a_rollback_to_an_empty_redis_after_a_start_from_a_stored_cursor`
 /// states that contract).
 ///
-/// Recipe: fake Jetstream generating 1,000 events/s live; a and b start together (no
-/// initial cursor); 3 s committed; `kill -9` the leader and redis-server, restart Redis
+/// Recipe: fake Jetstream generating 1,000 events/s live, behind a TCP proxy that refuses
+/// connections until both replicas launched (the standby's `/readyz` is 200, nothing stored);
+/// a and b with no initial cursor; 3 s committed; `kill -9` the leader and redis-server, restart Redis
 /// (empty); the other takes the lease; 2 s later a witness ingestor (own Redis, from a
 /// cursor before the test began) collects what the host produced. Expected: every event
-/// after the last pre-wipe commit up to the final cursor is in Redis; observed: ~370 missing
-/// (the takeover took ~0.4 s), the standby's dial had no cursor.
+/// after the last pre-wipe commit up to the final cursor is in Redis; observed (3 runs): 330..370
+/// missing (the takeover took ~0.4 s), the standby's dial had no cursor.
 #[test]
 fn a_standby_that_never_read_takes_over_an_emptied_redis_at_the_live_edge() {
     use jetstream_ingestor::fake_jetstream::{FakeJetstream, FakeJetstreamConfig, Source};
@@ -562,21 +569,44 @@ fn a_standby_that_never_read_takes_over_an_emptied_redis_at_the_live_edge() {
     });
     cfg.listen = ([127, 0, 0, 1], 0).into();
     let server = FakeJetstream::start(cfg).unwrap();
+    // The host is unreachable until both replicas have launched (found nothing stored):
+    // a standby that launched after the first commit would start from that cursor instead.
+    let host = FaultProxy::start(server.addr(), 4106);
+    host.refuse(true);
     let mut redis = redis(false);
     let mut con = redis.connection().unwrap();
-    let env = |owner: &str| {
-        let mut e = ha_env(&server.url(), &redis.url(), owner, 0, &[]);
-        e.retain(|(k, _)| *k != "JETSTREAM_INGESTOR__JETSTREAM__INITIAL_CURSOR");
+    let ports = [free_port().unwrap(), free_port().unwrap()];
+    let env = |owner: &str, port: u16| {
+        let mut e = ha_env(&host.ws_url(), &redis.url(), owner, 0, &[]);
+        e.retain(|(k, _)| {
+            *k != "JETSTREAM_INGESTOR__JETSTREAM__INITIAL_CURSOR"
+                && *k != "JETSTREAM_INGESTOR__ADMIN__LISTEN"
+        });
+        e.push((
+            "JETSTREAM_INGESTOR__ADMIN__LISTEN",
+            format!("127.0.0.1:{port}"),
+        ));
         e
     };
-    let mut a = Ingestor::spawn(&["run"], &env("a"));
-    let mut b = Ingestor::spawn(&["run"], &env("b"));
+    let mut a = Ingestor::spawn(&["run"], &env("a", ports[0]));
+    let mut b = Ingestor::spawn(&["run"], &env("b", ports[1]));
+    wait_until(Duration::from_secs(30), "a leader", || {
+        holder(&mut con).is_some()
+    });
+    let leader = holder(&mut con).unwrap();
+    let standby_port = if leader == "a" { ports[1] } else { ports[0] };
+    let admin = AdminClient::new(([127, 0, 0, 1], standby_port).into(), None)
+        .with_timeout(Duration::from_secs(5));
+    wait_until(Duration::from_secs(30), "the standby launched", || {
+        admin.get("/readyz").is_ok_and(|r| r.status == 200)
+    });
+    assert_eq!(stored_cursor(&mut con, PREFIX), None, "nothing stored yet");
+    host.refuse(false);
     let mut start = None;
     wait_until(Duration::from_secs(30), "a first commit", || {
         start = stored_cursor(&mut con, PREFIX);
         start.is_some()
     });
-    let leader = holder(&mut con).unwrap();
     wait_until(Duration::from_secs(30), "3 s committed", || {
         stored_cursor(&mut con, PREFIX).is_some_and(|c| c > start.unwrap() + 3_000_000)
     });

@@ -16,12 +16,16 @@
 //! problem, is counted in `jetstream_ingestor_control_rejected_total{reason}` and skipped:
 //! later commands run. A command the supervisor cannot execute gets an `error` ack too; none
 //! is retried.
+//!
+//! With `[ha]` only the leader reads the stream: a standby neither runs, acks nor moves
+//! `control:last` past a command (it would be lost for the leader to come), and on taking
+//! the lease it continues from the `control:last` the previous leader left.
 
 use std::time::Duration;
 
 use actix::Addr;
 use actors::backoff::Backoff;
-use actors::messages::{Pause, Restart, Resume};
+use actors::messages::{GetStatus, Pause, Restart, Resume};
 use actors::redis_target::RedisTarget;
 use actors::supervisor::Supervisor;
 use redis::AsyncConnectionConfig;
@@ -32,6 +36,8 @@ mod command;
 
 pub use command::{Command, Rejected};
 
+/// How often a standby checks whether it leads now.
+const STANDBY_POLL: Duration = Duration::from_millis(500);
 /// How long one XREAD blocks waiting for commands.
 const BLOCK: Duration = Duration::from_secs(5);
 /// Acks kept (approximately) in `<prefix>control:acks`.
@@ -136,7 +142,14 @@ async fn run(target: ControlTarget, supervisor: Addr<Supervisor>) {
     let mut con: Option<MultiplexedConnection> = None;
     let mut position: Option<String> = None;
     loop {
+        if standby(&supervisor).await {
+            // Not the leader: read nothing; start again from `control:last` once leader.
+            position = None;
+            tokio::time::sleep(STANDBY_POLL).await;
+            continue;
+        }
         let step = async {
+            let mut refused = false;
             let c = match &mut con {
                 Some(c) => c,
                 None => con.insert(connect(&target).await?),
@@ -159,18 +172,29 @@ async fn run(target: ControlTarget, supervisor: Addr<Supervisor>) {
                 .arg(&from)
                 .query_async(c)
                 .await?;
-            for (_stream, entries) in reply.unwrap_or_default() {
+            'entries: for (_stream, entries) in reply.unwrap_or_default() {
                 for (id, fields) in entries {
-                    let ack = execute(&supervisor, &id, &fields).await;
+                    let Some(ack) = execute(&supervisor, &id, &fields).await else {
+                        // Refused (a standby, or a reset under way): run it later, or the
+                        // leader does; read from `control:last` again after a pause.
+                        position = None;
+                        refused = true;
+                        break 'entries;
+                    };
                     acknowledge(c, &target, &id, &ack).await?;
                     position = Some(id);
                 }
             }
-            redis::RedisResult::Ok(())
+            redis::RedisResult::Ok(refused)
         }
         .await;
         match step {
-            Ok(()) => backoff.reset(),
+            Ok(refused) => {
+                backoff.reset();
+                if refused {
+                    tokio::time::sleep(STANDBY_POLL).await;
+                }
+            }
             Err(e) => {
                 con = None;
                 metrics::counter!("jetstream_ingestor_control_errors_total").increment(1);
@@ -190,7 +214,21 @@ struct Ack {
     result: Result<Option<u64>, String>,
 }
 
-async fn execute(supervisor: &Addr<Supervisor>, id: &str, fields: &[(Vec<u8>, Vec<u8>)]) -> Ack {
+/// `[ha]`: this instance is a standby (without `[ha]`, never).
+async fn standby(supervisor: &Addr<Supervisor>) -> bool {
+    matches!(
+        supervisor.send(GetStatus).await,
+        Ok(Ok(status)) if status.ha.as_ref().is_some_and(|h| h.role == "standby")
+    )
+}
+
+/// Runs one entry and says what to answer; `None` when the supervisor refused it as a
+/// standby (`[ha]`: it is the leader's to run, and to ack).
+async fn execute(
+    supervisor: &Addr<Supervisor>,
+    id: &str,
+    fields: &[(Vec<u8>, Vec<u8>)],
+) -> Option<Ack> {
     let command = match Command::parse(fields) {
         Ok(c) => c,
         Err(r) => {
@@ -203,31 +241,38 @@ async fn execute(supervisor: &Addr<Supervisor>, id: &str, fields: &[(Vec<u8>, Ve
                 .find(|(k, _)| k == b"cmd")
                 .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
                 .unwrap_or_default();
-            return Ack {
+            return Some(Ack {
                 cmd: raw_cmd,
                 result: Err(format!("entry {id}: {}", r.message)),
-            };
+            });
         }
     };
-    let result = match command {
+    let answered = match command {
         Command::Restart { cursor } => supervisor
             .send(Restart {
                 from_cursor: cursor,
             })
             .await
-            .map(Some),
-        Command::Pause => supervisor.send(Pause).await.map(|()| None),
-        Command::Resume => supervisor.send(Resume).await.map(|()| None),
-    }
-    .map_err(|e| format!("supervisor unavailable: {e}"));
+            .map(|r| r.map(Some)),
+        Command::Pause => supervisor.send(Pause).await.map(|r| r.map(|()| None)),
+        Command::Resume => supervisor.send(Resume).await.map(|r| r.map(|()| None)),
+    };
+    let result = match answered {
+        Ok(Ok(session)) => Ok(session),
+        Ok(Err(refused)) => {
+            info!(%id, cmd = command.name(), %refused, "control command left to the leader");
+            return None;
+        }
+        Err(e) => Err(format!("supervisor unavailable: {e}")),
+    };
     let outcome = if result.is_ok() { "ok" } else { "error" };
     metrics::counter!("jetstream_ingestor_control_commands_total", "cmd" => command.name(), "outcome" => outcome)
         .increment(1);
     info!(%id, cmd = command.name(), ?command, outcome, "control command");
-    Ack {
+    Some(Ack {
         cmd: command.name().to_owned(),
         result,
-    }
+    })
 }
 
 async fn acknowledge(

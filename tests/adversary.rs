@@ -145,7 +145,8 @@ fn restart_from_first_writes_no_duplicate(offset_us: i64, seed_what: &str) {
                 from_cursor: Some(first),
             })
             .await
-            .unwrap();
+            .unwrap()
+            .expect("not refused");
             wait_status(&sup, Duration::from_secs(60), "replay to the end", |s| {
                 s.reader.line_cursor == Some(last) && s.writer.queued_batches == 0
             })
@@ -197,7 +198,8 @@ fn a_rollback_during_a_backfill_leaves_nothing_missing_at_the_end() {
             from_cursor: Some(first),
         })
         .await
-        .unwrap();
+        .unwrap()
+        .expect("not refused");
         let span = mid - first;
         wait_status(&sup, Duration::from_secs(60), "backfill 30%", |s| {
             s.reader
@@ -363,7 +365,10 @@ fn a_host_resuming_early_does_not_dead_letter_a_bad_frame_twice() {
             )
             .await;
             // Any reconnect: a network blip, a host restart, an operator's restart.
-            sup.send(Restart { from_cursor: None }).await.unwrap();
+            sup.send(Restart { from_cursor: None })
+                .await
+                .unwrap()
+                .expect("not refused");
             let st = wait_status(
                 &sup,
                 Duration::from_secs(60),

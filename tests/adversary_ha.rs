@@ -271,11 +271,9 @@ fn a_partitioned_ex_leader_records_a_replay_marker_that_the_next_takeover_replay
     });
     let status = asked.join().unwrap();
     proxy.refuse(false);
-    // a, now a standby, finishes the replay's preparation and records the marker.
-    wait_until(Duration::from_secs(30), "cursor:replay recorded", || {
-        replay_marker(&mut con).is_some()
-    });
-    let marker = replay_marker(&mut con);
+    // a, now a standby, goes on preparing the replay it was asked for: its mark carries its
+    // old fencing token and is refused (it used to land, unfenced). b took the lease before
+    // this point, so whenever a's attempt runs, it cannot record anything.
     assert_eq!(holder(&mut con).as_deref(), Some("b"), "b still leads");
     wait_until(Duration::from_secs(60), "b commits every event", || {
         stored_cursor(&mut con, PREFIX) == Some(last)
@@ -285,11 +283,8 @@ fn a_partitioned_ex_leader_records_a_replay_marker_that_the_next_takeover_replay
         (0, 0),
         "exactly once before the takeover"
     );
-    assert_eq!(
-        replay_marker(&mut con),
-        marker,
-        "b's commits leave the marker"
-    );
+    let marker = replay_marker(&mut con);
+    assert_eq!(marker, None, "the ex-leader recorded no replay");
     b.kill9();
     wait_holder(&mut con, Duration::from_secs(10), "a");
     wait_until(Duration::from_secs(60), "a's replay caught up", || {
@@ -315,21 +310,18 @@ fn a_partitioned_ex_leader_records_a_replay_marker_that_the_next_takeover_replay
 /// 5,000). A session that read the ahead event but nothing past it in time satisfies
 /// `reached <= at_dial`, so the next dial starts at `reached − 1 µs` instead of `committed −
 /// rewind`: the host resumes at the ahead event and the reader drops every event after it
-/// stamped before it (`before_cursor`), although those were never committed. Before the
-/// floor this host made the reader loop forever (the livelock the floor fixes); now it
-/// silently loses events and finishes.
+/// stamped before it (`before_cursor`), although those were never committed: it lost 403
+/// events (indexes 4,598..=5,000) and finished. Fixed: the floor applies only after a
+/// session that received its times in order (`SessionEnd::disordered`).
 ///
 /// Recipe: 8,000 events 1 ms apart, the one at index 3,000 re-stamped to first + 5,000.5 ms;
-/// fake with `close_every = 2200`; one process (no HA) from the first event.
-/// Expected: all 8,000 events once; observed (twice, identical): 403 missing, the events at
-/// indexes 4,598..=5,000 (stamped before the ahead one, served after it), 0 duplicated.
+/// fake with `close_every = 2200`; one process (no HA) from the first event; 20 sessions.
 #[test]
-fn sessions_shorter_than_the_rewind_on_a_host_replaying_out_of_order_lose_events() {
+fn sessions_shorter_than_the_rewind_on_a_host_replaying_out_of_order_skip_nothing() {
     let redis = redis(false);
     let mut lines = respace(&corpus(8_000, 4103), 1_700_000_000_000_000, 1_000);
     let first = time_of(&lines[0]).unwrap();
     lines[3_000] = with_time(&lines[3_000], first + 5_000_500);
-    let last = time_of(lines.last().unwrap()).unwrap();
     let server = fake(lines.clone(), Some(2_200));
     let mut con = redis.connection().unwrap();
     let mut env = ingestor_env(&server.url(), &redis.url());
@@ -338,9 +330,13 @@ fn sessions_shorter_than_the_rewind_on_a_host_replaying_out_of_order_lose_events
         first.to_string(),
     ));
     let p = Ingestor::spawn(&["run"], &env);
-    // The old behaviour (redial from committed − rewind) never gets here: livelock.
-    wait_until(Duration::from_secs(60), "the last event committed", || {
-        stored_cursor(&mut con, PREFIX) == Some(last)
+    // A host that sends times out of order and drops every session sooner than the rewind
+    // cannot be read both safely and onwards: a session that saw times go backwards is no
+    // floor (its tail may hide older events still to come), so the reader redials a rewind
+    // back, as before the floor. What must hold is that nothing is skipped: whatever it
+    // committed is a prefix of the host's order (the re-stamped event aside).
+    wait_until(Duration::from_secs(60), "20 sessions", || {
+        server.connections().len() >= 20
     });
     drop(p);
     let (missing, dups) = compare(&mut con, PREFIX, &lines);
@@ -352,8 +348,9 @@ fn sessions_shorter_than_the_rewind_on_a_host_replaying_out_of_order_lose_events
     };
     let mut at: Vec<usize> = missing.iter().map(index_of).collect();
     at.sort_unstable();
+    let committed = lines.len() - missing.len();
     eprintln!(
-        "missing {} (indexes {:?}..={:?}), duplicated {}, dead letters {:?}, connections {}",
+        "{committed} committed, missing {} (indexes {:?}..={:?}), duplicated {}, dead letters {:?}, connections {}",
         missing.len(),
         at.first(),
         at.last(),
@@ -361,7 +358,18 @@ fn sessions_shorter_than_the_rewind_on_a_host_replaying_out_of_order_lose_events
         dead_reasons(&mut con),
         server.connections().len()
     );
-    assert_eq!((missing.len(), dups.len()), (0, 0));
+    assert_eq!(dups.len(), 0);
+    assert!(committed >= 2_200, "the first sessions' events are in");
+    // Present: indexes 0..k and the re-stamped 3,000 (k may pass it); missing: k.. only.
+    let first_missing = at.first().copied().unwrap_or(lines.len());
+    let holes: Vec<usize> = (first_missing..lines.len())
+        .filter(|i| *i != 3_000 && !at.contains(i))
+        .collect();
+    assert!(
+        holes.is_empty(),
+        "events committed past a missing one (a skip): {:?}",
+        &holes[..holes.len().min(10)]
+    );
 }
 
 /// HOLE 4 (operational, not an exactly-once break). `cmd pause` on the control stream
@@ -417,13 +425,13 @@ fn a_pause_of_the_fleet_is_forgotten_by_the_standby_that_takes_over() {
         .unwrap();
     wait_until(
         Duration::from_secs(30),
-        "both replicas ack the pause",
+        "the leader acks the pause (only the leader reads the control stream)",
         || {
             entries_with_ids(&mut con, "jsi:control:acks")
                 .into_iter()
                 .filter(|(_, e)| e.get("id") == Some(&id) && e["result"] == "ok")
                 .count()
-                == 2
+                == 1
         },
     );
     wait_until(Duration::from_secs(30), "a paused", || {

@@ -215,7 +215,8 @@ fn a_restart_from_an_older_cursor_replays_to_the_end_and_writes_only_what_is_mis
                     from_cursor: Some(first),
                 })
                 .await
-                .unwrap();
+                .unwrap()
+                .expect("not refused");
             assert!(session > 1);
             wait_status(
                 &sup,
@@ -431,7 +432,8 @@ fn a_replay_interrupted_by_a_process_restart_is_resumed_where_it_was() {
                 from_cursor: Some(first),
             })
             .await
-            .unwrap();
+            .unwrap()
+            .expect("not refused");
             wait_status(&sup, Duration::from_secs(60), "the replay half-way", |s| {
                 s.reader.line_cursor.is_some_and(|c| c >= mid)
             })
@@ -593,7 +595,8 @@ fn a_long_replay_of_older_events_is_not_a_stall() {
                 from_cursor: Some(first),
             })
             .await
-            .unwrap();
+            .unwrap()
+            .expect("not refused");
             // 600 events at 200/s: the replay takes ~3 s, three times the stall timeout.
             let polls = std::cell::Cell::new(0u32);
             wait_status(
@@ -661,7 +664,8 @@ fn a_restart_acknowledged_before_its_first_commit_survives_the_process() {
                 from_cursor: Some(first),
             })
             .await
-            .unwrap();
+            .unwrap()
+            .expect("not refused");
             let at: Option<u64> = con.get("jsi:cursor:replay").unwrap();
             assert_eq!(
                 at,

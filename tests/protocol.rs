@@ -587,7 +587,10 @@ fn update_filters_changes_the_live_subscription_without_reconnecting() {
         assert_eq!(conns[0].end, ConnectionEnd::Open);
 
         // The filters are kept for later dials.
-        sup.send(Restart { from_cursor: None }).await.unwrap();
+        sup.send(Restart { from_cursor: None })
+            .await
+            .unwrap()
+            .expect("not refused");
         wait_until_async(Duration::from_secs(10), "a second dial", || {
             srv.connections().len() == 2
         })
@@ -661,7 +664,8 @@ fn an_oversized_frame_is_dead_lettered_and_the_stream_goes_on_past_it() {
                 from_cursor: Some(earlier),
             })
             .await
-            .unwrap();
+            .unwrap()
+            .expect("not refused");
             wait_until_async(Duration::from_secs(10), "two more dials", || {
                 srv.connections().len() >= n + 2
             })

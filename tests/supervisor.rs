@@ -41,7 +41,7 @@ fn status_pause_resume_and_restart_from_a_cursor() {
             assert_eq!(st.writer.entries_written, 2_000);
             assert_eq!(st.writer.stored_cursor, Some(last));
 
-            sup.send(Pause).await.unwrap();
+            sup.send(Pause).await.unwrap().expect("not refused");
             wait_status(&sup, Duration::from_secs(10), "paused", |s| {
                 s.reader.state == ReaderState::Paused
             })
@@ -54,7 +54,7 @@ fn status_pause_resume_and_restart_from_a_cursor() {
             .await;
             assert_eq!(srv.connections().len(), 1, "no dial while paused");
 
-            sup.send(Resume).await.unwrap();
+            sup.send(Resume).await.unwrap().expect("not refused");
             wait_status(&sup, Duration::from_secs(10), "streaming again", |s| {
                 s.reader.state == ReaderState::Streaming
             })
@@ -71,7 +71,8 @@ fn status_pause_resume_and_restart_from_a_cursor() {
                     from_cursor: Some(from),
                 })
                 .await
-                .unwrap();
+                .unwrap()
+                .expect("not refused");
             assert_eq!(
                 session, 3,
                 "restart answers with the id of the next session"
@@ -98,7 +99,11 @@ fn status_pause_resume_and_restart_from_a_cursor() {
             );
             assert_eq!(st.reader.session_id, 3);
 
-            let next = sup.send(Restart { from_cursor: None }).await.unwrap();
+            let next = sup
+                .send(Restart { from_cursor: None })
+                .await
+                .unwrap()
+                .expect("not refused");
             assert_eq!(next, 4);
             wait_until_async(Duration::from_secs(10), "fourth dial", || {
                 srv.connections().len() == 4

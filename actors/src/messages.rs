@@ -107,20 +107,36 @@ pub struct UpdateFilters {
     pub filters: Filters,
 }
 
+/// Why the supervisor did not carry out a `Restart`, `Pause` or `Resume` (`[ha]`).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum Refused {
+    #[error(
+        "this instance is a standby (the writer lease is held by {holder}); send it to the leader"
+    )]
+    Standby { holder: String },
+    #[error("this instance lost the writer lease while the restart was prepared: {0}")]
+    Fenced(String),
+    #[error(
+        "the pipeline is being reset (taking the writer lease over, or after a Redis rollback); try again in a moment"
+    )]
+    Resetting,
+}
+
 /// Tear the session down and dial again, from `from_cursor` or the committed cursor.
+/// Answers the id of the next session.
 #[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "u64")]
+#[rtype(result = "Result<u64, Refused>")]
 pub struct Restart {
     pub from_cursor: Option<u64>,
 }
 
 /// Close the socket and stop reading until `Resume`.
 #[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), Refused>")]
 pub struct Pause;
 
 #[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), Refused>")]
 pub struct Resume;
 
 /// Stop reading (as `Pause`), then answer once every batch read so far has left the
@@ -256,12 +272,15 @@ pub struct RolledBack {
 /// Accept batches again after a rollback, or after this instance took the writer lease
 /// (`[ha]`); the reader is stopped and nothing is in flight. The writer reads the chain
 /// afresh; `stored_cursor` is what Redis holds now (a later cursor below it is a rollback).
-#[derive(Message, Debug, Clone, Copy)]
+#[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct ResumeWriting {
     pub stored_cursor: Option<u64>,
     /// The fencing token of the lease just taken (`[ha]`): every commit checks it.
     pub fence: Option<u64>,
+    /// The chain token, when the sender read it with `stored_cursor` (a takeover); `None`:
+    /// the writer reads it.
+    pub chain: Option<Option<String>>,
 }
 
 /// `[ha]`: this instance is not (or no longer) the writer: drop every batch until
@@ -318,10 +337,13 @@ pub enum Leadership {
 #[rtype(result = "bool")]
 pub struct ReleaseLease;
 
-/// `[ha]`: the keeper stops renewing (the writer was fenced: the lease is another's).
+/// `[ha]`: the keeper stops renewing the lease with this token (the writer was fenced: the
+/// lease is another's). About an older token, it changes nothing.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
-pub struct StepDown;
+pub struct StepDown {
+    pub token: u64,
+}
 
 /// `[ha]`: the lease as the keeper last saw it.
 #[derive(Message)]

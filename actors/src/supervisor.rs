@@ -23,7 +23,7 @@ use crate::jetstream::reader::StartCursor;
 use crate::jetstream::{JetstreamReader, ReaderConfig};
 use crate::messages::{
     Drain, Fatal, Fenced, GetBucketStatus, GetHaStatus, GetReaderStatus, GetRetentionStatus,
-    GetStatus, GetWriterStatus, Leadership, Pause, Quiesce, ReleaseLease, Restart, Resume,
+    GetStatus, GetWriterStatus, Leadership, Pause, Quiesce, Refused, ReleaseLease, Restart, Resume,
     ResumeWriting, RewindTo, RolledBack, StandBy, Status, StepDown, UpdateFilters,
 };
 use crate::sink::config::ConsumerGroup;
@@ -195,7 +195,10 @@ impl Supervisor {
             .fold(60_000_000u64, u64::saturating_add);
         if let StartCursor::Exact(from) | StartCursor::Replay { line: from, .. } = start {
             // A start from an explicit cursor may lie before what the dedupe index remembers.
-            prepare_replay(&writer, &streams, from, reindex_margin_us).await;
+            // With `[ha]` a standby prepares nothing: the takeover does, as the leader.
+            if ha.is_none() {
+                let _ = prepare_replay(&writer, &streams, from, reindex_margin_us, None).await;
+            }
         }
         info!(
             ?start,
@@ -305,7 +308,16 @@ impl Supervisor {
 /// are inserted after their events happened, unless the host's clock is ahead of Redis's, by
 /// at most `jetstream.future_tolerance` (more is dead-lettered), so that plus the dedupe
 /// window plus a minute.
-async fn prepare_replay(cfg: &WriterConfig, streams: &[String], from_us: u64, margin_us: u64) {
+///
+/// With `[ha]`, `fence` is this instance's token: having lost the lease (the mark is
+/// refused, `FENCED`), it gives up with `Refused::Fenced` instead of retrying.
+async fn prepare_replay(
+    cfg: &WriterConfig,
+    streams: &[String],
+    from_us: u64,
+    margin_us: u64,
+    fence: Option<u64>,
+) -> Result<(), Refused> {
     let keys = crate::sink::commit::Keys::new(&cfg.key_prefix);
     let full: Vec<String> = streams.iter().map(|s| keys.stream(s)).collect();
     let mut backoff = Backoff::new(cfg.retry_min, cfg.retry_max);
@@ -313,12 +325,25 @@ async fn prepare_replay(cfg: &WriterConfig, streams: &[String], from_us: u64, ma
         let attempt = async {
             let client = cfg.target().resolve(cfg.connect_timeout).await?;
             let mut con = client.get_multiplexed_async_connection().await?;
-            let done =
-                crate::sink::reindex::reindex(&mut con, &keys.dedupe, &full, from_us, margin_us)
-                    .await?;
-            let marked =
-                crate::sink::reindex::mark_replay(&mut con, &keys.cursor, &keys.replay, from_us)
-                    .await?;
+            // Recorded first: a crash during the rebuild leaves a marker, and the next start
+            // rebuilds again.
+            let marked = crate::sink::reindex::mark_replay(&mut con, &keys, from_us, fence).await?;
+            let recorded: Option<u64> = redis::cmd("GET")
+                .arg(&keys.replay)
+                .query_async(&mut con)
+                .await?;
+            // Only a replay behind the stored cursor clears what the index holds after its
+            // start (a restart into the future has nothing to repair).
+            let clear = recorded.is_some_and(|r| r <= from_us);
+            let done = crate::sink::reindex::reindex(
+                &mut con,
+                &keys.dedupe,
+                &full,
+                from_us,
+                margin_us,
+                clear,
+            )
+            .await?;
             Ok::<_, redis::RedisError>((done, marked))
         };
         match attempt.await {
@@ -327,10 +352,15 @@ async fn prepare_replay(cfg: &WriterConfig, streams: &[String], from_us: u64, ma
                     from_us,
                     entries_read = done.entries_read,
                     identities_added = done.identities_added,
+                    identities_cleared = done.identities_cleared,
                     replay_recorded = marked,
                     "dedupe index rebuilt from the streams for the replay"
                 );
-                return;
+                return Ok(());
+            }
+            Err(e) if e.to_string().contains("FENCED") => {
+                warn!(error = %e, "the replay is not prepared: this instance lost the writer lease");
+                return Err(Refused::Fenced(e.to_string()));
             }
             Err(e) => {
                 metrics::counter!("jetstream_ingestor_redis_connect_failures_total").increment(1);
@@ -347,7 +377,11 @@ impl Supervisor {
     /// bucket state that belongs to the cursor Redis holds, resumes the writer (with the
     /// lease's fencing token under `[ha]`) and restarts the reader from that cursor. After a
     /// rollback `stored` is what the writer found; after a lease takeover it is read here,
-    /// once the reader is stopped.
+    /// once the reader is stopped (with the chain, which the writer's next commit expects).
+    /// An unfinished replay behind the stored cursor gets its dedupe index rebuilt first (as
+    /// at start): commits since it began pruned the index, and a replay without it would
+    /// write everything again. With `[ha]` an operator's pause (`<prefix>control:paused`)
+    /// holds across the takeover, and a reset that outlived the lease stands by again.
     fn reset(&mut self, stored: Option<(Option<u64>, Option<u64>)>, ctx: &mut Context<Self>) {
         self.resetting += 1;
         let reader = self.reader.clone();
@@ -356,18 +390,29 @@ impl Supervisor {
         let setup = self.bucket_setup.clone();
         let cfg = self.writer_cfg.clone();
         let fence = self.fence;
+        let ha = self.lease.is_some();
+        let streams = self.streams.clone();
+        let margin = self.reindex_margin_us;
         let reset = async move {
             let _ = reader.send(Quiesce).await;
-            let (stored_cursor, replay_cursor) = match stored {
-                Some(known) => known,
+            let (stored_cursor, replay_cursor, chain) = match stored {
+                Some((cursor, replay)) => (cursor, replay, None),
                 None => match load_cursors(&cfg).await {
-                    Ok(held) => (held.cursor, held.replay),
+                    Ok(held) => (held.cursor, held.replay, Some(held.chain)),
                     Err(e) => {
                         error!(error = %e, "cannot take over: the stored cursor is unreadable");
                         return;
                     }
                 },
             };
+            if let (Some(replay), Some(stored)) = (replay_cursor, stored_cursor)
+                && replay < stored
+                && prepare_replay(&cfg, &streams, replay, margin, fence)
+                    .await
+                    .is_err()
+            {
+                return;
+            }
             if let (Some(router), Some((bcfg, compiled))) = (router, setup) {
                 match load_state(
                     &cfg.target(),
@@ -395,18 +440,53 @@ impl Supervisor {
                 .send(ResumeWriting {
                     stored_cursor,
                     fence,
+                    chain,
                 })
                 .await;
+            let paused = ha && paused_in_redis(&cfg).await;
             let _ = reader
                 .send(RewindTo {
                     stored_cursor,
                     replay_cursor,
                 })
                 .await;
+            if paused {
+                info!("the fleet is paused (<prefix>control:paused): the new leader stays paused");
+                let _ = reader.send(Pause).await;
+            }
         };
-        ctx.spawn(reset.into_actor(self).map(|(), act, _| {
+        ctx.spawn(reset.into_actor(self).map(move |(), act, ctx| {
             act.resetting = act.resetting.saturating_sub(1);
+            if act.lease.is_some() && act.fence != fence {
+                // The lease went (or came back with another token) while this ran.
+                if act.fence.is_none() {
+                    act.stand_by(ctx);
+                }
+            }
         }));
+    }
+
+    /// A standby (`[ha]`: naming who leads, as the keeper last read it) and a pipeline
+    /// being reset (a takeover or a rollback, whose rewind would undo the command) refuse
+    /// commands.
+    fn refusal(&self) -> Option<impl Future<Output = Refused> + 'static> {
+        let standby = self.lease.is_some() && self.fence.is_none();
+        if !standby && self.resetting == 0 {
+            return None;
+        }
+        let lease = self.lease.clone();
+        Some(async move {
+            if !standby {
+                return Refused::Resetting;
+            }
+            let holder = match lease {
+                Some(l) => l.send(GetHaStatus).await.ok().and_then(|s| s.holder),
+                None => None,
+            };
+            Refused::Standby {
+                holder: holder.unwrap_or_else(|| "another instance".to_owned()),
+            }
+        })
     }
 
     /// `[ha]`: not the writer (any more): the writer drops everything, the reader stops.
@@ -420,6 +500,58 @@ impl Supervisor {
             }
             .into_actor(self),
         );
+    }
+}
+
+/// `[ha]`: the fleet's pause, kept in Redis by the leader so a takeover honours it.
+fn paused_key(cfg: &WriterConfig) -> String {
+    format!("{}control:paused", cfg.key_prefix)
+}
+
+async fn paused_in_redis(cfg: &WriterConfig) -> bool {
+    let read = async {
+        let client = cfg.target().resolve(cfg.connect_timeout).await?;
+        let mut con = client.get_multiplexed_async_connection().await?;
+        redis::cmd("EXISTS")
+            .arg(paused_key(cfg))
+            .query_async::<i64>(&mut con)
+            .await
+    };
+    match tokio::time::timeout(cfg.connect_timeout, read).await {
+        Ok(Ok(n)) => n > 0,
+        Ok(Err(e)) => {
+            warn!(error = %crate::redis_target::describe(&e), "cannot read whether the fleet is paused; reading");
+            false
+        }
+        Err(_) => {
+            warn!("reading whether the fleet is paused timed out; reading");
+            false
+        }
+    }
+}
+
+/// Sets (`true`) or clears the fleet's pause; failures are logged (the local pause holds).
+async fn store_pause(cfg: &WriterConfig, paused: bool) {
+    let write = async {
+        let client = cfg.target().resolve(cfg.connect_timeout).await?;
+        let mut con = client.get_multiplexed_async_connection().await?;
+        let cmd = if paused {
+            let mut c = redis::cmd("SET");
+            c.arg(paused_key(cfg)).arg("1");
+            c
+        } else {
+            let mut c = redis::cmd("DEL");
+            c.arg(paused_key(cfg));
+            c
+        };
+        cmd.query_async::<()>(&mut con).await
+    };
+    match tokio::time::timeout(cfg.connect_timeout, write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            warn!(error = %crate::redis_target::describe(&e), "cannot store the fleet's pause in redis")
+        }
+        Err(_) => warn!("storing the fleet's pause in redis timed out"),
     }
 }
 
@@ -467,12 +599,14 @@ impl Handler<Fenced> for Supervisor {
 
     /// A commit found a newer fencing token: another instance took over.
     fn handle(&mut self, msg: Fenced, ctx: &mut Self::Context) {
+        if self.fence.is_some_and(|t| t > msg.token) {
+            // About a lease this instance held before: it holds a newer one now.
+            return;
+        }
         if let Some(lease) = &self.lease {
-            lease.do_send(StepDown);
+            lease.do_send(StepDown { token: msg.token });
         }
-        if self.fence.is_none_or(|t| t <= msg.token) {
-            self.stand_by(ctx);
-        }
+        self.stand_by(ctx);
     }
 }
 
@@ -497,39 +631,49 @@ impl Actor for Supervisor {
 }
 
 impl Handler<Restart> for Supervisor {
-    type Result = ResponseFuture<u64>;
+    type Result = ResponseFuture<Result<u64, Refused>>;
 
     /// From an explicit cursor: drain what is in flight, rebuild the dedupe index from the
-    /// streams back to that cursor (the replayed range is written only where it is missing),
-    /// then restart the reader there.
+    /// streams back to that cursor (the replayed range is written only where it is missing)
+    /// and record the replay, then restart the reader there. A standby refuses (`[ha]`).
     fn handle(&mut self, msg: Restart, _ctx: &mut Self::Context) -> Self::Result {
-        if self.lease.is_some() && self.fence.is_none() {
-            warn!(from_cursor = ?msg.from_cursor, "restart ignored: this instance is a standby (send it to the leader)");
-            return Box::pin(async { 0 });
+        if let Some(refused) = self.refusal() {
+            warn!(from_cursor = ?msg.from_cursor, "restart refused: this instance is a standby (send it to the leader)");
+            return Box::pin(async move { Err(refused.await) });
         }
         self.restarts += 1;
         metrics::counter!("jetstream_ingestor_admin_restarts_total").increment(1);
         let reader = self.reader.clone();
         let Some(from) = msg.from_cursor else {
-            return Box::pin(async move { reader.send(msg).await.unwrap_or(0) });
+            return Box::pin(async move { reader.send(msg).await.unwrap_or(Ok(0)) });
         };
         let cfg = self.writer_cfg.clone();
         let streams = self.streams.clone();
         let margin = self.reindex_margin_us;
+        let fence = self.fence;
         Box::pin(async move {
             let _ = reader.send(Quiesce).await;
-            prepare_replay(&cfg, &streams, from, margin).await;
-            reader.send(msg).await.unwrap_or(0)
+            prepare_replay(&cfg, &streams, from, margin, fence).await?;
+            reader.send(msg).await.unwrap_or(Ok(0))
         })
     }
 }
 
 impl Handler<Pause> for Supervisor {
-    type Result = ResponseFuture<()>;
+    type Result = ResponseFuture<Result<(), Refused>>;
+
+    /// With `[ha]` the pause is the fleet's: stored in Redis, so a takeover keeps it.
     fn handle(&mut self, msg: Pause, _ctx: &mut Self::Context) -> Self::Result {
+        if let Some(refused) = self.refusal() {
+            return Box::pin(async move { Err(refused.await) });
+        }
         let reader = self.reader.clone();
+        let store = self.lease.is_some().then(|| self.writer_cfg.clone());
         Box::pin(async move {
-            let _ = reader.send(msg).await;
+            if let Some(cfg) = store {
+                store_pause(&cfg, true).await;
+            }
+            reader.send(msg).await.unwrap_or(Ok(()))
         })
     }
 }
@@ -550,15 +694,18 @@ impl Handler<UpdateFilters> for Supervisor {
 }
 
 impl Handler<Resume> for Supervisor {
-    type Result = ResponseFuture<()>;
+    type Result = ResponseFuture<Result<(), Refused>>;
     fn handle(&mut self, msg: Resume, _ctx: &mut Self::Context) -> Self::Result {
-        if self.lease.is_some() && self.fence.is_none() {
-            warn!("resume ignored: this instance is a standby (it reads once it takes the lease)");
-            return Box::pin(async {});
+        if let Some(refused) = self.refusal() {
+            return Box::pin(async move { Err(refused.await) });
         }
         let reader = self.reader.clone();
+        let store = self.lease.is_some().then(|| self.writer_cfg.clone());
         Box::pin(async move {
-            let _ = reader.send(msg).await;
+            if let Some(cfg) = store {
+                store_pause(&cfg, false).await;
+            }
+            reader.send(msg).await.unwrap_or(Ok(()))
         })
     }
 }

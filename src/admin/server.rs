@@ -248,6 +248,8 @@ enum ApiError {
     BadRequest(String),
     NotStarted,
     Unavailable,
+    /// `[ha]`: a standby does not run commands (409, naming who leads).
+    Refused(actors::messages::Refused),
 }
 
 impl ApiError {
@@ -255,6 +257,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotStarted | ApiError::Unavailable => "unavailable",
+            ApiError::Refused(_) => "refused",
         }
     }
 
@@ -263,6 +266,10 @@ impl ApiError {
             ApiError::BadRequest(m) => error(400, m),
             ApiError::NotStarted => error(503, "pipeline not started yet (waiting for Redis)"),
             ApiError::Unavailable => error(503, "supervisor did not answer"),
+            ApiError::Refused(r @ actors::messages::Refused::Resetting) => {
+                error(503, &r.to_string())
+            }
+            ApiError::Refused(r) => error(409, &r.to_string()),
         }
     }
 }
@@ -321,7 +328,8 @@ async fn restart(state: web::Data<AdminState>, body: web::Bytes) -> HttpResponse
                     from_cursor: req.cursor,
                 },
             )
-            .await?;
+            .await?
+            .map_err(ApiError::Refused)?;
             info!(cursor = ?req.cursor, session_id, "admin: restart");
             Ok(HttpResponse::Accepted()
                 .json(json!({ "session_id": session_id, "cursor": req.cursor })))
@@ -331,18 +339,24 @@ async fn restart(state: web::Data<AdminState>, body: web::Bytes) -> HttpResponse
 }
 
 async fn pause(state: web::Data<AdminState>) -> HttpResponse {
-    let result = ask(&state, Pause).await.map(|()| {
-        info!("admin: pause");
-        HttpResponse::Accepted().json(json!({ "accepted": "pause" }))
-    });
+    let result = ask(&state, Pause)
+        .await
+        .and_then(|r| r.map_err(ApiError::Refused))
+        .map(|()| {
+            info!("admin: pause");
+            HttpResponse::Accepted().json(json!({ "accepted": "pause" }))
+        });
     answer("pause", result)
 }
 
 async fn resume(state: web::Data<AdminState>) -> HttpResponse {
-    let result = ask(&state, Resume).await.map(|()| {
-        info!("admin: resume");
-        HttpResponse::Accepted().json(json!({ "accepted": "resume" }))
-    });
+    let result = ask(&state, Resume)
+        .await
+        .and_then(|r| r.map_err(ApiError::Refused))
+        .map(|()| {
+            info!("admin: resume");
+            HttpResponse::Accepted().json(json!({ "accepted": "resume" }))
+        });
     answer("resume", result)
 }
 

@@ -83,6 +83,8 @@ impl LeaseKeeper {
         let (lease, fence) = (self.lease_key.clone(), self.fence_key.clone());
         let owner = self.owner.clone();
         let ttl_ms = u64::try_from(self.cfg.lease_ttl.as_millis()).unwrap_or(u64::MAX);
+        // A renewal counts from when it was sent, not from when its answer came.
+        let sent = Instant::now();
         let leader_token = match self.role {
             Role::Leader { token, .. } => Some(token),
             Role::Standby { .. } => None,
@@ -161,7 +163,7 @@ impl LeaseKeeper {
             let (role, change) = next(
                 &act.role,
                 answer,
-                Instant::now(),
+                sent,
                 act.cfg.lease_ttl,
                 act.cfg.renew_interval,
             );
@@ -206,11 +208,15 @@ impl Actor for LeaseKeeper {
 impl Handler<StepDown> for LeaseKeeper {
     type Result = ();
 
-    fn handle(&mut self, _: StepDown, _ctx: &mut Self::Context) {
-        self.generation += 1;
-        if matches!(self.role, Role::Leader { .. }) {
-            self.lost();
+    fn handle(&mut self, msg: StepDown, _ctx: &mut Self::Context) {
+        let Role::Leader { token, .. } = self.role else {
+            return;
+        };
+        if token != msg.token {
+            return;
         }
+        self.generation += 1;
+        self.lost();
         self.role = Role::Standby { holder: None };
     }
 }

@@ -61,6 +61,9 @@ pub(super) struct Sess {
     pub progressed: bool,
     pub first_time: Option<u64>,
     pub last_time: Option<u64>,
+    /// A frame told a time below the one before it: the host's order is not time order
+    /// here, so this session's progress is no floor for the next dial (`read_loop.rs`).
+    pub disordered: bool,
     /// `maxMessageSizeBytes` is in force on this socket (lifted after the first event).
     pub cap_active: bool,
     /// Events older than the dial cursor the host sent anyway (dropped).
@@ -98,6 +101,7 @@ impl Sess {
             refused: None,
             first_time: self.first_time,
             last_time: self.last_time,
+            disordered: self.disordered,
         }
     }
 }
@@ -303,6 +307,9 @@ impl ReadLoop {
                 } else {
                     self.check_gap(dial, t, st.id);
                 }
+            }
+            if st.last_time.is_some_and(|l| t < l) {
+                st.disordered = true;
             }
             st.last_time = Some(t);
         }

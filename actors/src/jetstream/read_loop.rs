@@ -128,6 +128,9 @@ impl ReadLoop {
 
             let dial = self.next_dial();
             let end = self.session(&dial).await;
+            self.shared
+                .last_session_disordered
+                .set((self.shared.current_session.get(), end.disordered));
             let urgent = self.settle(&dial, &end).await;
             if end.finished {
                 info!(reason = end.reason, "reader finished");
@@ -184,12 +187,17 @@ impl ReadLoop {
             dial.cursor = Some(c);
         } else if let Some(c) = self.shared.host_committed.get() {
             // The rewind covers events a live host sent out of time order just before the
-            // disconnect. A latest session that did not get past the cursor of its dial read
-            // the host's stored events, sorted by time: the next dial starts where it got
-            // (`Shared::host_reached`; one µs before, for events sharing that time).
+            // disconnect. A latest session that did not get past the cursor of its dial, and
+            // received its events in time order, read the host's stored events, sorted by
+            // time: the next dial starts where it got (`Shared::host_reached`; one µs before,
+            // for events sharing that time). A host that sent times out of order gets the
+            // full rewind.
             let rewound = Cursor(c).rewound(self.cfg.rewind).0;
+            let (last, disordered) = self.shared.last_session_disordered.get();
             let from = match self.shared.host_reached.get() {
-                Some((_, reached, Some(at_dial))) if reached <= at_dial => {
+                Some((session, reached, Some(at_dial)))
+                    if reached <= at_dial && session == last && !disordered =>
+                {
                     rewound.max(reached.saturating_sub(1))
                 }
                 _ => rewound,

@@ -29,8 +29,9 @@ use super::subscribe::Filters;
 use crate::backoff::Backoff;
 use crate::messages::{
     BatchCommitted, Drain, FailoverNote, GapAlarm, GetReaderStatus, Pause, PushBatch, Quiesce,
-    ReaderState, ReaderStatus, Restart, Resume, RewindTo, UpdateFilters,
+    ReaderState, ReaderStatus, Refused, Restart, Resume, RewindTo, UpdateFilters,
 };
+use crate::model::Cursor;
 
 /// Where the first dial starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +109,9 @@ pub(super) struct Shared {
     /// starts no earlier. Without it, sessions each shorter than the rewind redialed from
     /// `host_committed − rewind` forever and never got past `host_committed`.
     pub host_reached: Cell<Option<(u64, u64, Option<u64>)>>,
+    /// The session that ended last, and whether its host sent times out of order: the
+    /// floor above holds only for a session that delivered in time order.
+    pub last_session_disordered: Cell<(u64, bool)>,
     /// The reader moved to another endpoint (or started from a stored cursor with several
     /// endpoints configured) and nothing from it is committed yet: its dials start from the
     /// committed cursor minus `failover_rewind` (another clock).
@@ -198,6 +202,7 @@ impl JetstreamReader {
             host_committed: Cell::new(None),
             host_since_session: Cell::new(0),
             host_reached: Cell::new(None),
+            last_session_disordered: Cell::new((0, false)),
             // The stored cursor says nothing of which host stamped it: with several
             // endpoints it may be in another host's clock, so the first dials treat it
             // like a failover's (rewound by `failover_rewind`) until this host commits.
@@ -255,8 +260,16 @@ impl JetstreamReader {
 
 impl JetstreamReader {
     /// Starts paused (`[ha]` standby): nothing is dialed until `RewindTo` (or `Resume`).
+    /// A standby that would start at the live tail takes its launch time (minus the
+    /// failover rewind: another host's clock) as where it started: if it takes over a Redis
+    /// that holds nothing (emptied meanwhile), it reads from there, not from the live edge
+    /// at the takeover, which would skip what happened in between.
     pub fn paused(self) -> Self {
         self.control.send_replace(Control::Pause);
+        if self.shared.origin.get().is_none() {
+            let launched = Cursor::now().rewound(self.cfg.effective_failover_rewind());
+            self.shared.origin.set(Some(launched.0));
+        }
         self
     }
 }
@@ -342,10 +355,10 @@ impl Handler<GetReaderStatus> for JetstreamReader {
 }
 
 impl Handler<Restart> for JetstreamReader {
-    type Result = u64;
+    type Result = Result<u64, Refused>;
 
     /// Stops this actor; `actix::Supervisor` starts it again (same fields), which dials anew.
-    fn handle(&mut self, msg: Restart, ctx: &mut Self::Context) -> u64 {
+    fn handle(&mut self, msg: Restart, ctx: &mut Self::Context) -> Result<u64, Refused> {
         if let Some(c) = msg.from_cursor {
             // A new line: later dials resume from what this replay commits, not from the
             // newest cursor ever committed.
@@ -368,7 +381,7 @@ impl Handler<Restart> for JetstreamReader {
             act.control.send_replace(Control::Run);
             ctx.stop();
         }));
-        self.shared.next_session.get()
+        Ok(self.shared.next_session.get())
     }
 }
 
@@ -404,18 +417,20 @@ impl Handler<RewindTo> for JetstreamReader {
 }
 
 impl Handler<Pause> for JetstreamReader {
-    type Result = ();
-    fn handle(&mut self, _: Pause, _ctx: &mut Self::Context) {
+    type Result = Result<(), Refused>;
+    fn handle(&mut self, _: Pause, _ctx: &mut Self::Context) -> Result<(), Refused> {
         info!("pause requested");
         self.control.send_replace(Control::Pause);
+        Ok(())
     }
 }
 
 impl Handler<Resume> for JetstreamReader {
-    type Result = ();
-    fn handle(&mut self, _: Resume, _ctx: &mut Self::Context) {
+    type Result = Result<(), Refused>;
+    fn handle(&mut self, _: Resume, _ctx: &mut Self::Context) -> Result<(), Refused> {
         info!("resume requested");
         self.control.send_replace(Control::Run);
+        Ok(())
     }
 }
 

@@ -39,6 +39,8 @@ pub(super) struct SessionEnd {
     /// `time_us` of the first and of the last frame that told one.
     pub first_time: Option<u64>,
     pub last_time: Option<u64>,
+    /// The host sent times out of order in this session.
+    pub disordered: bool,
 }
 
 /// A frame the WebSocket layer refused; tungstenite then ends the connection, so a plain
@@ -63,6 +65,7 @@ impl SessionEnd {
             refused: None,
             first_time: None,
             last_time: None,
+            disordered: false,
         }
     }
 }
@@ -158,6 +161,7 @@ impl ReadLoop {
             progressed: false,
             first_time: None,
             last_time: None,
+            disordered: false,
             cap_active: max_message_size.is_some(),
             early: 0,
             caught_up: false,

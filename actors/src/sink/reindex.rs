@@ -32,18 +32,35 @@ pub const PAGE: usize = 500;
 pub struct Reindexed {
     pub entries_read: u64,
     pub identities_added: u64,
+    /// Identities at or after `from_us` the index held before the rebuild.
+    pub identities_cleared: u64,
 }
 
-/// Adds to `dedupe` the identity of every entry of `streams` whose event time is at or
-/// after `from_us`, reading each stream back to entries inserted `margin_us` before it.
+/// Makes the index at and after `from_us` say what the streams hold: with `clear`, first
+/// removes every identity scored at or after it (an entry deleted from a stream, XDEL or a
+/// lost write, is then written again by the replay instead of being taken for committed),
+/// then adds the identity of every entry of `streams` whose event time is at or after
+/// `from_us`, reading each stream back to entries inserted `margin_us` before it. Run with
+/// nothing in flight (the reader stopped, its batches committed), after the replay is
+/// recorded (`mark_replay`): a crash in between leaves a marker whose next start rebuilds
+/// again.
 pub async fn reindex(
     con: &mut MultiplexedConnection,
     dedupe: &str,
     streams: &[String],
     from_us: u64,
     margin_us: u64,
+    clear: bool,
 ) -> redis::RedisResult<Reindexed> {
     let mut done = Reindexed::default();
+    if clear {
+        done.identities_cleared = redis::cmd("ZREMRANGEBYSCORE")
+            .arg(dedupe)
+            .arg(from_us)
+            .arg("+inf")
+            .query_async(con)
+            .await?;
+    }
     let stop_ms = from_us.saturating_sub(margin_us) / 1000;
     for key in streams {
         let mut end = "+".to_owned();
@@ -105,23 +122,32 @@ pub async fn reindex(
 /// into the future is none). A crash before the replay's first commit then resumes it at the
 /// next start instead of abandoning it; the replay's commits move the key on from there and
 /// delete it once they catch up. Returns whether the key was set.
+///
+/// With `[ha]`, `fence` is the writer's fencing token: an instance that lost the lease
+/// meanwhile is refused (`FENCED`), like its commits.
 pub async fn mark_replay(
     con: &mut MultiplexedConnection,
-    cursor_key: &str,
-    replay_key: &str,
+    keys: &crate::sink::commit::Keys,
     from_us: u64,
+    fence: Option<u64>,
 ) -> redis::RedisResult<bool> {
     let set: i64 = redis::Script::new(MARK_REPLAY_SCRIPT)
-        .key(cursor_key)
-        .key(replay_key)
+        .key(&keys.cursor)
+        .key(&keys.replay)
+        .key(&keys.fence)
         .arg(from_us)
+        .arg(fence.map_or_else(String::new, |f| f.to_string()))
         .invoke_async(con)
         .await?;
     Ok(set == 1)
 }
 
-/// KEYS: 1 cursor, 2 replay cursor. ARGV: 1 where the replay starts.
+/// KEYS: 1 cursor, 2 replay cursor, 3 fencing counter. ARGV: 1 where the replay starts,
+/// 2 the writer's fencing token ("" = no `[ha]`).
 const MARK_REPLAY_SCRIPT: &str = r#"
+if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[2] then
+  return redis.error_reply('FENCED this instance holds fencing token ' .. ARGV[2] .. ', the lease is at ' .. tostring(redis.call('GET', KEYS[3])) .. ': the replay is not recorded')
+end
 local stored = tonumber(redis.call('GET', KEYS[1]) or '')
 if stored and tonumber(ARGV[1]) < stored then
   redis.call('SET', KEYS[2], ARGV[1])

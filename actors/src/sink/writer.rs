@@ -597,6 +597,12 @@ impl RedisWriter {
         };
         self.waiting = true;
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            if act.halted {
+                // Stood by (or reset) while this ran: nothing of it applies any more.
+                act.waiting = false;
+                act.failed = false;
+                return;
+            }
             match res {
                 Ok(((chain, stored, replay), moved)) => {
                     if let Some((conn, addr)) = moved {
@@ -863,7 +869,11 @@ impl Handler<ResumeWriting> for RedisWriter {
     fn handle(&mut self, msg: ResumeWriting, _ctx: &mut Self::Context) -> Self::Result {
         let conn = self.conn.clone();
         let key = self.keys.chain.clone();
+        let known = msg.chain.clone();
         let fut = async move {
+            if let Some(chain) = known {
+                return Some(chain);
+            }
             let mut conn = conn?;
             redis::cmd("GET")
                 .arg(&key)

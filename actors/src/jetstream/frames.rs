@@ -23,9 +23,10 @@ use std::time::Instant;
 use tracing::{debug, warn};
 
 use super::decode::{Decoded, decode_frame, decode_text};
+use super::dial::Dial;
 use super::gap::detect_gap;
 use super::inflate::{InflateError, Inflater};
-use super::read_loop::{Dial, ReadLoop};
+use super::read_loop::ReadLoop;
 use super::session::SessionEnd;
 use crate::messages::{Batch, Credit, GapAlarm, Item, PushBatch};
 use crate::model::{Cursor, DeadLetter};

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod decode;
+mod dial;
 pub mod failover;
 mod frames;
 pub mod gap;

@@ -3,16 +3,8 @@
 //! backoff, the failover policy (`failover.rs`), getting past oversized frames
 //! (`oversize.rs`), and the reconnect delay.
 //!
-//! Cursor of a dial, first match wins: a skip in progress (positions computed by
-//! `oversize.rs`); an explicit cursor (`Restart { from_cursor }`, `--cursor`, replay), kept
-//! until a session from it receives events; the newest cursor committed from the current
-//! host, minus `rewind` (in that host's clock: see `Shared::host_committed`), except after a
-//! session that did not get past its dial's cursor (it read stored history): then from
-//! where it got (`Shared::host_reached`; sessions each shorter than the rewind still move
-//! on); right after a
-//! move to another host, the newest cursor committed since the last explicit start minus
-//! `failover_rewind` (the clocks differ); that cursor minus `rewind` at start; live when
-//! nothing is committed. "Since the last explicit start" (`Shared::line_committed`): a
+//! The cursor of every dial is [`choose_dial`] (`dial.rs`, pure and tested) over the cursor
+//! facts in [`Shared`]. "Since the last explicit start" (`Shared::line_committed`): a
 //! `Restart` from an older cursor is carried through to the end, across reconnects and
 //! failovers, instead of jumping back to the newest cursor ever committed.
 //!
@@ -23,53 +15,30 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::Recipient;
 use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
 use super::config::ReaderConfig;
+use super::dial::{CursorFacts, Dial, DialCursor, Rewinds, choose_dial};
 use super::failover::{Next, SessionOutcome};
 use super::frames::{Pending, position_now};
 use super::inflate::Inflater;
-use super::oversize::{OversizeSkip, Probe, SkipDial};
+use super::oversize::{OversizeSkip, Probe};
 use super::reader::Shared;
 use super::session::{RefusedFrame, SessionEnd};
 use super::subscribe::source_of;
 use crate::backoff::full_jitter;
 use crate::messages::{FailoverNote, Item, PushBatch, ReaderState};
-use crate::model::{Cursor, DeadLetter};
+use crate::model::DeadLetter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Control {
     Run,
     Pause,
     Drain,
-}
-
-/// One dial, as decided before it happens.
-#[derive(Debug, Clone)]
-pub(super) struct Dial {
-    pub endpoint: String,
-    pub endpoint_index: usize,
-    pub cursor: Option<u64>,
-    /// Rewind subtracted from the committed cursor to get `cursor` (zero for exact dials).
-    pub rewind: Duration,
-    /// Part of getting past an oversized frame.
-    pub skip: Option<SkipDial>,
-}
-
-impl Dial {
-    /// Ask the host to skip messages above `max_frame_bytes` (lifted after the first event).
-    pub fn cap(&self) -> bool {
-        self.skip.is_some_and(|s| s.cap)
-    }
-
-    /// End at the first frame, pushing nothing.
-    pub fn probe(&self) -> bool {
-        self.skip.is_some_and(|s| s.probe)
-    }
 }
 
 pub(super) struct ReadLoop {
@@ -167,44 +136,28 @@ impl ReadLoop {
         let endpoint = self.cfg.endpoints.get(index).cloned().unwrap_or_default();
         *self.shared.endpoint.borrow_mut() = endpoint.clone();
         self.shared.endpoint_index.set(index);
-        let mut dial = Dial {
+        let skip = self.skip.as_mut().map(|skip| skip.next_dial());
+        let host = self.shared.host.get();
+        let facts = CursorFacts {
+            skip,
+            dial_override: self.shared.dial_override.get(),
+            host_committed: host.committed,
+            host_reached: host.reached,
+            line_committed: self.shared.line_committed.get(),
+            failover_pending: self.shared.failover_pending.get(),
+        };
+        let rewinds = Rewinds {
+            rewind: self.cfg.rewind,
+            failover_rewind: self.cfg.effective_failover_rewind(),
+        };
+        let DialCursor { cursor, rewind } = choose_dial(&facts, &rewinds);
+        Dial {
             endpoint,
             endpoint_index: index,
-            cursor: None,
-            rewind: Duration::ZERO,
-            skip: None,
-        };
-        if let Some(skip) = self.skip.as_mut() {
-            let next = skip.next_dial();
-            dial.cursor = next.cursor;
-            dial.skip = Some(next);
-        } else if let Some(c) = self.shared.dial_override.get() {
-            // Kept until a session makes progress: a failed first dial (or a failover) must
-            // not fall back to the live tail and skip everything from the asked cursor.
-            dial.cursor = Some(c);
-        } else if let Some(c) = self.shared.host_committed.get() {
-            // The rewind covers events a live host sent out of time order just before the
-            // disconnect. A latest session that did not get past the cursor of its dial read
-            // the host's stored events, sorted by time: the next dial starts where it got
-            // (`Shared::host_reached`; one µs before, for events sharing that time).
-            let rewound = Cursor(c).rewound(self.cfg.rewind).0;
-            let from = match self.shared.host_reached.get() {
-                Some((_, reached, Some(at_dial))) if reached <= at_dial => {
-                    rewound.max(reached.saturating_sub(1))
-                }
-                _ => rewound,
-            };
-            dial.rewind = Duration::from_micros(c - from);
-            dial.cursor = Some(from);
-        } else if let Some(c) = self.shared.line_committed.get() {
-            dial.rewind = if self.shared.failover_pending.get() {
-                self.cfg.effective_failover_rewind()
-            } else {
-                self.cfg.rewind
-            };
-            dial.cursor = Some(Cursor(c).rewound(dial.rewind).0);
+            cursor,
+            rewind,
+            skip,
         }
-        dial
     }
 
     /// Counts the session, applies the failover policy and the oversize skip. Returns true

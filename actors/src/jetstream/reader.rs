@@ -23,6 +23,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
 use super::config::ReaderConfig;
+use super::dial::HostProgress;
 use super::failover::Failover;
 use super::read_loop::{Control, ReadLoop};
 use super::subscribe::Filters;
@@ -94,20 +95,9 @@ pub(super) struct Shared {
     pub endpoint: RefCell<String>,
     pub endpoint_index: Cell<usize>,
     pub failover: RefCell<Failover>,
-    /// The newest cursor committed from batches of the current endpoint (sessions numbered
-    /// from `host_since_session`), in that host's clock. Dials start from it: after a move to
-    /// a host whose clock is behind, the global committed cursor (a maximum, in the old
-    /// host's clock) stays ahead of everything the new host sends until its clock catches
-    /// up, and a redial from it would skip events.
-    pub host_committed: Cell<Option<u64>>,
-    pub host_since_session: Cell<u64>,
-    /// For the latest session of the current endpoint that committed anything: (session,
-    /// newest cursor committed from it, `host_committed` when it was dialed). A session that
-    /// did not get past the cursor of its dial read the host's stored history (sorted by
-    /// time) from its dial up to where it got, all of it committed: a redial to the same host
-    /// starts no earlier. Without it, sessions each shorter than the rewind redialed from
-    /// `host_committed − rewind` forever and never got past `host_committed`.
-    pub host_reached: Cell<Option<(u64, u64, Option<u64>)>>,
+    /// What has been committed from the current endpoint, in its clock: dials start from it
+    /// (`dial.rs`).
+    pub host: Cell<HostProgress>,
     /// The reader moved to another endpoint (or started from a stored cursor with several
     /// endpoints configured) and nothing from it is committed yet: its dials start from the
     /// committed cursor minus `failover_rewind` (another clock).
@@ -127,28 +117,15 @@ impl Shared {
     /// The next dial may go to another host (another clock): what was committed from the
     /// current one no longer places the dial; sessions from `since` on count anew.
     pub fn forget_host(&self, since: u64) {
-        self.host_committed.set(None);
-        self.host_reached.set(None);
-        self.host_since_session.set(since);
+        let mut host = self.host.get();
+        host.forget(since);
+        self.host.set(host);
     }
 
     fn note_host_commit(&self, session: u64, cursor: u64) {
-        if session < self.host_since_session.get() {
-            return;
-        }
-        let before = self.host_committed.get();
-        self.host_committed
-            .set(Some(before.map_or(cursor, |old| old.max(cursor))));
-        let reached = match self.host_reached.get() {
-            Some((s, r, at_dial)) if s == session => Some((s, r.max(cursor), at_dial)),
-            Some((s, _, _)) if s > session => None,
-            // The first commit of a newer session: all earlier ones are in (the loop waits
-            // for them before dialing), so `before` is what the session was dialed from.
-            _ => Some((session, cursor, before)),
-        };
-        if let Some(r) = reached {
-            self.host_reached.set(Some(r));
-        }
+        let mut host = self.host.get();
+        host.note_commit(session, cursor);
+        self.host.set(host);
     }
 }
 
@@ -195,9 +172,7 @@ impl JetstreamReader {
             endpoint: RefCell::new(cfg.endpoints.first().cloned().unwrap_or_default()),
             endpoint_index: Cell::new(0),
             failover: RefCell::new(Failover::new(cfg.endpoints.len(), cfg.failover_after)),
-            host_committed: Cell::new(None),
-            host_since_session: Cell::new(0),
-            host_reached: Cell::new(None),
+            host: Cell::new(HostProgress::default()),
             // The stored cursor says nothing of which host stamped it: with several
             // endpoints it may be in another host's clock, so the first dials treat it
             // like a failover's (rewound by `failover_rewind`) until this host commits.

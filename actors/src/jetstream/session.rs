@@ -20,9 +20,10 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, info, warn};
 
+use super::dial::Dial;
 use super::frames::{JUMP_HOLD, Sess, Step};
 use super::heartbeat::{Heartbeat, Liveness};
-use super::read_loop::{Control, Dial, ReadLoop};
+use super::read_loop::{Control, ReadLoop};
 use super::subscribe::{DialOptions, options_update, plan_dial, source_of};
 use crate::messages::ReaderState;
 

@@ -24,10 +24,10 @@ use tracing::{debug, warn};
 
 use super::decode::{Decoded, decode_frame, decode_text};
 use super::dial::Dial;
+use super::end::{EndReason, SessionEnd};
 use super::gap::detect_gap;
 use super::inflate::{InflateError, Inflater};
 use super::read_loop::ReadLoop;
-use super::session::SessionEnd;
 use crate::messages::{Batch, Credit, GapAlarm, Item, PushBatch};
 use crate::model::{Cursor, DeadLetter};
 
@@ -90,7 +90,7 @@ pub(super) struct Held {
 }
 
 impl Sess {
-    pub fn end(&self, reason: &'static str, error: Option<String>, finished: bool) -> SessionEnd {
+    pub fn end(&self, reason: EndReason, error: Option<String>, finished: bool) -> SessionEnd {
         SessionEnd {
             progressed: self.progressed,
             reason,
@@ -107,7 +107,7 @@ impl Sess {
 pub(super) enum Step {
     Continue,
     /// Flush, then end with this reason (`finished` for replay's end).
-    End(&'static str, bool),
+    End(EndReason, bool),
 }
 
 impl ReadLoop {
@@ -297,7 +297,7 @@ impl ReadLoop {
                 st.first_time = Some(t);
                 if dial.probe() {
                     // Only the position was wanted: past the oversized frame.
-                    return Step::End("oversize_probe", false);
+                    return Step::End(EndReason::OversizeProbe, false);
                 }
                 if dial.skip.is_some() {
                     self.skip_passed(dial, t);
@@ -311,7 +311,7 @@ impl ReadLoop {
             Decoded::Event(ev) => {
                 let t = ev.time_us();
                 if self.cfg.until.is_some_and(|u| t > u) {
-                    return Step::End("until_reached", true);
+                    return Step::End(EndReason::UntilReached, true);
                 }
                 let mut c = self.shared.counters.borrow_mut();
                 if !st.progressed {

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod decode;
 mod dial;
+mod end;
 pub mod failover;
 mod frames;
 pub mod gap;

@@ -23,12 +23,12 @@ use tracing::{info, warn};
 
 use super::config::ReaderConfig;
 use super::dial::{CursorFacts, Dial, DialCursor, Rewinds, choose_dial};
+use super::end::{RefusedFrame, SessionEnd};
 use super::failover::{Next, SessionOutcome};
 use super::frames::{Pending, position_now};
 use super::inflate::Inflater;
 use super::oversize::{OversizeSkip, Probe};
 use super::reader::Shared;
-use super::session::{RefusedFrame, SessionEnd};
 use super::subscribe::source_of;
 use crate::backoff::full_jitter;
 use crate::messages::{FailoverNote, Item, PushBatch, ReaderState};
@@ -99,7 +99,7 @@ impl ReadLoop {
             let end = self.session(&dial).await;
             let urgent = self.settle(&dial, &end).await;
             if end.finished {
-                info!(reason = end.reason, "reader finished");
+                info!(reason = end.reason.as_str(), "reader finished");
                 self.shared.set_state(ReaderState::Finished);
                 return;
             }
@@ -111,7 +111,7 @@ impl ReadLoop {
             let delay = full_jitter(ceiling);
             let failures = self.shared.counters.borrow().consecutive_failures;
             warn!(
-                reason = end.reason,
+                reason = end.reason.as_str(),
                 error = end.error.as_deref().unwrap_or(""),
                 consecutive_failures = failures,
                 delay_ms = delay.as_millis() as u64,
@@ -164,16 +164,7 @@ impl ReadLoop {
     /// when the next dial should go out without the reconnect delay.
     async fn settle(&mut self, dial: &Dial, end: &SessionEnd) -> bool {
         let urgent = self.settle_oversize(dial, end).await;
-        let outcome = if end.reason == "idle_timeout" {
-            SessionOutcome::Silent
-        } else if end.reason == "stopped" || end.reason == "oversize_probe" || end.refused.is_some()
-        {
-            SessionOutcome::Neutral
-        } else if end.progressed {
-            SessionOutcome::Healthy
-        } else {
-            SessionOutcome::Failed
-        };
+        let outcome = end.outcome();
         let failures = {
             let mut c = self.shared.counters.borrow_mut();
             if end.progressed && outcome != SessionOutcome::Silent {
@@ -188,7 +179,7 @@ impl ReadLoop {
             }
             c.consecutive_failures
         };
-        metrics::counter!("jetstream_ingestor_sessions_ended_total", "reason" => end.reason)
+        metrics::counter!("jetstream_ingestor_sessions_ended_total", "reason" => end.reason.as_str())
             .increment(1);
         metrics::gauge!("jetstream_ingestor_reader_consecutive_failures").set(f64::from(failures));
         let next = self.shared.failover.borrow_mut().record(outcome);
@@ -200,7 +191,7 @@ impl ReadLoop {
                     session: self.shared.current_session.get(),
                     from: dial.endpoint.clone(),
                     to: self.cfg.endpoints.get(to).cloned().unwrap_or_default(),
-                    reason: end.reason,
+                    reason: end.reason.as_str(),
                     error: c.last_error.clone(),
                 };
                 c.last_failover = Some(note.clone());

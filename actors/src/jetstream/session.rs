@@ -21,52 +21,12 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, info, warn};
 
 use super::dial::Dial;
+use super::end::{EndReason, RefusedFrame, SessionEnd};
 use super::frames::{JUMP_HOLD, Sess, Step};
 use super::heartbeat::{Heartbeat, Liveness};
 use super::read_loop::{Control, ReadLoop};
 use super::subscribe::{DialOptions, options_update, plan_dial, source_of};
 use crate::messages::ReaderState;
-
-/// How a session ended.
-pub(super) struct SessionEnd {
-    /// At least one event arrived: the host works, so the backoff resets.
-    pub progressed: bool,
-    pub reason: &'static str,
-    pub error: Option<String>,
-    /// Stop redialing (drain requested, or replay reached `until`).
-    pub finished: bool,
-    /// The WebSocket layer refused a frame, which ended the connection.
-    pub refused: Option<RefusedFrame>,
-    /// `time_us` of the first and of the last frame that told one.
-    pub first_time: Option<u64>,
-    pub last_time: Option<u64>,
-}
-
-/// A frame the WebSocket layer refused; tungstenite then ends the connection, so a plain
-/// redial would meet it again, forever. The read loop dead-letters it and dials past it
-/// (`oversize.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct RefusedFrame {
-    /// The dead letter's reason: `frame_too_large` (over `max_frame_bytes`, payload never
-    /// read) or `invalid_utf8` (a text frame that is not UTF-8, bytes not kept).
-    pub reason: &'static str,
-    /// The frame's size, when known.
-    pub size: Option<usize>,
-}
-
-impl SessionEnd {
-    fn failed(reason: &'static str, error: String) -> Self {
-        SessionEnd {
-            progressed: false,
-            reason,
-            error: Some(error),
-            finished: false,
-            refused: None,
-            first_time: None,
-            last_time: None,
-        }
-    }
-}
 
 impl ReadLoop {
     /// Dials once and reads until the session ends.
@@ -85,10 +45,12 @@ impl ReadLoop {
             },
         ) {
             Ok(p) => p,
-            Err(e) => return SessionEnd::failed("bad_url", format!("{}: {e}", dial.endpoint)),
+            Err(e) => {
+                return SessionEnd::failed(EndReason::BadUrl, format!("{}: {e}", dial.endpoint));
+            }
         };
         if let Err(e) = self.ensure_inflater() {
-            return SessionEnd::failed("bad_dictionary", e);
+            return SessionEnd::failed(EndReason::BadDictionary, e);
         }
         let session_id = self.shared.next_session.get();
         self.shared.next_session.set(session_id + 1);
@@ -116,7 +78,7 @@ impl ReadLoop {
                 metrics::counter!("jetstream_ingestor_connects_total", "outcome" => "timeout")
                     .increment(1);
                 return SessionEnd::failed(
-                    "connect_timeout",
+                    EndReason::ConnectTimeout,
                     format!(
                         "no answer from {} within {:?}",
                         dial.endpoint, self.cfg.connect_timeout
@@ -126,7 +88,10 @@ impl ReadLoop {
             Ok(Err(e)) => {
                 metrics::counter!("jetstream_ingestor_connects_total", "outcome" => "failed")
                     .increment(1);
-                return SessionEnd::failed("connect_failed", format!("{}: {e}", dial.endpoint));
+                return SessionEnd::failed(
+                    EndReason::ConnectFailed,
+                    format!("{}: {e}", dial.endpoint),
+                );
             }
             Ok(Ok((ws, _response))) => ws,
         };
@@ -135,7 +100,7 @@ impl ReadLoop {
         if let Some(hello) = plan.hello {
             // requireHello: the host sends nothing before this first options_update.
             if let Err(e) = sink.send(WsMessage::text(hello)).await {
-                return SessionEnd::failed("ws_error", format!("sending the hello: {e}"));
+                return SessionEnd::failed(EndReason::WsError, format!("sending the hello: {e}"));
             }
             metrics::counter!("jetstream_ingestor_options_updates_total", "why" => "hello")
                 .increment(1);
@@ -177,7 +142,7 @@ impl ReadLoop {
             () => {
                 match self.flush(&mut st.pending, st.id, &st.source).await {
                     Ok(waited) => waited,
-                    Err(e) => return st.end("downstream_gone", Some(e), true),
+                    Err(e) => return st.end(EndReason::DownstreamGone, Some(e), true),
                 }
             };
         }
@@ -202,7 +167,7 @@ impl ReadLoop {
             ($msg:expr) => {
                 if let Err(e) = sink.send($msg).await {
                     flush_or_end!();
-                    return st.end("ws_error", Some(e.to_string()), false);
+                    return st.end(EndReason::WsError, Some(e.to_string()), false);
                 }
             };
         }
@@ -227,7 +192,7 @@ impl ReadLoop {
                         "no frame from {} for {:?}",
                         dial.endpoint, self.cfg.idle_timeout
                     );
-                    return st.end("idle_timeout", Some(error), false);
+                    return st.end(EndReason::IdleTimeout, Some(error), false);
                 }
                 Liveness::SendPing => {
                     last_ping = Some(now);
@@ -250,7 +215,7 @@ impl ReadLoop {
                     if c != Control::Run {
                         flush_or_end!();
                         close_cleanly!();
-                        return st.end("stopped", None, false);
+                        return st.end(EndReason::Stopped, None, false);
                     }
                 }
                 changed = filters_rx.changed(), if filters_open => {
@@ -302,13 +267,13 @@ impl ReadLoop {
                             Some(Ok(WsMessage::Close(frame))) => {
                                 flush_or_end!();
                                 let detail = frame.as_ref().map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default();
-                                return st.end("server_closed", Some(format!("close frame {detail}")), false);
+                                return st.end(EndReason::ServerClosed, Some(format!("close frame {detail}")), false);
                             }
                             Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
                                 // The payload was never read. The read loop dead-letters it and
                                 // dials past it (oversize.rs).
                                 flush_or_end!();
-                                let mut end = st.end("frame_too_large", Some(format!("message of {size} bytes over the {max_size} limit")), false);
+                                let mut end = st.end(EndReason::FrameTooLarge, Some(format!("message of {size} bytes over the {max_size} limit")), false);
                                 end.refused = Some(RefusedFrame { reason: "frame_too_large", size: Some(size) });
                                 return end;
                             }
@@ -316,17 +281,17 @@ impl ReadLoop {
                                 // A text frame that is not UTF-8: dead-lettered and skipped by
                                 // the read loop, like an oversized one.
                                 flush_or_end!();
-                                let mut end = st.end("invalid_utf8", Some(format!("text frame that is not UTF-8: {e}")), false);
+                                let mut end = st.end(EndReason::InvalidUtf8, Some(format!("text frame that is not UTF-8: {e}")), false);
                                 end.refused = Some(RefusedFrame { reason: "invalid_utf8", size: None });
                                 return end;
                             }
                             Some(Err(e)) => {
                                 flush_or_end!();
-                                return st.end("ws_error", Some(e.to_string()), false);
+                                return st.end(EndReason::WsError, Some(e.to_string()), false);
                             }
                             None => {
                                 flush_or_end!();
-                                return st.end("eof", Some("connection closed without a close frame".into()), false);
+                                return st.end(EndReason::Eof, Some("connection closed without a close frame".into()), false);
                             }
                         };
                         frames_received.increment(1);

@@ -1,7 +1,11 @@
-//! Jetstream room: the reader actor (`reader.rs` shell, `read_loop.rs` dials and failover,
-//! `session.rs` one connection) and its pure logic: frame decoding, zstd inflation, subscribe
-//! URLs and filters, heartbeat, failover policy, gap detection, oversized-frame skipping,
-//! config.
+//! Jetstream room: the reader actor (`reader.rs` shell over `shared.rs` state,
+//! `read_loop.rs` dials and failover, `session.rs` one connection, `frames.rs` what its frames
+//! become, `outbox.rs` batches downstream with credits) and its pure logic: dial choice,
+//! session ends, frame decoding, zstd inflation, subscribe URLs and filters, heartbeat,
+//! failover policy, gap detection, oversized-frame skipping, config.
+//!
+//! Imports inside the room go one way: reader → read_loop → session → frames → {dial, end,
+//! outbox, shared} and the pure modules; nothing imports back up.
 
 pub mod config;
 pub mod decode;
@@ -12,10 +16,12 @@ mod frames;
 pub mod gap;
 pub mod heartbeat;
 pub mod inflate;
+mod outbox;
 pub mod oversize;
 mod read_loop;
 pub mod reader;
 mod session;
+mod shared;
 pub mod subscribe;
 
 pub use config::ReaderConfig;

@@ -17,40 +17,31 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::Recipient;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::config::ReaderConfig;
 use super::dial::{CursorFacts, Dial, DialCursor, Rewinds, choose_dial};
 use super::end::{RefusedFrame, SessionEnd};
 use super::failover::{Next, SessionOutcome};
-use super::frames::{Pending, position_now};
+use super::frames::position_now;
 use super::inflate::Inflater;
+use super::outbox::{Outbox, Pending};
 use super::oversize::{OversizeSkip, Probe};
-use super::reader::Shared;
+use super::session::{Parts, Session};
+use super::shared::{Control, Shared};
 use super::subscribe::source_of;
 use crate::backoff::full_jitter;
-use crate::messages::{FailoverNote, Item, PushBatch, ReaderState};
+use crate::messages::{FailoverNote, Item, ReaderState};
 use crate::model::DeadLetter;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Control {
-    Run,
-    Pause,
-    Drain,
-}
-
 pub(super) struct ReadLoop {
-    pub cfg: Arc<ReaderConfig>,
-    pub shared: Rc<Shared>,
-    pub window: Arc<Semaphore>,
-    /// The byte budget (`max_in_flight_bytes`), shared by every batch in flight.
-    pub bytes: Arc<Semaphore>,
-    pub downstream: Recipient<PushBatch>,
-    pub control: watch::Receiver<Control>,
+    cfg: Arc<ReaderConfig>,
+    shared: Rc<Shared>,
+    outbox: Rc<Outbox>,
+    control: watch::Receiver<Control>,
     /// zstd context and buffer, built at the first compressed dial and reused.
-    pub inflater: Option<Inflater>,
+    inflater: Option<Inflater>,
     /// Getting past an oversized frame, if one was met.
     skip: Option<OversizeSkip>,
 }
@@ -59,17 +50,13 @@ impl ReadLoop {
     pub fn new(
         cfg: Arc<ReaderConfig>,
         shared: Rc<Shared>,
-        window: Arc<Semaphore>,
-        bytes: Arc<Semaphore>,
-        downstream: Recipient<PushBatch>,
+        outbox: Rc<Outbox>,
         control: watch::Receiver<Control>,
     ) -> ReadLoop {
         ReadLoop {
             cfg,
             shared,
-            window,
-            bytes,
-            downstream,
+            outbox,
             control,
             inflater: None,
             skip: None,
@@ -93,10 +80,21 @@ impl ReadLoop {
             }
             // Everything pushed so far must be committed before we pick the dial cursor.
             self.shared.set_state(ReaderState::Connecting);
-            self.wait_window_drained().await;
+            self.outbox.drained().await;
 
             let dial = self.next_dial();
-            let end = self.session(&dial).await;
+            let parts = Parts {
+                cfg: &self.cfg,
+                shared: &self.shared,
+                outbox: &self.outbox,
+                control: &self.control,
+                inflater: &mut self.inflater,
+                skip: &mut self.skip,
+            };
+            let end = match Session::open(parts, &dial).await {
+                Ok(session) => session.read().await,
+                Err(end) => end,
+            };
             let urgent = self.settle(&dial, &end).await;
             if end.finished {
                 info!(reason = end.reason.as_str(), "reader finished");
@@ -124,11 +122,6 @@ impl ReadLoop {
                 _ = control.changed() => {}
             }
         }
-    }
-
-    async fn wait_window_drained(&self) {
-        let n = u32::try_from(self.cfg.max_in_flight_batches).unwrap_or(u32::MAX);
-        let _all = self.window.acquire_many(n).await;
     }
 
     fn next_dial(&mut self) -> Dial {
@@ -258,36 +251,6 @@ impl ReadLoop {
         urgent
     }
 
-    /// The first event of a real skip session: the oversized frame is behind us. Ends the
-    /// skip and remembers where it was, so a later rewind across it goes straight past.
-    pub(super) fn skip_passed(&mut self, dial: &Dial, first_time: u64) {
-        let (Some(step), Some(skip)) = (dial.skip, self.skip.as_mut()) else {
-            return;
-        };
-        if !skip.observe(step, Probe::Passed) {
-            return;
-        }
-        // Asked the host to skip it: resume at the first event after it; probed: exactly.
-        let resume = if step.cap {
-            first_time
-        } else {
-            step.cursor.unwrap_or(first_time)
-        };
-        info!(
-            dials = skip.dials(),
-            resumed_at = resume,
-            "got past the oversized frame"
-        );
-        metrics::counter!("jetstream_ingestor_oversize_skips_total", "how" => if step.cap { "host" } else { "probed" })
-            .increment(1);
-        if let Some(origin) = skip.origin() {
-            self.shared
-                .skipped
-                .set(Some((dial.endpoint_index, origin, resume)));
-        }
-        self.skip = None;
-    }
-
     /// `frame_too_large` / `invalid_utf8`: the frame's bytes were never read or not kept, so
     /// its dead letter carries what we know instead: its size if known, and where it sits
     /// (the event it came after, or the dial cursor when it came first). That is its dedupe
@@ -330,7 +293,12 @@ impl ReadLoop {
         });
         let source: Arc<str> = Arc::from(source_of(&dial.endpoint));
         let session = self.shared.current_session.get();
-        if let Err(e) = self.flush(&mut pending, session, &source).await {
+        let shared = &self.shared;
+        let sent = self
+            .outbox
+            .flush(&mut pending, session, &source, || shared.replaying(session))
+            .await;
+        if let Err(e) = sent {
             warn!(error = %e, reason = refused.reason, "cannot hand the dead letter on");
         }
     }

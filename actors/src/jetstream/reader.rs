@@ -1,36 +1,38 @@
 //! `JetstreamReader`: the actor shell around the socket. It owns the state that must survive
-//! a restart (committed cursor, backoff, endpoint choice, filters, counters) in [`Shared`],
-//! answers the control messages (`Restart`, `Pause`, `Resume`, `Drain`, `Quiesce`,
-//! `RewindTo`, `UpdateFilters`, `GetReaderStatus`) and the writer's `BatchCommitted`, and
-//! runs the [`ReadLoop`]
-//! (`read_loop.rs`: dial, failover, backoff; `session.rs`: one connection) on its context.
+//! a restart: cursors, backoff, endpoint choice, filters, counters ([`Shared`], `shared.rs`)
+//! and the batches in flight with their credits ([`Outbox`], `outbox.rs`); it answers the
+//! control messages (`Restart`, `Pause`, `Resume`, `Drain`, `Quiesce`, `RewindTo`,
+//! `UpdateFilters`, `GetReaderStatus`) and the writer's `BatchCommitted`, and runs the
+//! [`ReadLoop`] (`read_loop.rs`: dial choice, failover, backoff; `session.rs`: one
+//! connection; `frames.rs`: what each frame becomes) on its context.
 //!
 //! Failure: the read loop never gives up (it redials with backoff, moving between endpoints);
 //! it runs under `actix::Supervisor`: `Restart` closes the session cleanly, then stops the
 //! actor and the supervisor starts it again with the same struct, so cursor, backoff,
 //! endpoint and counters survive (STYLE rule 5). A restart from a cursor starts a new "line"
 //! (`Shared::line_committed`): later dials resume from what it commits, not from the newest
-//! cursor ever committed; after a Redis rollback `RewindTo` starts one from what Redis holds. `UpdateFilters` with invalid filters is refused with the validation message and
+//! cursor ever committed; after a Redis rollback `RewindTo` starts one from what Redis
+//! holds. `UpdateFilters` with invalid filters is refused with the validation message and
 //! changes nothing.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::config::ReaderConfig;
 use super::dial::HostProgress;
 use super::failover::Failover;
-use super::read_loop::{Control, ReadLoop};
-use super::subscribe::Filters;
+use super::outbox::Outbox;
+use super::read_loop::ReadLoop;
+use super::shared::{Control, Counters, Shared};
 use crate::backoff::Backoff;
 use crate::messages::{
-    BatchCommitted, Drain, FailoverNote, GapAlarm, GetReaderStatus, Pause, PushBatch, Quiesce,
-    ReaderState, ReaderStatus, Restart, Resume, RewindTo, UpdateFilters,
+    BatchCommitted, Drain, GetReaderStatus, Pause, PushBatch, Quiesce, ReaderState, ReaderStatus,
+    Restart, Resume, RewindTo, UpdateFilters,
 };
 
 /// Where the first dial starts.
@@ -47,94 +49,11 @@ pub enum StartCursor {
     Replay { line: u64, committed: u64 },
 }
 
-#[derive(Default)]
-pub(super) struct Counters {
-    pub consecutive_failures: u32,
-    pub last_error: Option<String>,
-    pub events_received: u64,
-    pub dead_letters: u64,
-    pub batches_committed: u64,
-    pub sessions_started: u64,
-    pub backoff_ceiling: Duration,
-    pub failovers: u64,
-    /// When a frame was last taken (not dropped as older than the dial cursor).
-    pub last_frame_at: Option<std::time::Instant>,
-    /// When an event last moved the position.
-    pub last_advance_at: Option<std::time::Instant>,
-    /// The most frame bytes in flight at once.
-    pub peak_in_flight_bytes: u64,
-    pub gaps: u64,
-    pub last_gap: Option<GapAlarm>,
-    pub last_failover: Option<FailoverNote>,
-}
-
-/// State shared between the actor's handlers and its read loop (same thread), kept across
-/// restarts of the actor.
-pub(super) struct Shared {
-    /// The newest cursor ever committed (status; never moves back but for a rollback).
-    pub committed: Cell<Option<u64>>,
-    /// The newest cursor committed from sessions since the last explicit start (the stored
-    /// cursor at start, a `Restart { from_cursor }`, a rollback): dials resume from it, so a
-    /// requested replay of older events goes on to its end after reconnects.
-    pub line_committed: Cell<Option<u64>>,
-    pub line_since_session: Cell<u64>,
-    /// The line is a replay behind the stored cursor: its batches say so, and their commits
-    /// keep its progress in Redis (`cursor:replay`) until it catches up.
-    pub line_replay: Cell<bool>,
-    /// Where this process started reading: the stored or asked cursor, else the first event
-    /// it received. A rollback of Redis to nothing resumes from here.
-    pub origin: Cell<Option<u64>>,
-    /// Next dial starts exactly here instead of from the committed cursor.
-    pub dial_override: Cell<Option<u64>>,
-    pub next_seq: Cell<u64>,
-    pub next_session: Cell<u64>,
-    pub current_session: Cell<u64>,
-    pub backoff: RefCell<Backoff>,
-    pub counters: RefCell<Counters>,
-    pub state: watch::Sender<ReaderState>,
-    pub endpoint: RefCell<String>,
-    pub endpoint_index: Cell<usize>,
-    pub failover: RefCell<Failover>,
-    /// What has been committed from the current endpoint, in its clock: dials start from it
-    /// (`dial.rs`).
-    pub host: Cell<HostProgress>,
-    /// The reader moved to another endpoint (or started from a stored cursor with several
-    /// endpoints configured) and nothing from it is committed yet: its dials start from the
-    /// committed cursor minus `failover_rewind` (another clock).
-    pub failover_pending: Cell<bool>,
-    /// The filters of every dial, and of `options_update`s on the live socket when changed.
-    pub filters: watch::Sender<Arc<Filters>>,
-    /// The last oversized frame got past: (endpoint index, where it was met, cursor past
-    /// it), so meeting it again after a rewind goes straight past without a new dead letter.
-    pub skipped: Cell<Option<(usize, u64, u64)>>,
-}
-
-impl Shared {
-    pub fn set_state(&self, s: ReaderState) {
-        self.state.send_replace(s);
-    }
-
-    /// The next dial may go to another host (another clock): what was committed from the
-    /// current one no longer places the dial; sessions from `since` on count anew.
-    pub fn forget_host(&self, since: u64) {
-        let mut host = self.host.get();
-        host.forget(since);
-        self.host.set(host);
-    }
-
-    fn note_host_commit(&self, session: u64, cursor: u64) {
-        let mut host = self.host.get();
-        host.note_commit(session, cursor);
-        self.host.set(host);
-    }
-}
-
 pub struct JetstreamReader {
     cfg: Arc<ReaderConfig>,
-    downstream: Recipient<PushBatch>,
     shared: Rc<Shared>,
-    window: Arc<Semaphore>,
-    bytes: Arc<Semaphore>,
+    /// Batches on their way downstream, with their credits.
+    outbox: Rc<Outbox>,
     control: watch::Sender<Control>,
 }
 
@@ -152,10 +71,7 @@ impl JetstreamReader {
             StartCursor::Exact(_) => (None, true),
             _ => (committed, false),
         };
-        let window = Arc::new(Semaphore::new(cfg.max_in_flight_batches));
-        let bytes = Arc::new(Semaphore::new(
-            cfg.max_in_flight_bytes.min(Semaphore::MAX_PERMITS),
-        ));
+        let outbox = Rc::new(Outbox::new(&cfg, downstream));
         let shared = Rc::new(Shared {
             committed: Cell::new(committed),
             line_committed: Cell::new(line),
@@ -163,7 +79,6 @@ impl JetstreamReader {
             line_replay: Cell::new(line_replay),
             origin: Cell::new(line.or(dial_override)),
             dial_override: Cell::new(dial_override),
-            next_seq: Cell::new(1),
             next_session: Cell::new(1),
             current_session: Cell::new(0),
             backoff: RefCell::new(Backoff::new(cfg.backoff_min, cfg.backoff_max)),
@@ -189,10 +104,8 @@ impl JetstreamReader {
         let (control, _) = watch::channel(Control::Run);
         JetstreamReader {
             cfg: Arc::new(cfg),
-            downstream,
             shared,
-            window,
-            bytes,
+            outbox,
             control,
         }
     }
@@ -205,9 +118,7 @@ impl Actor for JetstreamReader {
         let lp = ReadLoop::new(
             self.cfg.clone(),
             self.shared.clone(),
-            self.window.clone(),
-            self.bytes.clone(),
-            self.downstream.clone(),
+            self.outbox.clone(),
             self.control.subscribe(),
         );
         ctx.spawn(actix::fut::wrap_future(lp.run()));
@@ -290,12 +201,11 @@ impl Handler<GetReaderStatus> for JetstreamReader {
         } else {
             0.0
         });
-        let budget = self.cfg.max_in_flight_bytes.min(Semaphore::MAX_PERMITS);
         MessageResult(ReaderStatus {
             stalled_secs,
             line_cursor: self.shared.line_committed.get(),
-            in_flight_bytes: budget.saturating_sub(self.bytes.available_permits()) as u64,
-            peak_in_flight_bytes: c.peak_in_flight_bytes,
+            in_flight_bytes: self.outbox.in_flight_bytes(),
+            peak_in_flight_bytes: self.outbox.peak_in_flight_bytes(),
             state: *self.shared.state.borrow(),
             endpoint: self.shared.endpoint.borrow().clone(),
             session_id: self.shared.current_session.get(),
@@ -423,11 +333,10 @@ impl Handler<Quiesce> for JetstreamReader {
 
     fn handle(&mut self, _: Quiesce, _ctx: &mut Self::Context) -> Self::Result {
         let stopped = self.stop_reading();
-        let window = self.window.clone();
-        let n = u32::try_from(self.cfg.max_in_flight_batches).unwrap_or(u32::MAX);
+        let drained = self.outbox.drained();
         Box::pin(async move {
             stopped.await;
-            let _ = window.acquire_many(n).await;
+            drained.await;
         })
     }
 }
@@ -439,11 +348,10 @@ impl Handler<Drain> for JetstreamReader {
     fn handle(&mut self, _: Drain, _ctx: &mut Self::Context) -> Self::Result {
         self.control.send_replace(Control::Drain);
         let mut state = self.shared.state.subscribe();
-        let window = self.window.clone();
-        let n = u32::try_from(self.cfg.max_in_flight_batches).unwrap_or(u32::MAX);
+        let drained = self.outbox.drained();
         Box::pin(async move {
             let _ = state.wait_for(|s| *s == ReaderState::Finished).await;
-            let _ = window.acquire_many(n).await;
+            drained.await;
         })
     }
 }

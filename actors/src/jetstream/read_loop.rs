@@ -125,10 +125,8 @@ impl ReadLoop {
     }
 
     fn next_dial(&mut self) -> Dial {
-        let index = self.shared.failover.borrow().current() % self.cfg.endpoints.len().max(1);
+        let index = self.shared.failover.borrow_mut().dial() % self.cfg.endpoints.len().max(1);
         let endpoint = self.cfg.endpoints.get(index).cloned().unwrap_or_default();
-        *self.shared.endpoint.borrow_mut() = endpoint.clone();
-        self.shared.endpoint_index.set(index);
         let skip = self.skip.as_mut().map(|skip| skip.next_dial());
         let host = self.shared.host.get();
         let facts = CursorFacts {

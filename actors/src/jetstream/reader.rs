@@ -84,8 +84,6 @@ impl JetstreamReader {
             backoff: RefCell::new(Backoff::new(cfg.backoff_min, cfg.backoff_max)),
             counters: RefCell::new(Counters::default()),
             state: watch::Sender::new(ReaderState::Starting),
-            endpoint: RefCell::new(cfg.endpoints.first().cloned().unwrap_or_default()),
-            endpoint_index: Cell::new(0),
             failover: RefCell::new(Failover::new(cfg.endpoints.len(), cfg.failover_after)),
             host: Cell::new(HostProgress::default()),
             // The stored cursor says nothing of which host stamped it: with several
@@ -184,6 +182,7 @@ impl Handler<GetReaderStatus> for JetstreamReader {
     fn handle(&mut self, _: GetReaderStatus, _ctx: &mut Self::Context) -> Self::Result {
         let c = self.shared.counters.borrow();
         let state = *self.shared.state.borrow();
+        let dialed = self.shared.failover.borrow().dialed();
         let stalled_secs = match (c.last_frame_at, c.last_advance_at) {
             (Some(frame), Some(advance))
                 if state != ReaderState::Paused
@@ -207,7 +206,7 @@ impl Handler<GetReaderStatus> for JetstreamReader {
             in_flight_bytes: self.outbox.in_flight_bytes(),
             peak_in_flight_bytes: self.outbox.peak_in_flight_bytes(),
             state: *self.shared.state.borrow(),
-            endpoint: self.shared.endpoint.borrow().clone(),
+            endpoint: self.cfg.endpoints.get(dialed).cloned().unwrap_or_default(),
             session_id: self.shared.current_session.get(),
             committed_cursor: self.shared.committed.get(),
             consecutive_failures: c.consecutive_failures,
@@ -217,7 +216,7 @@ impl Handler<GetReaderStatus> for JetstreamReader {
             batches_committed: c.batches_committed,
             sessions_started: c.sessions_started,
             backoff_ceiling_ms: u64::try_from(c.backoff_ceiling.as_millis()).unwrap_or(u64::MAX),
-            endpoint_index: self.shared.endpoint_index.get(),
+            endpoint_index: dialed,
             failovers: c.failovers,
             gaps: c.gaps,
             last_gap: c.last_gap.clone(),

@@ -68,8 +68,7 @@ pub(super) struct Shared {
     pub backoff: RefCell<Backoff>,
     pub counters: RefCell<Counters>,
     pub state: watch::Sender<ReaderState>,
-    pub endpoint: RefCell<String>,
-    pub endpoint_index: Cell<usize>,
+    /// The endpoint choice, and the endpoint of the latest dial (status).
     pub failover: RefCell<Failover>,
     /// What has been committed from the current endpoint, in its clock: dials start from it
     /// (`dial.rs`).

@@ -316,17 +316,14 @@ impl<'a> Frames<'a> {
                     // explicit start cursor is used up: what is read from now on is committed
                     // before the next dial, which starts from the committed cursor.
                     self.progressed = true;
-                    self.shared.dial_override.set(None);
-                    if self.shared.origin.get().is_none() {
-                        self.shared.origin.set(Some(t));
-                    }
+                    self.shared.update_cursors(|k| k.event_received(t));
                     c.consecutive_failures = 0;
                     metrics::gauge!("jetstream_ingestor_reader_consecutive_failures").set(0.0);
                 }
                 c.events_received += 1;
                 // Past what the current line (a replay's own progress, else the stored
                 // cursor) has committed: a replay of older events is progress too.
-                if trusted && self.shared.line_committed.get().is_none_or(|done| t > done) {
+                if trusted && self.shared.cursors().line.is_none_or(|done| t > done) {
                     c.last_advance_at = Some(self.frame_at);
                 }
                 drop(c);

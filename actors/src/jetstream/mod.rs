@@ -8,6 +8,7 @@
 //! outbox, shared} and the pure modules; nothing imports back up.
 
 pub mod config;
+mod cursors;
 pub mod decode;
 mod dial;
 mod end;

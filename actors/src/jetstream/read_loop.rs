@@ -4,7 +4,7 @@
 //! (`oversize.rs`), and the reconnect delay.
 //!
 //! The cursor of every dial is [`choose_dial`] (`dial.rs`, pure and tested) over the cursor
-//! facts in [`Shared`]. "Since the last explicit start" (`Shared::line_committed`): a
+//! facts in [`Shared`] (`cursors.rs`). "Since the last explicit start" (the line): a
 //! `Restart` from an older cursor is carried through to the end, across reconnects and
 //! failovers, instead of jumping back to the newest cursor ever committed.
 //!
@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::config::ReaderConfig;
-use super::dial::{CursorFacts, Dial, DialCursor, Rewinds, choose_dial};
+use super::dial::{Dial, DialCursor, Rewinds, choose_dial};
 use super::end::{RefusedFrame, SessionEnd};
 use super::failover::{Next, SessionOutcome};
 use super::frames::position_now;
@@ -128,15 +128,7 @@ impl ReadLoop {
         let index = self.shared.failover.borrow_mut().dial() % self.cfg.endpoints.len().max(1);
         let endpoint = self.cfg.endpoints.get(index).cloned().unwrap_or_default();
         let skip = self.skip.as_mut().map(|skip| skip.next_dial());
-        let host = self.shared.host.get();
-        let facts = CursorFacts {
-            skip,
-            dial_override: self.shared.dial_override.get(),
-            host_committed: host.committed,
-            host_reached: host.reached,
-            line_committed: self.shared.line_committed.get(),
-            failover_pending: self.shared.failover_pending.get(),
-        };
+        let facts = self.shared.cursors().facts(skip);
         let rewinds = Rewinds {
             rewind: self.cfg.rewind,
             failover_rewind: self.cfg.effective_failover_rewind(),
@@ -188,8 +180,8 @@ impl ReadLoop {
                 c.last_failover = Some(note.clone());
                 note
             };
-            self.shared.failover_pending.set(true);
-            self.shared.forget_host(self.shared.next_session.get());
+            let next = self.shared.next_session.get();
+            self.shared.update_cursors(|k| k.moved_host(next));
             // Skip positions are in the old host's clock.
             self.skip = None;
             metrics::counter!("jetstream_ingestor_failovers_total").increment(1);
@@ -240,7 +232,7 @@ impl ReadLoop {
             );
             metrics::counter!("jetstream_ingestor_oversize_skips_total", "how" => "known")
                 .increment(1);
-            self.shared.dial_override.set(Some(resume));
+            self.shared.update_cursors(|k| k.resume_past(resume));
             return true;
         }
         self.dead_letter_refused(refused, dial, end).await;
@@ -294,7 +286,9 @@ impl ReadLoop {
         let shared = &self.shared;
         let sent = self
             .outbox
-            .flush(&mut pending, session, &source, || shared.replaying(session))
+            .flush(&mut pending, session, &source, || {
+                shared.cursors().replaying(session)
+            })
             .await;
         if let Err(e) = sent {
             warn!(error = %e, reason = refused.reason, "cannot hand the dead letter on");

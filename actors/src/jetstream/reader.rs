@@ -10,7 +10,7 @@
 //! it runs under `actix::Supervisor`: `Restart` closes the session cleanly, then stops the
 //! actor and the supervisor starts it again with the same struct, so cursor, backoff,
 //! endpoint and counters survive (STYLE rule 5). A restart from a cursor starts a new "line"
-//! (`Shared::line_committed`): later dials resume from what it commits, not from the newest
+//! (`cursors.rs`): later dials resume from what it commits, not from the newest
 //! cursor ever committed; after a Redis rollback `RewindTo` starts one from what Redis
 //! holds. `UpdateFilters` with invalid filters is refused with the validation message and
 //! changes nothing.
@@ -24,7 +24,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::config::ReaderConfig;
-use super::dial::HostProgress;
+use super::cursors::Cursors;
+pub use super::cursors::StartCursor;
 use super::failover::Failover;
 use super::outbox::Outbox;
 use super::read_loop::ReadLoop;
@@ -34,20 +35,6 @@ use crate::messages::{
     BatchCommitted, Drain, GetReaderStatus, Pause, PushBatch, Quiesce, ReaderState, ReaderStatus,
     Restart, Resume, RewindTo, UpdateFilters,
 };
-
-/// Where the first dial starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartCursor {
-    /// Redis holds this committed cursor: dial from it minus the rewind.
-    Committed(u64),
-    /// Dial from exactly this cursor (config `initial_cursor`, `--cursor`, `replay --from`).
-    Exact(u64),
-    /// Nothing stored, nothing asked: live tail.
-    Live,
-    /// Redis holds `committed`, and an unfinished replay (`Restart { from_cursor }` into the
-    /// past) had reached `line`: the replay goes on from there, minus the rewind.
-    Replay { line: u64, committed: u64 },
-}
 
 pub struct JetstreamReader {
     cfg: Arc<ReaderConfig>,
@@ -59,43 +46,15 @@ pub struct JetstreamReader {
 
 impl JetstreamReader {
     pub fn new(cfg: ReaderConfig, downstream: Recipient<PushBatch>, start: StartCursor) -> Self {
-        let (committed, dial_override) = match start {
-            StartCursor::Committed(c) | StartCursor::Replay { committed: c, .. } => (Some(c), None),
-            StartCursor::Exact(c) => (None, Some(c)),
-            StartCursor::Live => (None, None),
-        };
-        // An explicit start may lie behind the stored cursor: its batches say they are a
-        // replay, so their commits keep its progress (and drop it once it catches up).
-        let (line, line_replay) = match start {
-            StartCursor::Replay { line, .. } => (Some(line), true),
-            StartCursor::Exact(_) => (None, true),
-            _ => (committed, false),
-        };
         let outbox = Rc::new(Outbox::new(&cfg, downstream));
         let shared = Rc::new(Shared {
-            committed: Cell::new(committed),
-            line_committed: Cell::new(line),
-            line_since_session: Cell::new(0),
-            line_replay: Cell::new(line_replay),
-            origin: Cell::new(line.or(dial_override)),
-            dial_override: Cell::new(dial_override),
+            cursors: Cell::new(Cursors::start(start, cfg.endpoints.len())),
             next_session: Cell::new(1),
             current_session: Cell::new(0),
             backoff: RefCell::new(Backoff::new(cfg.backoff_min, cfg.backoff_max)),
             counters: RefCell::new(Counters::default()),
             state: watch::Sender::new(ReaderState::Starting),
             failover: RefCell::new(Failover::new(cfg.endpoints.len(), cfg.failover_after)),
-            host: Cell::new(HostProgress::default()),
-            // The stored cursor says nothing of which host stamped it: with several
-            // endpoints it may be in another host's clock, so the first dials treat it
-            // like a failover's (rewound by `failover_rewind`) until this host commits.
-            failover_pending: Cell::new(
-                cfg.endpoints.len() > 1
-                    && matches!(
-                        start,
-                        StartCursor::Committed(_) | StartCursor::Replay { .. }
-                    ),
-            ),
             filters: watch::Sender::new(Arc::new(cfg.filters())),
             skipped: Cell::new(None),
         });
@@ -160,14 +119,10 @@ impl Handler<BatchCommitted> for JetstreamReader {
 
     fn handle(&mut self, msg: BatchCommitted, _ctx: &mut Self::Context) {
         if let Some(c) = msg.cursor {
-            let newest = self.shared.committed.get().map_or(c, |old| old.max(c));
-            self.shared.committed.set(Some(newest));
+            let newest = self
+                .shared
+                .update_cursors(|k| k.note_commit(msg.session, c));
             metrics::gauge!("jetstream_ingestor_committed_cursor_us").set(newest as f64);
-            if msg.session >= self.shared.line_since_session.get() {
-                let line = self.shared.line_committed.get().map_or(c, |old| old.max(c));
-                self.shared.line_committed.set(Some(line));
-            }
-            self.shared.note_host_commit(msg.session, c);
         }
         self.shared.counters.borrow_mut().batches_committed += 1;
         metrics::histogram!("jetstream_ingestor_receive_to_commit_seconds")
@@ -183,6 +138,7 @@ impl Handler<GetReaderStatus> for JetstreamReader {
         let c = self.shared.counters.borrow();
         let state = *self.shared.state.borrow();
         let dialed = self.shared.failover.borrow().dialed();
+        let cursors = self.shared.cursors();
         let stalled_secs = match (c.last_frame_at, c.last_advance_at) {
             (Some(frame), Some(advance))
                 if state != ReaderState::Paused
@@ -202,13 +158,13 @@ impl Handler<GetReaderStatus> for JetstreamReader {
         });
         MessageResult(ReaderStatus {
             stalled_secs,
-            line_cursor: self.shared.line_committed.get(),
+            line_cursor: cursors.line,
             in_flight_bytes: self.outbox.in_flight_bytes(),
             peak_in_flight_bytes: self.outbox.peak_in_flight_bytes(),
             state: *self.shared.state.borrow(),
             endpoint: self.cfg.endpoints.get(dialed).cloned().unwrap_or_default(),
             session_id: self.shared.current_session.get(),
-            committed_cursor: self.shared.committed.get(),
+            committed_cursor: cursors.committed,
             consecutive_failures: c.consecutive_failures,
             last_error: c.last_error.clone(),
             events_received: c.events_received,
@@ -230,21 +186,9 @@ impl Handler<Restart> for JetstreamReader {
 
     /// Stops this actor; `actix::Supervisor` starts it again (same fields), which dials anew.
     fn handle(&mut self, msg: Restart, ctx: &mut Self::Context) -> u64 {
-        if let Some(c) = msg.from_cursor {
-            // A new line: later dials resume from what this replay commits, not from the
-            // newest cursor ever committed.
-            let next = self.shared.next_session.get();
-            self.shared.dial_override.set(Some(c));
-            self.shared.line_committed.set(None);
-            self.shared.line_replay.set(true);
-            self.shared.line_since_session.set(next);
-            self.shared.forget_host(next);
-        }
-        if msg.from_cursor.is_none() && self.shared.line_committed.get().is_some() {
-            // "From the committed cursor": an explicit cursor not yet used up (a dial that
-            // received nothing at or after it, e.g. one in the future) is dropped.
-            self.shared.dial_override.set(None);
-        }
+        let next = self.shared.next_session.get();
+        self.shared
+            .update_cursors(|k| k.restart(msg.from_cursor, next));
         info!(from_cursor = ?msg.from_cursor, "restart requested");
         // The session closes cleanly first (close handshake), then the actor restarts.
         let paused = self.stop_reading();
@@ -264,24 +208,11 @@ impl Handler<RewindTo> for JetstreamReader {
     /// Redis holds nothing.
     fn handle(&mut self, msg: RewindTo, ctx: &mut Self::Context) {
         let next = self.shared.next_session.get();
-        let replay = msg
-            .replay_cursor
-            .filter(|r| msg.stored_cursor.is_some_and(|c| *r < c));
-        match msg.stored_cursor {
-            Some(_) => {
-                self.shared.dial_override.set(None);
-                self.shared
-                    .failover_pending
-                    .set(self.cfg.endpoints.len() > 1);
-            }
-            None => self.shared.dial_override.set(self.shared.origin.get()),
-        }
-        self.shared.committed.set(msg.stored_cursor);
-        self.shared.line_committed.set(replay.or(msg.stored_cursor));
-        self.shared.line_replay.set(replay.is_some());
-        self.shared.line_since_session.set(next);
-        self.shared.forget_host(next);
-        warn!(stored_cursor = ?msg.stored_cursor, replay_cursor = ?replay, origin = ?self.shared.origin.get(), "reader rewinds to what Redis holds after a rollback");
+        let endpoints = self.cfg.endpoints.len();
+        let replay = self
+            .shared
+            .update_cursors(|k| k.rewind_to(msg.stored_cursor, msg.replay_cursor, next, endpoints));
+        warn!(stored_cursor = ?msg.stored_cursor, replay_cursor = ?replay, origin = ?self.shared.cursors().origin, "reader rewinds to what Redis holds after a rollback");
         self.control.send_replace(Control::Run);
         ctx.stop();
     }

@@ -351,7 +351,7 @@ impl<'a> Session<'a> {
         let sent = self
             .outbox
             .flush(&mut self.frames.pending, id, &self.frames.source, || {
-                shared.replaying(id)
+                shared.cursors().replaying(id)
             })
             .await;
         sent.map_err(|e| self.frames.end(EndReason::DownstreamGone, Some(e), true))

@@ -1,5 +1,5 @@
 //! The reader's state that outlives a session and a restart of the actor ([`Shared`]):
-//! cursors (committed, line, host, explicit), session numbers, backoff, endpoint choice,
+//! cursors (`cursors.rs`), session numbers, backoff, endpoint choice,
 //! filters, counters for status. The actor's handlers and the read loop run on the same
 //! thread and share it through an `Rc`; the actor's handlers change the cursors (commits,
 //! restarts, rollbacks), the read loop and its session read them and count.
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::dial::HostProgress;
+use super::cursors::Cursors;
 use super::failover::Failover;
 use super::subscribe::Filters;
 use crate::backoff::Backoff;
@@ -48,21 +48,8 @@ pub(super) struct Counters {
 /// State shared between the actor's handlers and its read loop (same thread), kept across
 /// restarts of the actor.
 pub(super) struct Shared {
-    /// The newest cursor ever committed (status; never moves back but for a rollback).
-    pub committed: Cell<Option<u64>>,
-    /// The newest cursor committed from sessions since the last explicit start (the stored
-    /// cursor at start, a `Restart { from_cursor }`, a rollback): dials resume from it, so a
-    /// requested replay of older events goes on to its end after reconnects.
-    pub line_committed: Cell<Option<u64>>,
-    pub line_since_session: Cell<u64>,
-    /// The line is a replay behind the stored cursor: its batches say so, and their commits
-    /// keep its progress in Redis (`cursor:replay`) until it catches up.
-    pub line_replay: Cell<bool>,
-    /// Where this process started reading: the stored or asked cursor, else the first event
-    /// it received. A rollback of Redis to nothing resumes from here.
-    pub origin: Cell<Option<u64>>,
-    /// Next dial starts exactly here instead of from the committed cursor.
-    pub dial_override: Cell<Option<u64>>,
+    /// Every cursor kept, moved by one method per event (`cursors.rs`).
+    pub cursors: Cell<Cursors>,
     pub next_session: Cell<u64>,
     pub current_session: Cell<u64>,
     pub backoff: RefCell<Backoff>,
@@ -70,13 +57,6 @@ pub(super) struct Shared {
     pub state: watch::Sender<ReaderState>,
     /// The endpoint choice, and the endpoint of the latest dial (status).
     pub failover: RefCell<Failover>,
-    /// What has been committed from the current endpoint, in its clock: dials start from it
-    /// (`dial.rs`).
-    pub host: Cell<HostProgress>,
-    /// The reader moved to another endpoint (or started from a stored cursor with several
-    /// endpoints configured) and nothing from it is committed yet: its dials start from the
-    /// committed cursor minus `failover_rewind` (another clock).
-    pub failover_pending: Cell<bool>,
     /// The filters of every dial, and of `options_update`s on the live socket when changed.
     pub filters: watch::Sender<Arc<Filters>>,
     /// The last oversized frame got past: (endpoint index, where it was met, cursor past
@@ -89,22 +69,15 @@ impl Shared {
         self.state.send_replace(s);
     }
 
-    /// Whether a batch of `session` belongs to a replay behind the stored cursor.
-    pub fn replaying(&self, session: u64) -> bool {
-        self.line_replay.get() && session >= self.line_since_session.get()
+    pub fn cursors(&self) -> Cursors {
+        self.cursors.get()
     }
 
-    /// The next dial may go to another host (another clock): what was committed from the
-    /// current one no longer places the dial; sessions from `since` on count anew.
-    pub fn forget_host(&self, since: u64) {
-        let mut host = self.host.get();
-        host.forget(since);
-        self.host.set(host);
-    }
-
-    pub fn note_host_commit(&self, session: u64, cursor: u64) {
-        let mut host = self.host.get();
-        host.note_commit(session, cursor);
-        self.host.set(host);
+    /// Moves the cursors (one `Cursors` method), returning what it returns.
+    pub fn update_cursors<R>(&self, change: impl FnOnce(&mut Cursors) -> R) -> R {
+        let mut cursors = self.cursors.get();
+        let out = change(&mut cursors);
+        self.cursors.set(cursors);
+        out
     }
 }

@@ -51,6 +51,7 @@ pub(super) struct Session<'a> {
     sink: SplitSink<Socket, WsMessage>,
     stream: SplitStream<Socket>,
     frames: Frames<'a>,
+    frames_received: metrics::Counter,
 }
 
 /// What a session borrows from the read loop.
@@ -174,6 +175,7 @@ impl<'a> Session<'a> {
             sink,
             stream,
             frames,
+            frames_received: metrics::counter!("jetstream_ingestor_frames_received_total"),
         })
     }
 
@@ -187,7 +189,6 @@ impl<'a> Session<'a> {
         let mut last_ping: Option<Instant> = None;
         let mut filters_open = true;
         let linger = self.cfg.batch_linger;
-        let frames_received = metrics::counter!("jetstream_ingestor_frames_received_total");
 
         loop {
             if self.frames.cap_active && self.frames.first_time.is_some() {
@@ -269,78 +270,102 @@ impl<'a> Session<'a> {
                 }
                 _ = tokio::time::sleep_until(next_check.into()) => {}
                 msg = self.stream.next() => {
-                    // Frames already read from the socket are taken in this one round (up to
-                    // a batch): no timers are armed and no select is re-entered per frame.
-                    let mut next = Some(msg);
-                    let mut drained = 0usize;
-                    while let Some(msg) = next.take() {
-                        last_frame = Instant::now();
-                        self.frames.frame_at = last_frame;
-                        let frame;
-                        let (decoded, size) = match msg {
-                            Some(Ok(WsMessage::Text(t))) => {
-                                let d = self.frames.text(t.as_str());
-                                frame = WsMessage::Text(t);
-                                (d, frame.len())
-                            }
-                            Some(Ok(WsMessage::Binary(b))) => {
-                                let d = self.frames.binary(&b);
-                                frame = WsMessage::Binary(b);
-                                d
-                            }
-                            // Control frames (tungstenite answers pings) end this round; `next` is empty.
-                            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
-                            Some(Ok(WsMessage::Close(frame))) => {
-                                let detail = frame.as_ref().map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default();
-                                let error = format!("close frame {detail}");
-                                return self.end_flushed(EndReason::ServerClosed, error, None).await;
-                            }
-                            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
-                                // The payload was never read. The read loop dead-letters it and
-                                // dials past it (oversize.rs).
-                                let error = format!("message of {size} bytes over the {max_size} limit");
-                                let refused = RefusedFrame { reason: "frame_too_large", size: Some(size) };
-                                return self.end_flushed(EndReason::FrameTooLarge, error, Some(refused)).await;
-                            }
-                            Some(Err(WsError::Utf8(e))) => {
-                                // A text frame that is not UTF-8: dead-lettered and skipped by
-                                // the read loop, like an oversized one.
-                                let error = format!("text frame that is not UTF-8: {e}");
-                                let refused = RefusedFrame { reason: "invalid_utf8", size: None };
-                                return self.end_flushed(EndReason::InvalidUtf8, error, Some(refused)).await;
-                            }
-                            Some(Err(e)) => {
-                                return self.end_flushed(EndReason::WsError, e.to_string(), None).await;
-                            }
-                            None => {
-                                let error = "connection closed without a close frame".to_owned();
-                                return self.end_flushed(EndReason::Eof, error, None).await;
-                            }
-                        };
-                        frames_received.increment(1);
-                        let raw: &[u8] = match &frame {
-                            WsMessage::Text(t) => t.as_bytes(),
-                            WsMessage::Binary(b) => b,
-                            _ => &[],
-                        };
-                        if let Step::End(reason, finished) = self.frames.take(decoded, raw, size) {
-                            return self.end_cleanly(reason, finished).await;
-                        }
-                        if self.frames.pending_full() {
-                            match self.flush().await {
-                                Ok(true) => last_frame = Instant::now(),
-                                Ok(false) => {}
-                                Err(end) => return end,
-                            }
-                        }
-                        drained += 1;
-                        if drained < self.cfg.batch_max_events {
-                            next = self.stream.next().now_or_never();
-                        }
+                    if let Err(end) = self.take_round(msg, &mut last_frame).await {
+                        return end;
                     }
                 }
             }
         }
+    }
+
+    /// Takes `first` and the frames already read from the socket after it, in this one
+    /// round (up to a batch): no timers are armed and no select is re-entered per frame.
+    /// `last_frame` is when a frame last arrived (or reading last resumed after a wait for
+    /// a credit).
+    async fn take_round(
+        &mut self,
+        first: Option<Result<WsMessage, WsError>>,
+        last_frame: &mut Instant,
+    ) -> Result<(), SessionEnd> {
+        let mut next = Some(first);
+        let mut drained = 0usize;
+        while let Some(msg) = next.take() {
+            *last_frame = Instant::now();
+            self.frames.frame_at = *last_frame;
+            let frame;
+            let (decoded, size) = match msg {
+                Some(Ok(WsMessage::Text(t))) => {
+                    let d = self.frames.text(t.as_str());
+                    frame = WsMessage::Text(t);
+                    (d, frame.len())
+                }
+                Some(Ok(WsMessage::Binary(b))) => {
+                    let d = self.frames.binary(&b);
+                    frame = WsMessage::Binary(b);
+                    d
+                }
+                // Control frames (tungstenite answers pings) end this round; `next` is empty.
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
+                Some(Ok(WsMessage::Close(frame))) => {
+                    let detail = frame
+                        .as_ref()
+                        .map(|f| format!("{} {}", f.code, f.reason))
+                        .unwrap_or_default();
+                    let error = format!("close frame {detail}");
+                    return Err(self.end_flushed(EndReason::ServerClosed, error, None).await);
+                }
+                Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                    // The payload was never read. The read loop dead-letters it and dials past
+                    // it (oversize.rs).
+                    let error = format!("message of {size} bytes over the {max_size} limit");
+                    let refused = RefusedFrame {
+                        reason: "frame_too_large",
+                        size: Some(size),
+                    };
+                    return Err(self
+                        .end_flushed(EndReason::FrameTooLarge, error, Some(refused))
+                        .await);
+                }
+                Some(Err(WsError::Utf8(e))) => {
+                    // A text frame that is not UTF-8: dead-lettered and skipped by the read
+                    // loop, like an oversized one.
+                    let error = format!("text frame that is not UTF-8: {e}");
+                    let refused = RefusedFrame {
+                        reason: "invalid_utf8",
+                        size: None,
+                    };
+                    return Err(self
+                        .end_flushed(EndReason::InvalidUtf8, error, Some(refused))
+                        .await);
+                }
+                Some(Err(e)) => {
+                    return Err(self
+                        .end_flushed(EndReason::WsError, e.to_string(), None)
+                        .await);
+                }
+                None => {
+                    let error = "connection closed without a close frame".to_owned();
+                    return Err(self.end_flushed(EndReason::Eof, error, None).await);
+                }
+            };
+            self.frames_received.increment(1);
+            let raw: &[u8] = match &frame {
+                WsMessage::Text(t) => t.as_bytes(),
+                WsMessage::Binary(b) => b,
+                _ => &[],
+            };
+            if let Step::End(reason, finished) = self.frames.take(decoded, raw, size) {
+                return Err(self.end_cleanly(reason, finished).await);
+            }
+            if self.frames.pending_full() && self.flush().await? {
+                *last_frame = Instant::now();
+            }
+            drained += 1;
+            if drained < self.cfg.batch_max_events {
+                next = self.stream.next().now_or_never();
+            }
+        }
+        Ok(())
     }
 
     /// Sends the pending batch downstream; says whether it waited for a credit. The

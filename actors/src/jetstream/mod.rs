@@ -1,12 +1,14 @@
 //! Jetstream room: the reader actor (`reader.rs` shell over `shared.rs` state,
 //! `read_loop.rs` dials and failover, `session.rs` one connection, `frames.rs` what its frames
-//! become, `outbox.rs` batches downstream with credits) and its pure logic: dial choice,
-//! session ends, frame decoding, zstd inflation, subscribe URLs and filters, heartbeat,
-//! failover policy, gap detection, oversized-frame skipping, config.
+//! become, `outbox.rs` batches downstream with credits) and its pure logic: cursors and the
+//! dial choice (`cursors.rs`, `dial.rs`), session ends (`end.rs`), frame times (`clock.rs`),
+//! frame decoding, zstd inflation, subscribe URLs and filters, heartbeat, failover policy,
+//! gap detection, oversized-frame skipping, config.
 //!
-//! Imports inside the room go one way: reader → read_loop → session → frames → {dial, end,
-//! outbox, shared} and the pure modules; nothing imports back up.
+//! Imports inside the room go one way: reader → read_loop → session → frames → {outbox,
+//! shared, cursors, dial, end, clock} and the pure modules; nothing imports back up.
 
+mod clock;
 pub mod config;
 mod cursors;
 pub mod decode;

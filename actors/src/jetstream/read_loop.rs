@@ -20,11 +20,11 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::clock::position_now;
 use super::config::ReaderConfig;
 use super::dial::{Dial, DialCursor, Rewinds, choose_dial};
 use super::end::{RefusedFrame, SessionEnd};
 use super::failover::{Next, SessionOutcome};
-use super::frames::position_now;
 use super::inflate::Inflater;
 use super::outbox::{Outbox, Pending};
 use super::oversize::{OversizeSkip, Probe};

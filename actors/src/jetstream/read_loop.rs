@@ -24,7 +24,7 @@ use super::clock::position_now;
 use super::config::ReaderConfig;
 use super::dial::{Dial, DialCursor, Rewinds, choose_dial};
 use super::end::{RefusedFrame, SessionEnd};
-use super::failover::{Next, SessionOutcome};
+use super::failover::Next;
 use super::inflate::Inflater;
 use super::outbox::{Outbox, Pending};
 use super::oversize::{OversizeSkip, Probe};
@@ -148,20 +148,15 @@ impl ReadLoop {
     async fn settle(&mut self, dial: &Dial, end: &SessionEnd) -> bool {
         let urgent = self.settle_oversize(dial, end).await;
         let outcome = end.outcome();
-        let failures = {
-            let mut c = self.shared.counters.borrow_mut();
-            if end.progressed && outcome != SessionOutcome::Silent {
-                self.shared.backoff.borrow_mut().reset();
-                c.consecutive_failures = 0;
-            }
-            if matches!(outcome, SessionOutcome::Failed | SessionOutcome::Silent) {
-                c.consecutive_failures = c.consecutive_failures.saturating_add(1);
-            }
-            if let Some(e) = &end.error {
-                c.last_error = Some(e.clone());
-            }
-            c.consecutive_failures
-        };
+        let healthy = self.shared.counters.borrow_mut().session_ended(
+            end.progressed,
+            outcome,
+            end.error.as_ref(),
+        );
+        if healthy {
+            self.shared.backoff.borrow_mut().reset();
+        }
+        let failures = self.shared.counters.borrow().consecutive_failures;
         metrics::counter!("jetstream_ingestor_sessions_ended_total", "reason" => end.reason.as_str())
             .increment(1);
         metrics::gauge!("jetstream_ingestor_reader_consecutive_failures").set(f64::from(failures));
@@ -200,8 +195,8 @@ impl ReadLoop {
 
     /// Oversized frames: feeds a skip in progress with what this dial found, or starts one
     /// (with its dead letter) when a regular session met such a frame. A real (non-probe)
-    /// skip session that got past the frame has already ended the skip (`skip_passed`, at
-    /// its first event).
+    /// skip session that got past the frame has already ended the skip
+    /// (`Frames::skip_passed`, at its first event).
     async fn settle_oversize(&mut self, dial: &Dial, end: &SessionEnd) -> bool {
         if let (Some(step), Some(skip)) = (dial.skip, self.skip.as_mut()) {
             let found = if end.first_time.is_some() {
@@ -212,7 +207,7 @@ impl ReadLoop {
                 // Nothing learnt (the dial failed): the same step is tried again later.
                 return false;
             };
-            // Not over: over is decided in-session, by `skip_passed`.
+            // Not over: over is decided in-session, by `Frames::skip_passed`.
             let _ = skip.observe(step, found);
             return skip.urgent();
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::cursors::Cursors;
-use super::failover::Failover;
+use super::failover::{Failover, SessionOutcome};
 use super::subscribe::Filters;
 use crate::backoff::Backoff;
 use crate::messages::{FailoverNote, GapAlarm, ReaderState};
@@ -43,6 +43,30 @@ pub(super) struct Counters {
     pub gaps: u64,
     pub last_gap: Option<GapAlarm>,
     pub last_failover: Option<FailoverNote>,
+}
+
+impl Counters {
+    /// A session ended with `outcome`: a healthy one (events, not silent) clears the
+    /// consecutive failures, a failed or silent one adds one; its error is kept. Returns
+    /// whether it was healthy (the backoff resets).
+    pub fn session_ended(
+        &mut self,
+        progressed: bool,
+        outcome: SessionOutcome,
+        error: Option<&String>,
+    ) -> bool {
+        let healthy = progressed && outcome != SessionOutcome::Silent;
+        if healthy {
+            self.consecutive_failures = 0;
+        }
+        if matches!(outcome, SessionOutcome::Failed | SessionOutcome::Silent) {
+            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        }
+        if let Some(e) = error {
+            self.last_error = Some(e.clone());
+        }
+        healthy
+    }
 }
 
 /// State shared between the actor's handlers and its read loop (same thread), kept across
@@ -79,5 +103,37 @@ impl Shared {
         let out = change(&mut cursors);
         self.cursors.set(cursors);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SessionOutcome::*;
+    use super::*;
+
+    #[test]
+    fn session_ends_count_consecutive_failures_and_keep_the_last_error() {
+        let mut c = Counters::default();
+        let refused = "refused".to_owned();
+        assert!(!c.session_ended(false, Failed, Some(&refused)));
+        assert!(!c.session_ended(false, Failed, None));
+        assert_eq!(c.consecutive_failures, 2);
+        assert!(
+            !c.session_ended(false, Neutral, None),
+            "neutral counts neither way"
+        );
+        assert_eq!(c.consecutive_failures, 2);
+        assert!(
+            !c.session_ended(true, Silent, None),
+            "events, then silence: not healthy"
+        );
+        assert_eq!(c.consecutive_failures, 3);
+        assert!(c.session_ended(true, Healthy, None));
+        assert_eq!(c.consecutive_failures, 0);
+        assert!(
+            c.session_ended(true, Neutral, None),
+            "a stop after events resets the backoff"
+        );
+        assert_eq!(c.last_error.as_deref(), Some("refused"));
     }
 }

@@ -34,6 +34,9 @@ pub struct Failover {
     endpoints: usize,
     after: u32,
     current: usize,
+    /// The endpoint of the latest dial (status): `current` until a move, then the old one
+    /// until the next dial.
+    dialed: usize,
     failures_here: u32,
 }
 
@@ -45,6 +48,7 @@ impl Failover {
             endpoints: endpoints.max(1),
             after: after.max(1),
             current: 0,
+            dialed: 0,
             failures_here: 0,
         }
     }
@@ -52,6 +56,17 @@ impl Failover {
     /// Index of the endpoint to dial.
     pub fn current(&self) -> usize {
         self.current
+    }
+
+    /// A dial goes out: to [`Failover::current`], which it returns.
+    pub fn dial(&mut self) -> usize {
+        self.dialed = self.current;
+        self.current
+    }
+
+    /// Index of the endpoint of the latest dial (the first one before any dial).
+    pub fn dialed(&self) -> usize {
+        self.dialed
     }
 
     /// Consecutive failures on the current endpoint.
@@ -127,6 +142,17 @@ mod tests {
         let mut f = Failover::new(2, 5);
         assert_eq!(f.record(Silent), Next::Move { from: 0, to: 1 });
         assert_eq!(f.record(Silent), Next::Move { from: 1, to: 0 });
+    }
+
+    #[test]
+    fn the_dialed_endpoint_changes_at_the_next_dial_not_at_the_move() {
+        let mut f = Failover::new(2, 1);
+        assert_eq!(f.dialed(), 0);
+        assert_eq!(f.dial(), 0);
+        assert_eq!(f.record(Failed), Next::Move { from: 0, to: 1 });
+        assert_eq!((f.current(), f.dialed()), (1, 0));
+        assert_eq!(f.dial(), 1);
+        assert_eq!(f.dialed(), 1);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! What each frame of a session becomes: binary frames inflated with the zstd dictionary
 //! (bounded, `inflate.rs`) when `compress` is on, text decoded (`decode.rs`), events and dead
 //! letters put into the pending batch in wire order, the first event checked for a gap
-//! (`gap.rs`), and full batches (in events, or in bytes) flushed downstream with a credit of
-//! the in-flight window and their share of the byte budget.
+//! (`gap.rs`); the session flushes the batch (`outbox.rs`) when it is full in events or in
+//! bytes ([`Frames::pending_full`]).
 //!
 //! Why times are checked here: a frame's `time_us` becomes the cursor, the next dial's
 //! position, a dedupe score and a bucket clock, so one wrong time can stop ingest for good
@@ -15,54 +15,44 @@
 //! Failure: nothing here ends the reading except replay's `until` and a probe's first frame;
 //! a frame that does not inflate or decode becomes a dead letter with its reason
 //! (`zstd_too_large`, `zstd_error`, `binary_frame`, or the decoder's), counted and logged.
-//! A flush fails only when the downstream stage is gone.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use super::clock::{duration_us, now_us, position_now, screen};
+use super::config::ReaderConfig;
 use super::decode::{Decoded, decode_frame, decode_text};
+use super::dial::Dial;
+use super::end::{EndReason, SessionEnd};
 use super::gap::detect_gap;
 use super::inflate::{InflateError, Inflater};
-use super::read_loop::{Dial, ReadLoop};
-use super::session::SessionEnd;
-use crate::messages::{Batch, Credit, GapAlarm, Item, PushBatch};
-use crate::model::{Cursor, DeadLetter};
+use super::outbox::Pending;
+use super::oversize::{OversizeSkip, Probe};
+use super::shared::Shared;
+use super::subscribe::source_of;
+use crate::messages::{GapAlarm, Item};
+use crate::model::DeadLetter;
 
-/// A batch being filled.
-pub(super) struct Pending {
-    pub items: Vec<Item>,
-    pub cursor: Option<u64>,
-    pub received_at: Instant,
-    /// Bytes of the frames in it (its share of `max_in_flight_bytes`).
-    pub bytes: usize,
-}
-
-fn new_pending() -> Pending {
-    Pending {
-        items: Vec::with_capacity(64),
-        cursor: None,
-        received_at: Instant::now(),
-        bytes: 0,
-    }
-}
-
-/// The wall clock in unix microseconds.
-fn now_us() -> u64 {
-    Cursor::now().0
-}
-
-/// Per-session bookkeeping.
-pub(super) struct Sess {
+/// What the frames of one session become, and what they told so far. Borrows from the
+/// read loop what outlives the session (config, shared state, the zstd context, a skip in
+/// progress).
+pub(super) struct Frames<'a> {
+    cfg: &'a ReaderConfig,
+    shared: &'a Shared,
+    dial: &'a Dial,
+    /// Built before the dial when `compress` is on.
+    inflater: Option<&'a mut Inflater>,
+    /// Getting past an oversized frame: this session ends it at its first event.
+    skip: &'a mut Option<OversizeSkip>,
     pub id: u64,
     pub source: Arc<str>,
     pub pending: Option<Pending>,
     pub progressed: bool,
     pub first_time: Option<u64>,
     pub last_time: Option<u64>,
-    /// A frame told a time below the one before it: the host's order is not time order
-    /// here, so this session's progress is no floor for the next dial (`read_loop.rs`).
+    /// A frame told a time below the one before it (see `SessionEnd::disordered`).
     pub disordered: bool,
     /// `maxMessageSizeBytes` is in force on this socket (lifted after the first event).
     pub cap_active: bool,
@@ -91,8 +81,46 @@ pub(super) struct Held {
     pub at: Instant,
 }
 
-impl Sess {
-    pub fn end(&self, reason: &'static str, error: Option<String>, finished: bool) -> SessionEnd {
+/// What one decoded frame asks of the session.
+pub(super) enum Step {
+    Continue,
+    /// Flush, then end with this reason (`finished` for replay's end).
+    End(EndReason, bool),
+}
+
+impl<'a> Frames<'a> {
+    pub fn new(
+        cfg: &'a ReaderConfig,
+        shared: &'a Shared,
+        dial: &'a Dial,
+        inflater: Option<&'a mut Inflater>,
+        skip: &'a mut Option<OversizeSkip>,
+        id: u64,
+        cap_active: bool,
+    ) -> Frames<'a> {
+        Frames {
+            cfg,
+            shared,
+            dial,
+            inflater,
+            skip,
+            id,
+            source: Arc::from(source_of(&dial.endpoint)),
+            pending: None,
+            progressed: false,
+            first_time: None,
+            last_time: None,
+            disordered: false,
+            cap_active,
+            early: 0,
+            caught_up: false,
+            held: None,
+            frame_at: Instant::now(),
+        }
+    }
+
+    /// How the session ends, with what its frames told.
+    pub fn end(&self, reason: EndReason, error: Option<String>, finished: bool) -> SessionEnd {
         SessionEnd {
             progressed: self.progressed,
             reason,
@@ -104,35 +132,13 @@ impl Sess {
             disordered: self.disordered,
         }
     }
-}
-
-/// What one decoded frame asks of the session.
-pub(super) enum Step {
-    Continue,
-    /// Flush, then end with this reason (`finished` for replay's end).
-    End(&'static str, bool),
-}
-
-impl ReadLoop {
-    /// Builds the zstd context the first time a compressed dial needs it.
-    pub(super) fn ensure_inflater(&mut self) -> Result<(), String> {
-        if !self.cfg.compress || self.inflater.is_some() {
-            return Ok(());
-        }
-        let dictionary = self.cfg.load_dictionary().map_err(|e| e.to_string())?;
-        self.inflater = Some(Inflater::new(
-            Some(&dictionary),
-            self.cfg.max_decompressed_bytes,
-        )?);
-        Ok(())
-    }
 
     /// A binary frame: zstd when `compress` is on, otherwise a dead letter.
     ///
     /// Also returns the bytes the frame weighs in memory (inflated, when it inflates): its
     /// share of the byte budget.
     pub(super) fn binary(&mut self, raw: &[u8]) -> (Decoded, usize) {
-        let Some(inflater) = self.inflater.as_mut().filter(|_| self.cfg.compress) else {
+        let Some(inflater) = self.inflater.as_deref_mut().filter(|_| self.cfg.compress) else {
             let d = DeadLetter::new(
                 "binary_frame",
                 "binary frame received but jetstream.compress is off",
@@ -179,75 +185,70 @@ impl ReadLoop {
     /// dial position or a bucket clock. Held past [`JUMP_HOLD`] without a next event (a
     /// quiet filtered stream), it is written as usual, unless its time is also ahead of the
     /// wall clock: then its time does not move the cursor.
-    pub(super) fn take(
-        &mut self,
-        decoded: Decoded,
-        raw: &[u8],
-        size: usize,
-        st: &mut Sess,
-        dial: &Dial,
-    ) -> Step {
+    pub(super) fn take(&mut self, decoded: Decoded, raw: &[u8], size: usize) -> Step {
         let time = match &decoded {
             Decoded::Event(ev) => Some(ev.time_us()),
             Decoded::Skipped { time_us, .. } => Some(*time_us),
             Decoded::Dead(_) => None,
         };
-        self.shared.counters.borrow_mut().last_frame_at = Some(st.frame_at);
-        if let (Some(t), Some(from)) = (time, dial.cursor)
+        self.shared.counters.borrow_mut().last_frame_at = Some(self.frame_at);
+        if let (Some(t), Some(from)) = (time, self.dial.cursor)
             && t < from
         {
             metrics::counter!("jetstream_ingestor_events_skipped_total", "reason" => "before_cursor")
                 .increment(1);
-            if st.early == 0 {
-                warn!(session = st.id, endpoint = %dial.endpoint, cursor = from, time_us = t, early_secs = (from - t) as f64 / 1e6, "the host sends events from before the cursor asked for; dropping them (they were committed before this dial)");
+            if self.early == 0 {
+                warn!(session = self.id, endpoint = %self.dial.endpoint, cursor = from, time_us = t, early_secs = (from - t) as f64 / 1e6, "the host sends events from before the cursor asked for; dropping them (they were committed before this dial)");
             }
-            st.early += 1;
+            self.early += 1;
             return Step::Continue;
         }
-        if time.is_none() && st.early > 0 && !st.caught_up {
+        if time.is_none() && self.early > 0 && !self.caught_up {
             // Among the events from before the cursor: met (and dead-lettered) before.
             metrics::counter!("jetstream_ingestor_events_skipped_total", "reason" => "before_cursor")
                 .increment(1);
             return Step::Continue;
         }
         if time.is_some() {
-            st.caught_up = true;
+            self.caught_up = true;
         }
         let Some(t) = time else {
-            return self.accept(decoded, size, st, dial, true);
+            return self.accept(decoded, size, true);
         };
-        if let Some(held) = st.held.take() {
+        if let Some(held) = self.held.take() {
             let step = if t >= held.time {
-                self.accept(held.decoded, held.size, st, dial, true)
+                self.accept(held.decoded, held.size, true)
             } else {
-                self.refute(held, t, st, dial)
+                self.refute(held, t)
             };
             if let Step::End(..) = step {
                 return step;
             }
         }
         let jump = duration_us(self.cfg.max_time_jump);
-        let reference = st.last_time.or(dial.cursor);
-        if jump > 0 && dial.skip.is_none() && reference.is_some_and(|r| t > r.saturating_add(jump))
+        let reference = self.last_time.or(self.dial.cursor);
+        if jump > 0
+            && self.dial.skip.is_none()
+            && reference.is_some_and(|r| t > r.saturating_add(jump))
         {
             metrics::counter!("jetstream_ingestor_time_jumps_total", "outcome" => "held")
                 .increment(1);
-            st.held = Some(Held {
+            self.held = Some(Held {
                 decoded,
                 raw: raw.to_vec(),
                 size,
                 time: t,
                 from: reference.unwrap_or(0),
-                at: st.frame_at,
+                at: self.frame_at,
             });
             return Step::Continue;
         }
-        self.accept(decoded, size, st, dial, true)
+        self.accept(decoded, size, true)
     }
 
     /// A held frame's jump was not confirmed by the next event (older than it): a
     /// `time_out_of_order` dead letter.
-    fn refute(&mut self, held: Held, next: u64, st: &mut Sess, dial: &Dial) -> Step {
+    fn refute(&mut self, held: Held, next: u64) -> Step {
         metrics::counter!("jetstream_ingestor_time_jumps_total", "outcome" => "refuted")
             .increment(1);
         let message = format!(
@@ -260,13 +261,13 @@ impl ReadLoop {
         if let Decoded::Event(ev) = &held.decoded {
             d.did = Some(ev.did().to_owned());
         }
-        self.accept(Decoded::Dead(d), held.size, st, dial, true)
+        self.accept(Decoded::Dead(d), held.size, true)
     }
 
     /// A held frame no event came after within [`JUMP_HOLD`]: written; its time moves the
     /// position unless it is ahead of the wall clock.
-    pub(super) fn release_held(&mut self, st: &mut Sess, dial: &Dial) -> Step {
-        let Some(held) = st.held.take() else {
+    pub(super) fn release_held(&mut self) -> Step {
+        let Some(held) = self.held.take() else {
             return Step::Continue;
         };
         // Nothing contradicted it: a quiet (filtered) stream after a gap. Trusted unless it is
@@ -278,68 +279,58 @@ impl ReadLoop {
             "released_untrusted"
         };
         metrics::counter!("jetstream_ingestor_time_jumps_total", "outcome" => outcome).increment(1);
-        self.accept(held.decoded, held.size, st, dial, trusted)
+        self.accept(held.decoded, held.size, trusted)
     }
 
     /// Puts a frame into the pending batch; `trusted`: its time may move the position.
-    fn accept(
-        &mut self,
-        decoded: Decoded,
-        size: usize,
-        st: &mut Sess,
-        dial: &Dial,
-        trusted: bool,
-    ) -> Step {
+    fn accept(&mut self, decoded: Decoded, size: usize, trusted: bool) -> Step {
         let time = match &decoded {
             Decoded::Event(ev) if trusted => Some(ev.time_us()),
             Decoded::Skipped { time_us, .. } if trusted => Some(*time_us),
             _ => None,
         };
         if let Some(t) = time {
-            if st.first_time.is_none() {
-                st.first_time = Some(t);
-                if dial.probe() {
+            if self.first_time.is_none() {
+                self.first_time = Some(t);
+                if self.dial.probe() {
                     // Only the position was wanted: past the oversized frame.
-                    return Step::End("oversize_probe", false);
+                    return Step::End(EndReason::OversizeProbe, false);
                 }
-                if dial.skip.is_some() {
-                    self.skip_passed(dial, t);
+                if self.dial.skip.is_some() {
+                    self.skip_passed(t);
                 } else {
-                    self.check_gap(dial, t, st.id);
+                    self.check_gap(t);
                 }
             }
-            if st.last_time.is_some_and(|l| t < l) {
-                st.disordered = true;
+            if self.last_time.is_some_and(|l| t < l) {
+                self.disordered = true;
             }
-            st.last_time = Some(t);
+            self.last_time = Some(t);
         }
         match decoded {
             Decoded::Event(ev) => {
                 let t = ev.time_us();
                 if self.cfg.until.is_some_and(|u| t > u) {
-                    return Step::End("until_reached", true);
+                    return Step::End(EndReason::UntilReached, true);
                 }
                 let mut c = self.shared.counters.borrow_mut();
-                if !st.progressed {
+                if !self.progressed {
                     // The host works: status says so now, not when the session ends. And an
                     // explicit start cursor is used up: what is read from now on is committed
                     // before the next dial, which starts from the committed cursor.
-                    st.progressed = true;
-                    self.shared.dial_override.set(None);
-                    if self.shared.origin.get().is_none() {
-                        self.shared.origin.set(Some(t));
-                    }
+                    self.progressed = true;
+                    self.shared.update_cursors(|k| k.event_received(t));
                     c.consecutive_failures = 0;
                     metrics::gauge!("jetstream_ingestor_reader_consecutive_failures").set(0.0);
                 }
                 c.events_received += 1;
                 // Past what the current line (a replay's own progress, else the stored
                 // cursor) has committed: a replay of older events is progress too.
-                if trusted && self.shared.line_committed.get().is_none_or(|done| t > done) {
-                    c.last_advance_at = Some(st.frame_at);
+                if trusted && self.shared.cursors().line.is_none_or(|done| t > done) {
+                    c.last_advance_at = Some(self.frame_at);
                 }
                 drop(c);
-                let p = st.pending.get_or_insert_with(new_pending);
+                let p = self.pending.get_or_insert_with(Pending::new);
                 if trusted {
                     p.cursor = Some(p.cursor.map_or(t, |c| c.max(t)));
                 }
@@ -350,7 +341,7 @@ impl ReadLoop {
                 debug!(kind, time_us, "skipping event of unknown kind");
                 metrics::counter!("jetstream_ingestor_events_skipped_total", "reason" => "unknown_kind").increment(1);
                 if trusted {
-                    let p = st.pending.get_or_insert_with(new_pending);
+                    let p = self.pending.get_or_insert_with(Pending::new);
                     p.cursor = Some(p.cursor.map_or(time_us, |c| c.max(time_us)));
                 }
             }
@@ -359,8 +350,8 @@ impl ReadLoop {
                 metrics::counter!("jetstream_ingestor_dead_letters_total", "reason" => d.reason)
                     .increment(1);
                 self.shared.counters.borrow_mut().dead_letters += 1;
-                d.position_us = Some(position_now(st.last_time, dial.cursor));
-                let p = st.pending.get_or_insert_with(new_pending);
+                d.position_us = Some(position_now(self.last_time, self.dial.cursor));
+                let p = self.pending.get_or_insert_with(Pending::new);
                 p.bytes += size;
                 p.items.push(Item::Dead(d));
             }
@@ -370,27 +361,28 @@ impl ReadLoop {
 
     /// Whether the pending batch must go now: full in events, or in bytes (its fair share of
     /// the byte budget, so one batch never waits for the whole budget to free up).
-    pub(super) fn pending_full(&self, st: &Sess) -> bool {
+    pub(super) fn pending_full(&self) -> bool {
         let share = self.cfg.max_in_flight_bytes / self.cfg.max_in_flight_batches.max(1);
-        st.pending
+        self.pending
             .as_ref()
             .is_some_and(|p| p.items.len() >= self.cfg.batch_max_events || p.bytes >= share.max(1))
     }
 
     /// The first event of a session far beyond the position asked for: raise the alarm.
-    fn check_gap(&self, dial: &Dial, first_event_us: u64, session: u64) {
+    fn check_gap(&self, first_event_us: u64) {
+        let session = self.id;
         let Some(gap_us) = detect_gap(
-            dial.cursor,
-            dial.rewind,
+            self.dial.cursor,
+            self.dial.rewind,
             first_event_us,
             self.cfg.gap_threshold,
         ) else {
             return;
         };
-        let requested_cursor = dial.cursor.unwrap_or_default();
+        let requested_cursor = self.dial.cursor.unwrap_or_default();
         warn!(
             session,
-            endpoint = %dial.endpoint,
+            endpoint = %self.dial.endpoint,
             requested_cursor,
             first_event_us,
             gap_secs = gap_us as f64 / 1e6,
@@ -401,179 +393,40 @@ impl ReadLoop {
         c.gaps += 1;
         c.last_gap = Some(GapAlarm {
             session,
-            endpoint: dial.endpoint.clone(),
+            endpoint: self.dial.endpoint.clone(),
             requested_cursor,
             first_event_us,
             gap_us,
         });
     }
 
-    /// Sends the pending batch downstream, waiting for a credit if the window is full.
-    /// Returns whether it had to wait (the socket was not read meanwhile).
-    pub(super) async fn flush(
-        &self,
-        pending: &mut Option<Pending>,
-        session: u64,
-        source: &Arc<str>,
-    ) -> Result<bool, String> {
-        let Some(p) = pending.take() else {
-            return Ok(false);
+    /// The first event of a real skip session: the oversized frame is behind us. Ends the
+    /// skip and remembers where it was, so a later rewind across it goes straight past.
+    fn skip_passed(&mut self, first_time: u64) {
+        let (Some(step), Some(skip)) = (self.dial.skip, self.skip.as_mut()) else {
+            return;
         };
-        let (permit, mut waited) = match self.window.clone().try_acquire_owned() {
-            Ok(permit) => (permit, false),
-            Err(_) => {
-                metrics::counter!("jetstream_ingestor_backpressure_waits_total").increment(1);
-                debug!(session, "in-flight window full, reading paused");
-                match self.window.clone().acquire_owned().await {
-                    Ok(permit) => (permit, true),
-                    Err(e) => return Err(format!("window closed: {e}")),
-                }
-            }
-        };
-        // Its share of the byte budget (a frame bigger than the budget takes all of it).
-        let share = u32::try_from(p.bytes.min(self.cfg.max_in_flight_bytes)).unwrap_or(u32::MAX);
-        let bytes = if share == 0 {
-            None
+        if !skip.observe(step, Probe::Passed) {
+            return;
+        }
+        // Asked the host to skip it: resume at the first event after it; probed: exactly.
+        let resume = if step.cap {
+            first_time
         } else {
-            Some(match self.bytes.clone().try_acquire_many_owned(share) {
-                Ok(b) => b,
-                Err(_) => {
-                    metrics::counter!("jetstream_ingestor_backpressure_waits_total").increment(1);
-                    debug!(session, "in-flight byte budget spent, reading paused");
-                    waited = true;
-                    match self.bytes.clone().acquire_many_owned(share).await {
-                        Ok(b) => b,
-                        Err(e) => return Err(format!("byte budget closed: {e}")),
-                    }
-                }
-            })
+            step.cursor.unwrap_or(first_time)
         };
-        let budget = self
-            .cfg
-            .max_in_flight_bytes
-            .min(tokio::sync::Semaphore::MAX_PERMITS);
-        let in_use = budget.saturating_sub(self.bytes.available_permits()) as u64;
-        {
-            let mut c = self.shared.counters.borrow_mut();
-            c.peak_in_flight_bytes = c.peak_in_flight_bytes.max(in_use);
-        }
-        metrics::gauge!("jetstream_ingestor_in_flight_bytes").set(in_use as f64);
-        let seq = self.shared.next_seq.get();
-        self.shared.next_seq.set(seq + 1);
-        let batch = Batch {
-            seq,
-            session,
-            source: source.clone(),
-            items: p.items,
-            cursor: p.cursor,
-            received_at: p.received_at,
-            credit: Credit {
-                window: permit,
-                bytes,
-            },
-            replay: self.shared.line_replay.get()
-                && session >= self.shared.line_since_session.get(),
-        };
-        self.downstream
-            .send(PushBatch(batch))
-            .await
-            .map_err(|e| format!("downstream stage is gone: {e}"))?;
-        Ok(waited)
-    }
-}
-
-/// Microseconds of a duration, saturating.
-fn duration_us(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-/// Where the reader is when a frame tells no usable time: the newest of the last event time
-/// of the session, the dial cursor and the wall clock. Used as the dedupe score of dead
-/// letters, so their identity stays in the index as long as a rewound redial can meet the
-/// frame again (too high only keeps it longer; too low would write it twice).
-pub(super) fn position_now(last_time: Option<u64>, dial_cursor: Option<u64>) -> u64 {
-    now_us()
-        .max(last_time.unwrap_or(0))
-        .max(dial_cursor.unwrap_or(0))
-}
-
-/// A frame whose time lies beyond `limit` (the wall clock plus `future_tolerance`) becomes a
-/// `time_in_future` dead letter; a dead letter with such a time keeps its reason but loses
-/// the time. Nothing from the future reaches the cursor, the dedupe scores or the buckets.
-pub(super) fn screen(decoded: Decoded, raw: &[u8], limit: u64) -> Decoded {
-    let t = match &decoded {
-        Decoded::Event(ev) => ev.time_us(),
-        Decoded::Skipped { time_us, .. } => *time_us,
-        Decoded::Dead(d) => d.time_us.unwrap_or(0),
-    };
-    if t <= limit {
-        return decoded;
-    }
-    metrics::counter!("jetstream_ingestor_future_frames_total").increment(1);
-    let message = format!(
-        "time_us {t} is {:.1} s beyond the wall clock plus jetstream.future_tolerance; not trusted as a position",
-        (t - limit) as f64 / 1e6
-    );
-    match decoded {
-        Decoded::Dead(mut d) => {
-            d.time_us = None;
-            d.message = format!("{}; {message}", d.message);
-            Decoded::Dead(d)
-        }
-        Decoded::Event(ev) => {
-            let mut d = DeadLetter::new("time_in_future", message, raw);
-            d.did = Some(ev.did().to_owned());
-            Decoded::Dead(d)
-        }
-        Decoded::Skipped { .. } => Decoded::Dead(DeadLetter::new("time_in_future", message, raw)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_frame_from_the_future_becomes_a_dead_letter_without_a_time() {
-        let post = br#"{"did":"did:plc:abc","time_us":4102444800000000,"kind":"commit","commit":{"rev":"3l3qo2vutsw2b","operation":"delete","collection":"app.bsky.feed.post","rkey":"x"}}"#;
-        let limit = 1_800_000_000_000_000;
-        let Decoded::Dead(d) = screen(decode_frame(post), post, limit) else {
-            panic!("a far-future commit must be dead-lettered");
-        };
-        assert_eq!((d.reason, d.time_us), ("time_in_future", None));
-        assert_eq!(d.did.as_deref(), Some("did:plc:abc"));
-        assert!(d.message.contains("4102444800000000"), "{}", d.message);
-
-        let kind7 = br#"{"did":"did:plc:abc","time_us":4102444800000000,"kind":7}"#;
-        let Decoded::Dead(d) = screen(decode_frame(kind7), kind7, limit) else {
-            panic!("dead");
-        };
-        assert_eq!(
-            d.time_us, None,
-            "a bad frame keeps its reason, loses the time"
+        info!(
+            dials = skip.dials(),
+            resumed_at = resume,
+            "got past the oversized frame"
         );
-        assert!(d.message.contains("beyond the wall clock"), "{}", d.message);
-
-        let sync = br#"{"did":"did:plc:abc","time_us":4102444800000000,"kind":"sync"}"#;
-        assert!(
-            matches!(screen(decode_frame(sync), sync, limit), Decoded::Dead(d) if d.reason == "time_in_future")
-        );
-
-        let now = br#"{"did":"did:plc:abc","time_us":1700000000000000,"kind":"sync"}"#;
-        assert!(matches!(
-            screen(decode_frame(now), now, limit),
-            Decoded::Skipped { .. }
-        ));
-    }
-
-    #[test]
-    fn a_dead_letter_without_a_time_is_scored_where_the_reader_is() {
-        let wall = now_us();
-        assert!(position_now(None, None) >= wall);
-        assert!(
-            position_now(Some(5), Some(3)) >= wall,
-            "never below the wall clock"
-        );
-        assert_eq!(position_now(Some(u64::MAX - 1), Some(3)), u64::MAX - 1);
+        metrics::counter!("jetstream_ingestor_oversize_skips_total", "how" => if step.cap { "host" } else { "probed" })
+            .increment(1);
+        if let Some(origin) = skip.origin() {
+            self.shared
+                .skipped
+                .set(Some((self.dial.endpoint_index, origin, resume)));
+        }
+        *self.skip = None;
     }
 }

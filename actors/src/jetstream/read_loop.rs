@@ -3,16 +3,8 @@
 //! backoff, the failover policy (`failover.rs`), getting past oversized frames
 //! (`oversize.rs`), and the reconnect delay.
 //!
-//! Cursor of a dial, first match wins: a skip in progress (positions computed by
-//! `oversize.rs`); an explicit cursor (`Restart { from_cursor }`, `--cursor`, replay), kept
-//! until a session from it receives events; the newest cursor committed from the current
-//! host, minus `rewind` (in that host's clock: see `Shared::host_committed`), except after a
-//! session that did not get past its dial's cursor (it read stored history): then from
-//! where it got (`Shared::host_reached`; sessions each shorter than the rewind still move
-//! on); right after a
-//! move to another host, the newest cursor committed since the last explicit start minus
-//! `failover_rewind` (the clocks differ); that cursor minus `rewind` at start; live when
-//! nothing is committed. "Since the last explicit start" (`Shared::line_committed`): a
+//! The cursor of every dial is [`choose_dial`] (`dial.rs`, pure and tested) over the cursor
+//! facts in [`Shared`] (`cursors.rs`). "Since the last explicit start" (the line): a
 //! `Restart` from an older cursor is carried through to the end, across reconnects and
 //! failovers, instead of jumping back to the newest cursor ever committed.
 //!
@@ -23,65 +15,33 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use actix::Recipient;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::clock::position_now;
 use super::config::ReaderConfig;
-use super::failover::{Next, SessionOutcome};
-use super::frames::{Pending, position_now};
+use super::dial::{Dial, DialCursor, Rewinds, choose_dial};
+use super::end::{RefusedFrame, SessionEnd};
+use super::failover::Next;
 use super::inflate::Inflater;
-use super::oversize::{OversizeSkip, Probe, SkipDial};
-use super::reader::Shared;
-use super::session::{RefusedFrame, SessionEnd};
+use super::outbox::{Outbox, Pending};
+use super::oversize::{OversizeSkip, Probe};
+use super::session::{Parts, Session};
+use super::shared::{Control, Shared};
 use super::subscribe::source_of;
 use crate::backoff::full_jitter;
-use crate::messages::{FailoverNote, Item, PushBatch, ReaderState};
-use crate::model::{Cursor, DeadLetter};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Control {
-    Run,
-    Pause,
-    Drain,
-}
-
-/// One dial, as decided before it happens.
-#[derive(Debug, Clone)]
-pub(super) struct Dial {
-    pub endpoint: String,
-    pub endpoint_index: usize,
-    pub cursor: Option<u64>,
-    /// Rewind subtracted from the committed cursor to get `cursor` (zero for exact dials).
-    pub rewind: Duration,
-    /// Part of getting past an oversized frame.
-    pub skip: Option<SkipDial>,
-}
-
-impl Dial {
-    /// Ask the host to skip messages above `max_frame_bytes` (lifted after the first event).
-    pub fn cap(&self) -> bool {
-        self.skip.is_some_and(|s| s.cap)
-    }
-
-    /// End at the first frame, pushing nothing.
-    pub fn probe(&self) -> bool {
-        self.skip.is_some_and(|s| s.probe)
-    }
-}
+use crate::messages::{FailoverNote, Item, ReaderState};
+use crate::model::DeadLetter;
 
 pub(super) struct ReadLoop {
-    pub cfg: Arc<ReaderConfig>,
-    pub shared: Rc<Shared>,
-    pub window: Arc<Semaphore>,
-    /// The byte budget (`max_in_flight_bytes`), shared by every batch in flight.
-    pub bytes: Arc<Semaphore>,
-    pub downstream: Recipient<PushBatch>,
-    pub control: watch::Receiver<Control>,
+    cfg: Arc<ReaderConfig>,
+    shared: Rc<Shared>,
+    outbox: Rc<Outbox>,
+    control: watch::Receiver<Control>,
     /// zstd context and buffer, built at the first compressed dial and reused.
-    pub inflater: Option<Inflater>,
+    inflater: Option<Inflater>,
     /// Getting past an oversized frame, if one was met.
     skip: Option<OversizeSkip>,
 }
@@ -90,17 +50,13 @@ impl ReadLoop {
     pub fn new(
         cfg: Arc<ReaderConfig>,
         shared: Rc<Shared>,
-        window: Arc<Semaphore>,
-        bytes: Arc<Semaphore>,
-        downstream: Recipient<PushBatch>,
+        outbox: Rc<Outbox>,
         control: watch::Receiver<Control>,
     ) -> ReadLoop {
         ReadLoop {
             cfg,
             shared,
-            window,
-            bytes,
-            downstream,
+            outbox,
             control,
             inflater: None,
             skip: None,
@@ -124,16 +80,27 @@ impl ReadLoop {
             }
             // Everything pushed so far must be committed before we pick the dial cursor.
             self.shared.set_state(ReaderState::Connecting);
-            self.wait_window_drained().await;
+            self.outbox.drained().await;
 
             let dial = self.next_dial();
-            let end = self.session(&dial).await;
+            let parts = Parts {
+                cfg: &self.cfg,
+                shared: &self.shared,
+                outbox: &self.outbox,
+                control: &self.control,
+                inflater: &mut self.inflater,
+                skip: &mut self.skip,
+            };
+            let end = match Session::open(parts, &dial).await {
+                Ok(session) => session.read().await,
+                Err(end) => end,
+            };
+            let session = self.shared.current_session.get();
             self.shared
-                .last_session_disordered
-                .set((self.shared.current_session.get(), end.disordered));
+                .update_cursors(|k| k.host.note_order(session, end.disordered));
             let urgent = self.settle(&dial, &end).await;
             if end.finished {
-                info!(reason = end.reason, "reader finished");
+                info!(reason = end.reason.as_str(), "reader finished");
                 self.shared.set_state(ReaderState::Finished);
                 return;
             }
@@ -145,7 +112,7 @@ impl ReadLoop {
             let delay = full_jitter(ceiling);
             let failures = self.shared.counters.borrow().consecutive_failures;
             warn!(
-                reason = end.reason,
+                reason = end.reason.as_str(),
                 error = end.error.as_deref().unwrap_or(""),
                 consecutive_failures = failures,
                 delay_ms = delay.as_millis() as u64,
@@ -160,90 +127,40 @@ impl ReadLoop {
         }
     }
 
-    async fn wait_window_drained(&self) {
-        let n = u32::try_from(self.cfg.max_in_flight_batches).unwrap_or(u32::MAX);
-        let _all = self.window.acquire_many(n).await;
-    }
-
     fn next_dial(&mut self) -> Dial {
-        let index = self.shared.failover.borrow().current() % self.cfg.endpoints.len().max(1);
+        let index = self.shared.failover.borrow_mut().dial() % self.cfg.endpoints.len().max(1);
         let endpoint = self.cfg.endpoints.get(index).cloned().unwrap_or_default();
-        *self.shared.endpoint.borrow_mut() = endpoint.clone();
-        self.shared.endpoint_index.set(index);
-        let mut dial = Dial {
+        let skip = self.skip.as_mut().map(|skip| skip.next_dial());
+        let facts = self.shared.cursors().facts(skip);
+        let rewinds = Rewinds {
+            rewind: self.cfg.rewind,
+            failover_rewind: self.cfg.effective_failover_rewind(),
+        };
+        let DialCursor { cursor, rewind } = choose_dial(&facts, &rewinds);
+        Dial {
             endpoint,
             endpoint_index: index,
-            cursor: None,
-            rewind: Duration::ZERO,
-            skip: None,
-        };
-        if let Some(skip) = self.skip.as_mut() {
-            let next = skip.next_dial();
-            dial.cursor = next.cursor;
-            dial.skip = Some(next);
-        } else if let Some(c) = self.shared.dial_override.get() {
-            // Kept until a session makes progress: a failed first dial (or a failover) must
-            // not fall back to the live tail and skip everything from the asked cursor.
-            dial.cursor = Some(c);
-        } else if let Some(c) = self.shared.host_committed.get() {
-            // The rewind covers events a live host sent out of time order just before the
-            // disconnect. A latest session that did not get past the cursor of its dial, and
-            // received its events in time order, read the host's stored events, sorted by
-            // time: the next dial starts where it got (`Shared::host_reached`; one µs before,
-            // for events sharing that time). A host that sent times out of order gets the
-            // full rewind.
-            let rewound = Cursor(c).rewound(self.cfg.rewind).0;
-            let (last, disordered) = self.shared.last_session_disordered.get();
-            let from = match self.shared.host_reached.get() {
-                Some((session, reached, Some(at_dial)))
-                    if reached <= at_dial && session == last && !disordered =>
-                {
-                    rewound.max(reached.saturating_sub(1))
-                }
-                _ => rewound,
-            };
-            dial.rewind = Duration::from_micros(c - from);
-            dial.cursor = Some(from);
-        } else if let Some(c) = self.shared.line_committed.get() {
-            dial.rewind = if self.shared.failover_pending.get() {
-                self.cfg.effective_failover_rewind()
-            } else {
-                self.cfg.rewind
-            };
-            dial.cursor = Some(Cursor(c).rewound(dial.rewind).0);
+            cursor,
+            rewind,
+            skip,
         }
-        dial
     }
 
     /// Counts the session, applies the failover policy and the oversize skip. Returns true
     /// when the next dial should go out without the reconnect delay.
     async fn settle(&mut self, dial: &Dial, end: &SessionEnd) -> bool {
         let urgent = self.settle_oversize(dial, end).await;
-        let outcome = if end.reason == "idle_timeout" {
-            SessionOutcome::Silent
-        } else if end.reason == "stopped" || end.reason == "oversize_probe" || end.refused.is_some()
-        {
-            SessionOutcome::Neutral
-        } else if end.progressed {
-            SessionOutcome::Healthy
-        } else {
-            SessionOutcome::Failed
-        };
-        let failures = {
-            let mut c = self.shared.counters.borrow_mut();
-            if end.progressed && outcome != SessionOutcome::Silent {
-                self.shared.backoff.borrow_mut().reset();
-                c.consecutive_failures = 0;
-            }
-            if matches!(outcome, SessionOutcome::Failed | SessionOutcome::Silent) {
-                c.consecutive_failures = c.consecutive_failures.saturating_add(1);
-            }
-            if let Some(e) = &end.error {
-                c.last_error = Some(e.clone());
-            }
-            c.consecutive_failures
-        };
-        metrics::counter!("jetstream_ingestor_sessions_ended_total", "reason" => end.reason)
+        let outcome = end.outcome();
+        let healthy = self.shared.counters.borrow_mut().session_ended(
+            end.progressed,
+            outcome,
+            end.error.as_ref(),
+        );
+        if healthy {
+            self.shared.backoff.borrow_mut().reset();
+        }
+        let failures = self.shared.counters.borrow().consecutive_failures;
+        metrics::counter!("jetstream_ingestor_sessions_ended_total", "reason" => end.reason.as_str())
             .increment(1);
         metrics::gauge!("jetstream_ingestor_reader_consecutive_failures").set(f64::from(failures));
         let next = self.shared.failover.borrow_mut().record(outcome);
@@ -255,14 +172,14 @@ impl ReadLoop {
                     session: self.shared.current_session.get(),
                     from: dial.endpoint.clone(),
                     to: self.cfg.endpoints.get(to).cloned().unwrap_or_default(),
-                    reason: end.reason,
+                    reason: end.reason.as_str(),
                     error: c.last_error.clone(),
                 };
                 c.last_failover = Some(note.clone());
                 note
             };
-            self.shared.failover_pending.set(true);
-            self.shared.forget_host(self.shared.next_session.get());
+            let next = self.shared.next_session.get();
+            self.shared.update_cursors(|k| k.moved_host(next));
             // Skip positions are in the old host's clock.
             self.skip = None;
             metrics::counter!("jetstream_ingestor_failovers_total").increment(1);
@@ -281,8 +198,8 @@ impl ReadLoop {
 
     /// Oversized frames: feeds a skip in progress with what this dial found, or starts one
     /// (with its dead letter) when a regular session met such a frame. A real (non-probe)
-    /// skip session that got past the frame has already ended the skip (`skip_passed`, at
-    /// its first event).
+    /// skip session that got past the frame has already ended the skip
+    /// (`Frames::skip_passed`, at its first event).
     async fn settle_oversize(&mut self, dial: &Dial, end: &SessionEnd) -> bool {
         if let (Some(step), Some(skip)) = (dial.skip, self.skip.as_mut()) {
             let found = if end.first_time.is_some() {
@@ -293,7 +210,7 @@ impl ReadLoop {
                 // Nothing learnt (the dial failed): the same step is tried again later.
                 return false;
             };
-            // Not over: over is decided in-session, by `skip_passed`.
+            // Not over: over is decided in-session, by `Frames::skip_passed`.
             let _ = skip.observe(step, found);
             return skip.urgent();
         }
@@ -313,43 +230,13 @@ impl ReadLoop {
             );
             metrics::counter!("jetstream_ingestor_oversize_skips_total", "how" => "known")
                 .increment(1);
-            self.shared.dial_override.set(Some(resume));
+            self.shared.update_cursors(|k| k.resume_past(resume));
             return true;
         }
         self.dead_letter_refused(refused, dial, end).await;
         let urgent = skip.urgent();
         self.skip = Some(skip);
         urgent
-    }
-
-    /// The first event of a real skip session: the oversized frame is behind us. Ends the
-    /// skip and remembers where it was, so a later rewind across it goes straight past.
-    pub(super) fn skip_passed(&mut self, dial: &Dial, first_time: u64) {
-        let (Some(step), Some(skip)) = (dial.skip, self.skip.as_mut()) else {
-            return;
-        };
-        if !skip.observe(step, Probe::Passed) {
-            return;
-        }
-        // Asked the host to skip it: resume at the first event after it; probed: exactly.
-        let resume = if step.cap {
-            first_time
-        } else {
-            step.cursor.unwrap_or(first_time)
-        };
-        info!(
-            dials = skip.dials(),
-            resumed_at = resume,
-            "got past the oversized frame"
-        );
-        metrics::counter!("jetstream_ingestor_oversize_skips_total", "how" => if step.cap { "host" } else { "probed" })
-            .increment(1);
-        if let Some(origin) = skip.origin() {
-            self.shared
-                .skipped
-                .set(Some((dial.endpoint_index, origin, resume)));
-        }
-        self.skip = None;
     }
 
     /// `frame_too_large` / `invalid_utf8`: the frame's bytes were never read or not kept, so
@@ -394,7 +281,14 @@ impl ReadLoop {
         });
         let source: Arc<str> = Arc::from(source_of(&dial.endpoint));
         let session = self.shared.current_session.get();
-        if let Err(e) = self.flush(&mut pending, session, &source).await {
+        let shared = &self.shared;
+        let sent = self
+            .outbox
+            .flush(&mut pending, session, &source, || {
+                shared.cursors().replaying(session)
+            })
+            .await;
+        if let Err(e) = sent {
             warn!(error = %e, reason = refused.reason, "cannot hand the dead letter on");
         }
     }

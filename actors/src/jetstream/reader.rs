@@ -1,228 +1,69 @@
 //! `JetstreamReader`: the actor shell around the socket. It owns the state that must survive
-//! a restart (committed cursor, backoff, endpoint choice, filters, counters) in [`Shared`],
-//! answers the control messages (`Restart`, `Pause`, `Resume`, `Drain`, `Quiesce`,
-//! `RewindTo`, `UpdateFilters`, `GetReaderStatus`) and the writer's `BatchCommitted`, and
-//! runs the [`ReadLoop`]
-//! (`read_loop.rs`: dial, failover, backoff; `session.rs`: one connection) on its context.
+//! a restart: cursors, backoff, endpoint choice, filters, counters ([`Shared`], `shared.rs`)
+//! and the batches in flight with their credits ([`Outbox`], `outbox.rs`); it answers the
+//! control messages (`Restart`, `Pause`, `Resume`, `Drain`, `Quiesce`, `RewindTo`,
+//! `UpdateFilters`, `GetReaderStatus`) and the writer's `BatchCommitted`, and runs the
+//! [`ReadLoop`] (`read_loop.rs`: dial choice, failover, backoff; `session.rs`: one
+//! connection; `frames.rs`: what each frame becomes) on its context.
 //!
 //! Failure: the read loop never gives up (it redials with backoff, moving between endpoints);
 //! it runs under `actix::Supervisor`: `Restart` closes the session cleanly, then stops the
 //! actor and the supervisor starts it again with the same struct, so cursor, backoff,
 //! endpoint and counters survive (STYLE rule 5). A restart from a cursor starts a new "line"
-//! (`Shared::line_committed`): later dials resume from what it commits, not from the newest
-//! cursor ever committed; after a Redis rollback `RewindTo` starts one from what Redis holds. `UpdateFilters` with invalid filters is refused with the validation message and
+//! (`cursors.rs`): later dials resume from what it commits, not from the newest
+//! cursor ever committed; after a Redis rollback `RewindTo` starts one from what Redis
+//! holds. `UpdateFilters` with invalid filters is refused with the validation message and
 //! changes nothing.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::config::ReaderConfig;
+use super::cursors::Cursors;
+pub use super::cursors::StartCursor;
 use super::failover::Failover;
-use super::read_loop::{Control, ReadLoop};
-use super::subscribe::Filters;
+use super::outbox::Outbox;
+use super::read_loop::ReadLoop;
+use super::shared::{Control, Counters, Shared};
 use crate::backoff::Backoff;
 use crate::messages::{
-    BatchCommitted, Drain, FailoverNote, GapAlarm, GetReaderStatus, Pause, PushBatch, Quiesce,
-    ReaderState, ReaderStatus, Refused, Restart, Resume, RewindTo, UpdateFilters,
+    BatchCommitted, Drain, GetReaderStatus, Pause, PushBatch, Quiesce, ReaderState, ReaderStatus,
+    Refused, Restart, Resume, RewindTo, UpdateFilters,
 };
 use crate::model::Cursor;
 
-/// Where the first dial starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartCursor {
-    /// Redis holds this committed cursor: dial from it minus the rewind.
-    Committed(u64),
-    /// Dial from exactly this cursor (config `initial_cursor`, `--cursor`, `replay --from`).
-    Exact(u64),
-    /// Nothing stored, nothing asked: live tail.
-    Live,
-    /// Redis holds `committed`, and an unfinished replay (`Restart { from_cursor }` into the
-    /// past) had reached `line`: the replay goes on from there, minus the rewind.
-    Replay { line: u64, committed: u64 },
-}
-
-#[derive(Default)]
-pub(super) struct Counters {
-    pub consecutive_failures: u32,
-    pub last_error: Option<String>,
-    pub events_received: u64,
-    pub dead_letters: u64,
-    pub batches_committed: u64,
-    pub sessions_started: u64,
-    pub backoff_ceiling: Duration,
-    pub failovers: u64,
-    /// When a frame was last taken (not dropped as older than the dial cursor).
-    pub last_frame_at: Option<std::time::Instant>,
-    /// When an event last moved the position.
-    pub last_advance_at: Option<std::time::Instant>,
-    /// The most frame bytes in flight at once.
-    pub peak_in_flight_bytes: u64,
-    pub gaps: u64,
-    pub last_gap: Option<GapAlarm>,
-    pub last_failover: Option<FailoverNote>,
-}
-
-/// State shared between the actor's handlers and its read loop (same thread), kept across
-/// restarts of the actor.
-pub(super) struct Shared {
-    /// The newest cursor ever committed (status; never moves back but for a rollback).
-    pub committed: Cell<Option<u64>>,
-    /// The newest cursor committed from sessions since the last explicit start (the stored
-    /// cursor at start, a `Restart { from_cursor }`, a rollback): dials resume from it, so a
-    /// requested replay of older events goes on to its end after reconnects.
-    pub line_committed: Cell<Option<u64>>,
-    pub line_since_session: Cell<u64>,
-    /// The line is a replay behind the stored cursor: its batches say so, and their commits
-    /// keep its progress in Redis (`cursor:replay`) until it catches up.
-    pub line_replay: Cell<bool>,
-    /// Where this process started reading: the stored or asked cursor, else the first event
-    /// it received. A rollback of Redis to nothing resumes from here.
-    pub origin: Cell<Option<u64>>,
-    /// Next dial starts exactly here instead of from the committed cursor.
-    pub dial_override: Cell<Option<u64>>,
-    pub next_seq: Cell<u64>,
-    pub next_session: Cell<u64>,
-    pub current_session: Cell<u64>,
-    pub backoff: RefCell<Backoff>,
-    pub counters: RefCell<Counters>,
-    pub state: watch::Sender<ReaderState>,
-    pub endpoint: RefCell<String>,
-    pub endpoint_index: Cell<usize>,
-    pub failover: RefCell<Failover>,
-    /// The newest cursor committed from batches of the current endpoint (sessions numbered
-    /// from `host_since_session`), in that host's clock. Dials start from it: after a move to
-    /// a host whose clock is behind, the global committed cursor (a maximum, in the old
-    /// host's clock) stays ahead of everything the new host sends until its clock catches
-    /// up, and a redial from it would skip events.
-    pub host_committed: Cell<Option<u64>>,
-    pub host_since_session: Cell<u64>,
-    /// For the latest session of the current endpoint that committed anything: (session,
-    /// newest cursor committed from it, `host_committed` when it was dialed). A session that
-    /// did not get past the cursor of its dial read the host's stored history (sorted by
-    /// time) from its dial up to where it got, all of it committed: a redial to the same host
-    /// starts no earlier. Without it, sessions each shorter than the rewind redialed from
-    /// `host_committed − rewind` forever and never got past `host_committed`.
-    pub host_reached: Cell<Option<(u64, u64, Option<u64>)>>,
-    /// The session that ended last, and whether its host sent times out of order: the
-    /// floor above holds only for a session that delivered in time order.
-    pub last_session_disordered: Cell<(u64, bool)>,
-    /// The reader moved to another endpoint (or started from a stored cursor with several
-    /// endpoints configured) and nothing from it is committed yet: its dials start from the
-    /// committed cursor minus `failover_rewind` (another clock).
-    pub failover_pending: Cell<bool>,
-    /// The filters of every dial, and of `options_update`s on the live socket when changed.
-    pub filters: watch::Sender<Arc<Filters>>,
-    /// The last oversized frame got past: (endpoint index, where it was met, cursor past
-    /// it), so meeting it again after a rewind goes straight past without a new dead letter.
-    pub skipped: Cell<Option<(usize, u64, u64)>>,
-}
-
-impl Shared {
-    pub fn set_state(&self, s: ReaderState) {
-        self.state.send_replace(s);
-    }
-
-    /// The next dial may go to another host (another clock): what was committed from the
-    /// current one no longer places the dial; sessions from `since` on count anew.
-    pub fn forget_host(&self, since: u64) {
-        self.host_committed.set(None);
-        self.host_reached.set(None);
-        self.host_since_session.set(since);
-    }
-
-    fn note_host_commit(&self, session: u64, cursor: u64) {
-        if session < self.host_since_session.get() {
-            return;
-        }
-        let before = self.host_committed.get();
-        self.host_committed
-            .set(Some(before.map_or(cursor, |old| old.max(cursor))));
-        let reached = match self.host_reached.get() {
-            Some((s, r, at_dial)) if s == session => Some((s, r.max(cursor), at_dial)),
-            Some((s, _, _)) if s > session => None,
-            // The first commit of a newer session: all earlier ones are in (the loop waits
-            // for them before dialing), so `before` is what the session was dialed from.
-            _ => Some((session, cursor, before)),
-        };
-        if let Some(r) = reached {
-            self.host_reached.set(Some(r));
-        }
-    }
-}
-
 pub struct JetstreamReader {
     cfg: Arc<ReaderConfig>,
-    downstream: Recipient<PushBatch>,
     shared: Rc<Shared>,
-    window: Arc<Semaphore>,
-    bytes: Arc<Semaphore>,
+    /// Batches on their way downstream, with their credits.
+    outbox: Rc<Outbox>,
     control: watch::Sender<Control>,
 }
 
 impl JetstreamReader {
     pub fn new(cfg: ReaderConfig, downstream: Recipient<PushBatch>, start: StartCursor) -> Self {
-        let (committed, dial_override) = match start {
-            StartCursor::Committed(c) | StartCursor::Replay { committed: c, .. } => (Some(c), None),
-            StartCursor::Exact(c) => (None, Some(c)),
-            StartCursor::Live => (None, None),
-        };
-        // An explicit start may lie behind the stored cursor: its batches say they are a
-        // replay, so their commits keep its progress (and drop it once it catches up).
-        let (line, line_replay) = match start {
-            StartCursor::Replay { line, .. } => (Some(line), true),
-            StartCursor::Exact(_) => (None, true),
-            _ => (committed, false),
-        };
-        let window = Arc::new(Semaphore::new(cfg.max_in_flight_batches));
-        let bytes = Arc::new(Semaphore::new(
-            cfg.max_in_flight_bytes.min(Semaphore::MAX_PERMITS),
-        ));
+        let outbox = Rc::new(Outbox::new(&cfg, downstream));
         let shared = Rc::new(Shared {
-            committed: Cell::new(committed),
-            line_committed: Cell::new(line),
-            line_since_session: Cell::new(0),
-            line_replay: Cell::new(line_replay),
-            origin: Cell::new(line.or(dial_override)),
-            dial_override: Cell::new(dial_override),
-            next_seq: Cell::new(1),
+            cursors: Cell::new(Cursors::start(start, cfg.endpoints.len())),
             next_session: Cell::new(1),
             current_session: Cell::new(0),
             backoff: RefCell::new(Backoff::new(cfg.backoff_min, cfg.backoff_max)),
             counters: RefCell::new(Counters::default()),
             state: watch::Sender::new(ReaderState::Starting),
-            endpoint: RefCell::new(cfg.endpoints.first().cloned().unwrap_or_default()),
-            endpoint_index: Cell::new(0),
             failover: RefCell::new(Failover::new(cfg.endpoints.len(), cfg.failover_after)),
-            host_committed: Cell::new(None),
-            host_since_session: Cell::new(0),
-            host_reached: Cell::new(None),
-            last_session_disordered: Cell::new((0, false)),
-            // The stored cursor says nothing of which host stamped it: with several
-            // endpoints it may be in another host's clock, so the first dials treat it
-            // like a failover's (rewound by `failover_rewind`) until this host commits.
-            failover_pending: Cell::new(
-                cfg.endpoints.len() > 1
-                    && matches!(
-                        start,
-                        StartCursor::Committed(_) | StartCursor::Replay { .. }
-                    ),
-            ),
             filters: watch::Sender::new(Arc::new(cfg.filters())),
             skipped: Cell::new(None),
         });
         let (control, _) = watch::channel(Control::Run);
         JetstreamReader {
             cfg: Arc::new(cfg),
-            downstream,
             shared,
-            window,
-            bytes,
+            outbox,
             control,
         }
     }
@@ -235,9 +76,7 @@ impl Actor for JetstreamReader {
         let lp = ReadLoop::new(
             self.cfg.clone(),
             self.shared.clone(),
-            self.window.clone(),
-            self.bytes.clone(),
-            self.downstream.clone(),
+            self.outbox.clone(),
             self.control.subscribe(),
         );
         ctx.spawn(actix::fut::wrap_future(lp.run()));
@@ -260,16 +99,18 @@ impl JetstreamReader {
 
 impl JetstreamReader {
     /// Starts paused (`[ha]` standby): nothing is dialed until `RewindTo` (or `Resume`).
+    ///
     /// A standby that would start at the live tail takes its launch time (minus the
     /// failover rewind: another host's clock) as where it started: if it takes over a Redis
     /// that holds nothing (emptied meanwhile), it reads from there, not from the live edge
     /// at the takeover, which would skip what happened in between.
     pub fn paused(self) -> Self {
         self.control.send_replace(Control::Pause);
-        if self.shared.origin.get().is_none() {
-            let launched = Cursor::now().rewound(self.cfg.effective_failover_rewind());
-            self.shared.origin.set(Some(launched.0));
-        }
+        let launched = Cursor::now()
+            .rewound(self.cfg.effective_failover_rewind())
+            .0;
+        self.shared
+            .update_cursors(|k| k.origin = k.origin.or(Some(launched)));
         self
     }
 }
@@ -289,14 +130,10 @@ impl Handler<BatchCommitted> for JetstreamReader {
 
     fn handle(&mut self, msg: BatchCommitted, _ctx: &mut Self::Context) {
         if let Some(c) = msg.cursor {
-            let newest = self.shared.committed.get().map_or(c, |old| old.max(c));
-            self.shared.committed.set(Some(newest));
+            let newest = self
+                .shared
+                .update_cursors(|k| k.note_commit(msg.session, c));
             metrics::gauge!("jetstream_ingestor_committed_cursor_us").set(newest as f64);
-            if msg.session >= self.shared.line_since_session.get() {
-                let line = self.shared.line_committed.get().map_or(c, |old| old.max(c));
-                self.shared.line_committed.set(Some(line));
-            }
-            self.shared.note_host_commit(msg.session, c);
         }
         self.shared.counters.borrow_mut().batches_committed += 1;
         metrics::histogram!("jetstream_ingestor_receive_to_commit_seconds")
@@ -311,6 +148,8 @@ impl Handler<GetReaderStatus> for JetstreamReader {
     fn handle(&mut self, _: GetReaderStatus, _ctx: &mut Self::Context) -> Self::Result {
         let c = self.shared.counters.borrow();
         let state = *self.shared.state.borrow();
+        let dialed = self.shared.failover.borrow().dialed();
+        let cursors = self.shared.cursors();
         let stalled_secs = match (c.last_frame_at, c.last_advance_at) {
             (Some(frame), Some(advance))
                 if state != ReaderState::Paused
@@ -328,16 +167,15 @@ impl Handler<GetReaderStatus> for JetstreamReader {
         } else {
             0.0
         });
-        let budget = self.cfg.max_in_flight_bytes.min(Semaphore::MAX_PERMITS);
         MessageResult(ReaderStatus {
             stalled_secs,
-            line_cursor: self.shared.line_committed.get(),
-            in_flight_bytes: budget.saturating_sub(self.bytes.available_permits()) as u64,
-            peak_in_flight_bytes: c.peak_in_flight_bytes,
+            line_cursor: cursors.line,
+            in_flight_bytes: self.outbox.in_flight_bytes(),
+            peak_in_flight_bytes: self.outbox.peak_in_flight_bytes(),
             state: *self.shared.state.borrow(),
-            endpoint: self.shared.endpoint.borrow().clone(),
+            endpoint: self.cfg.endpoints.get(dialed).cloned().unwrap_or_default(),
             session_id: self.shared.current_session.get(),
-            committed_cursor: self.shared.committed.get(),
+            committed_cursor: cursors.committed,
             consecutive_failures: c.consecutive_failures,
             last_error: c.last_error.clone(),
             events_received: c.events_received,
@@ -345,7 +183,7 @@ impl Handler<GetReaderStatus> for JetstreamReader {
             batches_committed: c.batches_committed,
             sessions_started: c.sessions_started,
             backoff_ceiling_ms: u64::try_from(c.backoff_ceiling.as_millis()).unwrap_or(u64::MAX),
-            endpoint_index: self.shared.endpoint_index.get(),
+            endpoint_index: dialed,
             failovers: c.failovers,
             gaps: c.gaps,
             last_gap: c.last_gap.clone(),
@@ -359,21 +197,9 @@ impl Handler<Restart> for JetstreamReader {
 
     /// Stops this actor; `actix::Supervisor` starts it again (same fields), which dials anew.
     fn handle(&mut self, msg: Restart, ctx: &mut Self::Context) -> Result<u64, Refused> {
-        if let Some(c) = msg.from_cursor {
-            // A new line: later dials resume from what this replay commits, not from the
-            // newest cursor ever committed.
-            let next = self.shared.next_session.get();
-            self.shared.dial_override.set(Some(c));
-            self.shared.line_committed.set(None);
-            self.shared.line_replay.set(true);
-            self.shared.line_since_session.set(next);
-            self.shared.forget_host(next);
-        }
-        if msg.from_cursor.is_none() && self.shared.line_committed.get().is_some() {
-            // "From the committed cursor": an explicit cursor not yet used up (a dial that
-            // received nothing at or after it, e.g. one in the future) is dropped.
-            self.shared.dial_override.set(None);
-        }
+        let next = self.shared.next_session.get();
+        self.shared
+            .update_cursors(|k| k.restart(msg.from_cursor, next));
         info!(from_cursor = ?msg.from_cursor, "restart requested");
         // The session closes cleanly first (close handshake), then the actor restarts.
         let paused = self.stop_reading();
@@ -393,24 +219,11 @@ impl Handler<RewindTo> for JetstreamReader {
     /// Redis holds nothing.
     fn handle(&mut self, msg: RewindTo, ctx: &mut Self::Context) {
         let next = self.shared.next_session.get();
-        let replay = msg
-            .replay_cursor
-            .filter(|r| msg.stored_cursor.is_some_and(|c| *r < c));
-        match msg.stored_cursor {
-            Some(_) => {
-                self.shared.dial_override.set(None);
-                self.shared
-                    .failover_pending
-                    .set(self.cfg.endpoints.len() > 1);
-            }
-            None => self.shared.dial_override.set(self.shared.origin.get()),
-        }
-        self.shared.committed.set(msg.stored_cursor);
-        self.shared.line_committed.set(replay.or(msg.stored_cursor));
-        self.shared.line_replay.set(replay.is_some());
-        self.shared.line_since_session.set(next);
-        self.shared.forget_host(next);
-        warn!(stored_cursor = ?msg.stored_cursor, replay_cursor = ?replay, origin = ?self.shared.origin.get(), "reader rewinds to what Redis holds after a rollback");
+        let endpoints = self.cfg.endpoints.len();
+        let replay = self
+            .shared
+            .update_cursors(|k| k.rewind_to(msg.stored_cursor, msg.replay_cursor, next, endpoints));
+        warn!(stored_cursor = ?msg.stored_cursor, replay_cursor = ?replay, origin = ?self.shared.cursors().origin, "reader rewinds to what Redis holds after a rollback");
         self.control.send_replace(Control::Run);
         ctx.stop();
     }
@@ -463,11 +276,10 @@ impl Handler<Quiesce> for JetstreamReader {
 
     fn handle(&mut self, _: Quiesce, _ctx: &mut Self::Context) -> Self::Result {
         let stopped = self.stop_reading();
-        let window = self.window.clone();
-        let n = u32::try_from(self.cfg.max_in_flight_batches).unwrap_or(u32::MAX);
+        let drained = self.outbox.drained();
         Box::pin(async move {
             stopped.await;
-            let _ = window.acquire_many(n).await;
+            drained.await;
         })
     }
 }
@@ -479,11 +291,10 @@ impl Handler<Drain> for JetstreamReader {
     fn handle(&mut self, _: Drain, _ctx: &mut Self::Context) -> Self::Result {
         self.control.send_replace(Control::Drain);
         let mut state = self.shared.state.subscribe();
-        let window = self.window.clone();
-        let n = u32::try_from(self.cfg.max_in_flight_batches).unwrap_or(u32::MAX);
+        let drained = self.outbox.drained();
         Box::pin(async move {
             let _ = state.wait_for(|s| *s == ReaderState::Finished).await;
-            let _ = window.acquire_many(n).await;
+            drained.await;
         })
     }
 }

@@ -1,101 +1,108 @@
-//! One session: dials the planned URL (filters in the query, or `requireHello` with the
-//! filters as the first `options_update`), then reads frames until the session ends: text
-//! frames are decoded, binary frames inflated with the zstd dictionary (bounded) when
-//! `compress` is on, events grouped into batches (size or linger bound) and pushed with a
-//! credit of the in-flight window; no credit, no reading, so backpressure reaches the TCP
-//! socket. Filter updates go out as `options_update` on the live socket. What each frame
-//! becomes (inflate, decode, batch, gap check, flush) is `frames.rs`.
+//! One session, one connection: [`Session::open`] dials the planned URL (filters in the
+//! query, or `requireHello` with the filters as the first `options_update`), then
+//! [`Session::read`] reads frames until the session ends and says how ([`SessionEnd`]).
+//! What each frame becomes (inflate, decode, batch, gap check) is `frames.rs`; full batches
+//! and lingering ones go downstream through the outbox (`outbox.rs`) with a credit of the
+//! in-flight window: no credit, no reading, so backpressure reaches the TCP socket. Filter
+//! updates go out as `options_update` on the live socket; pings and the idle timeout follow
+//! `heartbeat.rs`.
 //!
 //! Failure: a session ends on close, EOF, socket error, idle timeout, a frame the WebSocket
 //! layer refuses (too large, or a text frame that is not UTF-8: its dead letter and the skip
-//! are the read loop's business), or a stop request; it always flushes what it read first. A frame that does not decode,
-//! inflate or fit is dead-lettered and reading goes on.
+//! are the read loop's business), or a stop request; it always flushes what it read first,
+//! and a flush that fails (the downstream stage is gone) ends it for good. A frame that does
+//! not decode, inflate or fit is dead-lettered and reading goes on.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt as _, SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, warn};
 
-use super::frames::{JUMP_HOLD, Sess, Step};
+use super::config::ReaderConfig;
+use super::dial::Dial;
+use super::end::{EndReason, RefusedFrame, SessionEnd};
+use super::frames::{Frames, JUMP_HOLD, Step};
 use super::heartbeat::{Heartbeat, Liveness};
-use super::read_loop::{Control, Dial, ReadLoop};
-use super::subscribe::{DialOptions, options_update, plan_dial, source_of};
+use super::inflate::Inflater;
+use super::outbox::Outbox;
+use super::oversize::OversizeSkip;
+use super::shared::{Control, Shared};
+use super::subscribe::{DialOptions, Filters, options_update, plan_dial};
 use crate::messages::ReaderState;
 
-/// How a session ended.
-pub(super) struct SessionEnd {
-    /// At least one event arrived: the host works, so the backoff resets.
-    pub progressed: bool,
-    pub reason: &'static str,
-    pub error: Option<String>,
-    /// Stop redialing (drain requested, or replay reached `until`).
-    pub finished: bool,
-    /// The WebSocket layer refused a frame, which ended the connection.
-    pub refused: Option<RefusedFrame>,
-    /// `time_us` of the first and of the last frame that told one.
-    pub first_time: Option<u64>,
-    pub last_time: Option<u64>,
-    /// The host sent times out of order in this session.
-    pub disordered: bool,
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A live connection and what its frames have told so far.
+pub(super) struct Session<'a> {
+    cfg: &'a ReaderConfig,
+    shared: &'a Shared,
+    outbox: &'a Outbox,
+    dial: &'a Dial,
+    control: watch::Receiver<Control>,
+    filters: watch::Receiver<Arc<Filters>>,
+    sink: SplitSink<Socket, WsMessage>,
+    stream: SplitStream<Socket>,
+    frames: Frames<'a>,
+    frames_received: metrics::Counter,
 }
 
-/// A frame the WebSocket layer refused; tungstenite then ends the connection, so a plain
-/// redial would meet it again, forever. The read loop dead-letters it and dials past it
-/// (`oversize.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct RefusedFrame {
-    /// The dead letter's reason: `frame_too_large` (over `max_frame_bytes`, payload never
-    /// read) or `invalid_utf8` (a text frame that is not UTF-8, bytes not kept).
-    pub reason: &'static str,
-    /// The frame's size, when known.
-    pub size: Option<usize>,
+/// What a session borrows from the read loop.
+pub(super) struct Parts<'a> {
+    pub cfg: &'a ReaderConfig,
+    pub shared: &'a Shared,
+    pub outbox: &'a Outbox,
+    pub control: &'a watch::Receiver<Control>,
+    /// zstd context and buffer, built at the first compressed dial and reused.
+    pub inflater: &'a mut Option<Inflater>,
+    /// Getting past an oversized frame, if one was met.
+    pub skip: &'a mut Option<OversizeSkip>,
 }
 
-impl SessionEnd {
-    fn failed(reason: &'static str, error: String) -> Self {
-        SessionEnd {
-            progressed: false,
-            reason,
-            error: Some(error),
-            finished: false,
-            refused: None,
-            first_time: None,
-            last_time: None,
-            disordered: false,
-        }
-    }
-}
-
-impl ReadLoop {
-    /// Dials once and reads until the session ends.
-    pub(super) async fn session(&mut self, dial: &Dial) -> SessionEnd {
-        let mut filters_rx = self.shared.filters.subscribe();
-        let filters = filters_rx.borrow_and_update().clone();
-        let max_message_size = dial.cap().then_some(self.cfg.max_frame_bytes);
+impl<'a> Session<'a> {
+    /// Dials once. A session that could not start ends here.
+    pub async fn open(lp: Parts<'a>, dial: &'a Dial) -> Result<Session<'a>, SessionEnd> {
+        let Parts {
+            cfg,
+            shared,
+            outbox,
+            control,
+            inflater,
+            skip,
+        } = lp;
+        let mut filters = shared.filters.subscribe();
+        let current = filters.borrow_and_update().clone();
+        let max_message_size = dial.cap().then_some(cfg.max_frame_bytes);
         let plan = match plan_dial(
             &dial.endpoint,
             &DialOptions {
-                filters: &filters,
+                filters: &current,
                 cursor: dial.cursor,
-                compress: self.cfg.compress,
-                require_hello: self.cfg.require_hello,
+                compress: cfg.compress,
+                require_hello: cfg.require_hello,
                 max_message_size,
             },
         ) {
             Ok(p) => p,
-            Err(e) => return SessionEnd::failed("bad_url", format!("{}: {e}", dial.endpoint)),
+            Err(e) => {
+                let error = format!("{}: {e}", dial.endpoint);
+                return Err(SessionEnd::failed(EndReason::BadUrl, error));
+            }
         };
-        if let Err(e) = self.ensure_inflater() {
-            return SessionEnd::failed("bad_dictionary", e);
+        if let Err(e) = ensure_inflater(cfg, inflater) {
+            return Err(SessionEnd::failed(EndReason::BadDictionary, e));
         }
-        let session_id = self.shared.next_session.get();
-        self.shared.next_session.set(session_id + 1);
-        self.shared.current_session.set(session_id);
-        self.shared.counters.borrow_mut().sessions_started += 1;
+        let session_id = shared.next_session.get();
+        shared.next_session.set(session_id + 1);
+        shared.current_session.set(session_id);
+        shared.counters.borrow_mut().sessions_started += 1;
         info!(
             session = session_id,
             url = %plan.url,
@@ -109,253 +116,329 @@ impl ReadLoop {
         // reader's largest cost; at full speed a read still takes ~30 frames.
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(16 * 1024)
-            .max_message_size(Some(self.cfg.max_frame_bytes))
-            .max_frame_size(Some(self.cfg.max_frame_bytes));
+            .max_message_size(Some(cfg.max_frame_bytes))
+            .max_frame_size(Some(cfg.max_frame_bytes));
         let connect =
             tokio_tungstenite::connect_async_with_config(plan.url.as_str(), Some(ws_config), true);
-        let ws = match tokio::time::timeout(self.cfg.connect_timeout, connect).await {
+        let ws = match tokio::time::timeout(cfg.connect_timeout, connect).await {
             Err(_) => {
                 metrics::counter!("jetstream_ingestor_connects_total", "outcome" => "timeout")
                     .increment(1);
-                return SessionEnd::failed(
-                    "connect_timeout",
-                    format!(
-                        "no answer from {} within {:?}",
-                        dial.endpoint, self.cfg.connect_timeout
-                    ),
+                let error = format!(
+                    "no answer from {} within {:?}",
+                    dial.endpoint, cfg.connect_timeout
                 );
+                return Err(SessionEnd::failed(EndReason::ConnectTimeout, error));
             }
             Ok(Err(e)) => {
                 metrics::counter!("jetstream_ingestor_connects_total", "outcome" => "failed")
                     .increment(1);
-                return SessionEnd::failed("connect_failed", format!("{}: {e}", dial.endpoint));
+                let error = format!("{}: {e}", dial.endpoint);
+                return Err(SessionEnd::failed(EndReason::ConnectFailed, error));
             }
             Ok(Ok((ws, _response))) => ws,
         };
         metrics::counter!("jetstream_ingestor_connects_total", "outcome" => "ok").increment(1);
-        let (mut sink, mut stream) = ws.split();
+        let (mut sink, stream) = ws.split();
         if let Some(hello) = plan.hello {
             // requireHello: the host sends nothing before this first options_update.
             if let Err(e) = sink.send(WsMessage::text(hello)).await {
-                return SessionEnd::failed("ws_error", format!("sending the hello: {e}"));
+                let error = format!("sending the hello: {e}");
+                return Err(SessionEnd::failed(EndReason::WsError, error));
             }
             metrics::counter!("jetstream_ingestor_options_updates_total", "why" => "hello")
                 .increment(1);
         }
-        self.shared.set_state(ReaderState::Streaming);
+        shared.set_state(ReaderState::Streaming);
         {
             // The stall clock starts with the first session, and is not reset by later ones:
             // a host that keeps sending nothing newer across reconnects is still stalled.
-            let mut c = self.shared.counters.borrow_mut();
+            let mut c = shared.counters.borrow_mut();
             c.last_advance_at.get_or_insert_with(Instant::now);
         }
+        let frames = Frames::new(
+            cfg,
+            shared,
+            dial,
+            inflater.as_mut(),
+            skip,
+            session_id,
+            max_message_size.is_some(),
+        );
+        Ok(Session {
+            cfg,
+            shared,
+            outbox,
+            dial,
+            control: control.clone(),
+            filters,
+            sink,
+            stream,
+            frames,
+            frames_received: metrics::counter!("jetstream_ingestor_frames_received_total"),
+        })
+    }
 
+    /// Reads until the session ends.
+    pub async fn read(mut self) -> SessionEnd {
         let hb = Heartbeat {
             ping_interval: self.cfg.ping_interval,
             idle_timeout: self.cfg.idle_timeout,
         };
-        let mut st = Sess {
-            id: session_id,
-            source: Arc::from(source_of(&dial.endpoint)),
-            pending: None,
-            progressed: false,
-            first_time: None,
-            last_time: None,
-            disordered: false,
-            cap_active: max_message_size.is_some(),
-            early: 0,
-            caught_up: false,
-            held: None,
-            frame_at: Instant::now(),
-        };
         let mut last_frame = Instant::now();
         let mut last_ping: Option<Instant> = None;
-        let mut control = self.control.clone();
         let mut filters_open = true;
         let linger = self.cfg.batch_linger;
-        let frames_received = metrics::counter!("jetstream_ingestor_frames_received_total");
-
-        // Flushes the pending batch; evaluates to whether it waited for a credit.
-        macro_rules! flush_or_end {
-            () => {
-                match self.flush(&mut st.pending, st.id, &st.source).await {
-                    Ok(waited) => waited,
-                    Err(e) => return st.end("downstream_gone", Some(e), true),
-                }
-            };
-        }
-        // A deliberate end: our Close frame, then the host's answer (bounded), so the host
-        // sees a clean close handshake rather than a reset. What it sends meanwhile is not
-        // taken: the next dial rewinds over it.
-        macro_rules! close_cleanly {
-            () => {
-                if sink.send(WsMessage::Close(None)).await.is_ok() {
-                    let answer = async {
-                        while let Some(Ok(m)) = stream.next().await {
-                            if m.is_close() {
-                                break;
-                            }
-                        }
-                    };
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), answer).await;
-                }
-            };
-        }
-        macro_rules! send_or_end {
-            ($msg:expr) => {
-                if let Err(e) = sink.send($msg).await {
-                    flush_or_end!();
-                    return st.end("ws_error", Some(e.to_string()), false);
-                }
-            };
-        }
 
         loop {
-            if st.cap_active && st.first_time.is_some() {
+            if self.frames.cap_active && self.frames.first_time.is_some() {
                 // Past the oversized frame: lift the cap so later big frames are refused
                 // (and dead-lettered) by us rather than skipped silently by the host.
-                st.cap_active = false;
-                let current = filters_rx.borrow_and_update().clone();
-                send_or_end!(WsMessage::text(options_update(&current, None)));
+                self.frames.cap_active = false;
+                let current = self.filters.borrow_and_update().clone();
+                if let Err(end) = self
+                    .send(WsMessage::text(options_update(&current, None)))
+                    .await
+                {
+                    return end;
+                }
                 metrics::counter!("jetstream_ingestor_options_updates_total", "why" => "lift_cap")
                     .increment(1);
             }
             let now = Instant::now();
             let next_check = match hb.check(now, last_frame, last_ping) {
                 Liveness::Dead => {
-                    flush_or_end!();
+                    if let Err(end) = self.flush().await {
+                        return end;
+                    }
                     metrics::counter!("jetstream_ingestor_idle_timeouts_total").increment(1);
-                    warn!(session = st.id, endpoint = %dial.endpoint, idle_timeout_ms = self.cfg.idle_timeout.as_millis() as u64, "jetstream host silent");
+                    warn!(session = self.frames.id, endpoint = %self.dial.endpoint, idle_timeout_ms = self.cfg.idle_timeout.as_millis() as u64, "jetstream host silent");
                     let error = format!(
                         "no frame from {} for {:?}",
-                        dial.endpoint, self.cfg.idle_timeout
+                        self.dial.endpoint, self.cfg.idle_timeout
                     );
-                    return st.end("idle_timeout", Some(error), false);
+                    return self.frames.end(EndReason::IdleTimeout, Some(error), false);
                 }
                 Liveness::SendPing => {
                     last_ping = Some(now);
-                    debug!(session = st.id, "sending ping");
-                    send_or_end!(WsMessage::Ping(Default::default()));
+                    debug!(session = self.frames.id, "sending ping");
+                    if let Err(end) = self.send(WsMessage::Ping(Default::default())).await {
+                        return end;
+                    }
                     continue;
                 }
                 Liveness::Alive { next_check } => next_check,
             };
-            let linger_at = st.pending.as_ref().map(|p| p.received_at + linger);
-            let hold_at = st.held.as_ref().map(|h| h.at + JUMP_HOLD);
+            let linger_at = self.frames.pending.as_ref().map(|p| p.received_at + linger);
+            let hold_at = self.frames.held.as_ref().map(|h| h.at + JUMP_HOLD);
             let linger_at = match (linger_at, hold_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
             tokio::select! {
                 biased;
-                changed = control.changed() => {
-                    let c = if changed.is_ok() { *control.borrow_and_update() } else { Control::Drain };
+                changed = self.control.changed() => {
+                    let c = if changed.is_ok() { *self.control.borrow_and_update() } else { Control::Drain };
                     if c != Control::Run {
-                        flush_or_end!();
-                        close_cleanly!();
-                        return st.end("stopped", None, false);
+                        return self.end_cleanly(EndReason::Stopped, false).await;
                     }
                 }
-                changed = filters_rx.changed(), if filters_open => {
+                changed = self.filters.changed(), if filters_open => {
                     if changed.is_err() {
                         filters_open = false;
                         continue;
                     }
-                    let current = filters_rx.borrow_and_update().clone();
-                    let cap = st.cap_active.then_some(self.cfg.max_frame_bytes);
-                    info!(session = st.id, "sending options_update with the new filters");
-                    send_or_end!(WsMessage::text(options_update(&current, cap)));
+                    let current = self.filters.borrow_and_update().clone();
+                    let cap = self.frames.cap_active.then_some(self.cfg.max_frame_bytes);
+                    info!(session = self.frames.id, "sending options_update with the new filters");
+                    if let Err(end) = self.send(WsMessage::text(options_update(&current, cap))).await {
+                        return end;
+                    }
                     metrics::counter!("jetstream_ingestor_options_updates_total", "why" => "filters").increment(1);
                 }
                 _ = tokio::time::sleep_until(linger_at.unwrap_or(now).into()), if linger_at.is_some() => {
-                    if st.held.as_ref().is_some_and(|h| h.at.elapsed() >= JUMP_HOLD)
-                        && let Step::End(reason, finished) = self.release_held(&mut st, dial)
+                    if self.frames.held.as_ref().is_some_and(|h| h.at.elapsed() >= JUMP_HOLD)
+                        && let Step::End(reason, finished) = self.frames.release_held()
                     {
-                        flush_or_end!();
-                        close_cleanly!();
-                        return st.end(reason, None, finished);
+                        return self.end_cleanly(reason, finished).await;
                     }
-                    if flush_or_end!() {
-                        last_frame = Instant::now();
+                    match self.flush().await {
+                        Ok(true) => last_frame = Instant::now(),
+                        Ok(false) => {}
+                        Err(end) => return end,
                     }
                 }
                 _ = tokio::time::sleep_until(next_check.into()) => {}
-                msg = stream.next() => {
-                    // Frames already read from the socket are taken in this one round (up to
-                    // a batch): no timers are armed and no select is re-entered per frame.
-                    let mut next = Some(msg);
-                    let mut drained = 0usize;
-                    while let Some(msg) = next.take() {
-                        last_frame = Instant::now();
-                        st.frame_at = last_frame;
-                        let frame;
-                        let (decoded, size) = match msg {
-                            Some(Ok(WsMessage::Text(t))) => {
-                                let d = self.text(t.as_str());
-                                frame = WsMessage::Text(t);
-                                (d, frame.len())
-                            }
-                            Some(Ok(WsMessage::Binary(b))) => {
-                                let d = self.binary(&b);
-                                frame = WsMessage::Binary(b);
-                                d
-                            }
-                            // Control frames (tungstenite answers pings) end this round; `next` is empty.
-                            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
-                            Some(Ok(WsMessage::Close(frame))) => {
-                                flush_or_end!();
-                                let detail = frame.as_ref().map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default();
-                                return st.end("server_closed", Some(format!("close frame {detail}")), false);
-                            }
-                            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
-                                // The payload was never read. The read loop dead-letters it and
-                                // dials past it (oversize.rs).
-                                flush_or_end!();
-                                let mut end = st.end("frame_too_large", Some(format!("message of {size} bytes over the {max_size} limit")), false);
-                                end.refused = Some(RefusedFrame { reason: "frame_too_large", size: Some(size) });
-                                return end;
-                            }
-                            Some(Err(WsError::Utf8(e))) => {
-                                // A text frame that is not UTF-8: dead-lettered and skipped by
-                                // the read loop, like an oversized one.
-                                flush_or_end!();
-                                let mut end = st.end("invalid_utf8", Some(format!("text frame that is not UTF-8: {e}")), false);
-                                end.refused = Some(RefusedFrame { reason: "invalid_utf8", size: None });
-                                return end;
-                            }
-                            Some(Err(e)) => {
-                                flush_or_end!();
-                                return st.end("ws_error", Some(e.to_string()), false);
-                            }
-                            None => {
-                                flush_or_end!();
-                                return st.end("eof", Some("connection closed without a close frame".into()), false);
-                            }
-                        };
-                        frames_received.increment(1);
-                        let raw: &[u8] = match &frame {
-                            WsMessage::Text(t) => t.as_bytes(),
-                            WsMessage::Binary(b) => b,
-                            _ => &[],
-                        };
-                        match self.take(decoded, raw, size, &mut st, dial) {
-                            Step::Continue => {}
-                            Step::End(reason, finished) => {
-                                flush_or_end!();
-                                close_cleanly!();
-                                return st.end(reason, None, finished);
-                            }
-                        }
-                        if self.pending_full(&st) && flush_or_end!() {
-                            last_frame = Instant::now();
-                        }
-                        drained += 1;
-                        if drained < self.cfg.batch_max_events {
-                            next = stream.next().now_or_never();
-                        }
+                msg = self.stream.next() => {
+                    if let Err(end) = self.take_round(msg, &mut last_frame).await {
+                        return end;
                     }
                 }
             }
         }
     }
+
+    /// Takes `first` and the frames already read from the socket after it, in this one
+    /// round (up to a batch): no timers are armed and no select is re-entered per frame.
+    /// `last_frame` is when a frame last arrived (or reading last resumed after a wait for
+    /// a credit).
+    async fn take_round(
+        &mut self,
+        first: Option<Result<WsMessage, WsError>>,
+        last_frame: &mut Instant,
+    ) -> Result<(), SessionEnd> {
+        let mut next = Some(first);
+        let mut drained = 0usize;
+        while let Some(msg) = next.take() {
+            *last_frame = Instant::now();
+            self.frames.frame_at = *last_frame;
+            let frame;
+            let (decoded, size) = match msg {
+                Some(Ok(WsMessage::Text(t))) => {
+                    let d = self.frames.text(t.as_str());
+                    frame = WsMessage::Text(t);
+                    (d, frame.len())
+                }
+                Some(Ok(WsMessage::Binary(b))) => {
+                    let d = self.frames.binary(&b);
+                    frame = WsMessage::Binary(b);
+                    d
+                }
+                // Control frames (tungstenite answers pings) end this round; `next` is empty.
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
+                Some(Ok(WsMessage::Close(frame))) => {
+                    let detail = frame
+                        .as_ref()
+                        .map(|f| format!("{} {}", f.code, f.reason))
+                        .unwrap_or_default();
+                    let error = format!("close frame {detail}");
+                    return Err(self.end_flushed(EndReason::ServerClosed, error, None).await);
+                }
+                Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                    // The payload was never read. The read loop dead-letters it and dials past
+                    // it (oversize.rs).
+                    let error = format!("message of {size} bytes over the {max_size} limit");
+                    let refused = RefusedFrame {
+                        reason: "frame_too_large",
+                        size: Some(size),
+                    };
+                    return Err(self
+                        .end_flushed(EndReason::FrameTooLarge, error, Some(refused))
+                        .await);
+                }
+                Some(Err(WsError::Utf8(e))) => {
+                    // A text frame that is not UTF-8: dead-lettered and skipped by the read
+                    // loop, like an oversized one.
+                    let error = format!("text frame that is not UTF-8: {e}");
+                    let refused = RefusedFrame {
+                        reason: "invalid_utf8",
+                        size: None,
+                    };
+                    return Err(self
+                        .end_flushed(EndReason::InvalidUtf8, error, Some(refused))
+                        .await);
+                }
+                Some(Err(e)) => {
+                    return Err(self
+                        .end_flushed(EndReason::WsError, e.to_string(), None)
+                        .await);
+                }
+                None => {
+                    let error = "connection closed without a close frame".to_owned();
+                    return Err(self.end_flushed(EndReason::Eof, error, None).await);
+                }
+            };
+            self.frames_received.increment(1);
+            let raw: &[u8] = match &frame {
+                WsMessage::Text(t) => t.as_bytes(),
+                WsMessage::Binary(b) => b,
+                _ => &[],
+            };
+            if let Step::End(reason, finished) = self.frames.take(decoded, raw, size) {
+                return Err(self.end_cleanly(reason, finished).await);
+            }
+            if self.frames.pending_full() && self.flush().await? {
+                *last_frame = Instant::now();
+            }
+            drained += 1;
+            if drained < self.cfg.batch_max_events {
+                next = self.stream.next().now_or_never();
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the pending batch downstream; says whether it waited for a credit. The
+    /// downstream stage being gone ends the session for good.
+    async fn flush(&mut self) -> Result<bool, SessionEnd> {
+        let id = self.frames.id;
+        let shared = self.shared;
+        let sent = self
+            .outbox
+            .flush(&mut self.frames.pending, id, &self.frames.source, || {
+                shared.cursors().replaying(id)
+            })
+            .await;
+        sent.map_err(|e| self.frames.end(EndReason::DownstreamGone, Some(e), true))
+    }
+
+    /// Sends on the socket; a failure flushes and ends the session (`ws_error`).
+    async fn send(&mut self, msg: WsMessage) -> Result<(), SessionEnd> {
+        let Err(e) = self.sink.send(msg).await else {
+            return Ok(());
+        };
+        self.flush().await?;
+        Err(self
+            .frames
+            .end(EndReason::WsError, Some(e.to_string()), false))
+    }
+
+    /// The connection ended (or refused a frame): flushes, then ends with `reason`.
+    async fn end_flushed(
+        &mut self,
+        reason: EndReason,
+        error: String,
+        refused: Option<RefusedFrame>,
+    ) -> SessionEnd {
+        if let Err(end) = self.flush().await {
+            return end;
+        }
+        let mut end = self.frames.end(reason, Some(error), false);
+        end.refused = refused;
+        end
+    }
+
+    /// A deliberate end: flushes, then closes cleanly (our Close frame, then the host's
+    /// answer, bounded), so the host sees a clean close handshake rather than a reset. What
+    /// it sends meanwhile is not taken: the next dial rewinds over it.
+    async fn end_cleanly(&mut self, reason: EndReason, finished: bool) -> SessionEnd {
+        if let Err(end) = self.flush().await {
+            return end;
+        }
+        if self.sink.send(WsMessage::Close(None)).await.is_ok() {
+            let stream = &mut self.stream;
+            let answer = async {
+                while let Some(Ok(m)) = stream.next().await {
+                    if m.is_close() {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+        }
+        self.frames.end(reason, None, finished)
+    }
+}
+
+/// Builds the zstd context the first time a compressed dial needs it.
+fn ensure_inflater(cfg: &ReaderConfig, inflater: &mut Option<Inflater>) -> Result<(), String> {
+    if !cfg.compress || inflater.is_some() {
+        return Ok(());
+    }
+    let dictionary = cfg.load_dictionary().map_err(|e| e.to_string())?;
+    *inflater = Some(Inflater::new(
+        Some(&dictionary),
+        cfg.max_decompressed_bytes,
+    )?);
+    Ok(())
 }

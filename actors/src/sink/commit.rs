@@ -834,7 +834,11 @@ mod tests {
         let none = commands(&enc.rebuilt(&[true; 4], ""));
         assert_eq!(none.len(), 1, "finalize only: state writes, cursor, chain");
         assert_eq!(none[0][17], "0", "no new identity");
-        assert_eq!(none[0].len(), 37, "and no pairs (the last is the fencing token)");
+        assert_eq!(
+            none[0].len(),
+            37,
+            "and no pairs (the last is the fencing token)"
+        );
     }
 
     #[test]

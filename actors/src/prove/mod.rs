@@ -6,15 +6,23 @@
 //! invalid / unavailable), `did` (DID documents: PDS endpoint and `#atproto` key), `frame`
 //! (relay `#commit` frames, for the fixtures and the fake PDS).
 //!
-//! Imports only `model` and third-party crates; nothing of the other rooms.
+//! Shell: `http` (a polite HTTP client: per-host limits, token bucket, Retry-After, backoff),
+//! `resolver` (DID documents, bounded cache invalidated by identity events), `worker` (the
+//! consumer-group loop: XREADGROUP, prove, verdict + XACK in one atomic script, XAUTOCLAIM).
+//!
+//! Imports only `model`, `backoff` and third-party crates; nothing of the other rooms.
 
 pub mod car;
 pub mod commit;
+pub mod config;
 pub mod did;
 pub mod frame;
+pub mod http;
 pub mod key;
 pub mod mst;
+pub mod resolver;
 pub mod verify;
+pub mod worker;
 
 #[cfg(test)]
 mod fixtures;
@@ -24,6 +32,7 @@ mod mst_build;
 mod tests;
 
 pub use car::{Car, CarError, CarLimits};
+pub use config::{ProveConfig, ProveConfigError};
 pub use did::{DidError, Identity};
 pub use key::PublicKey;
 pub use verify::{Claim, Proof, Verdict, prove};

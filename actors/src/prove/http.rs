@@ -1,0 +1,346 @@
+//! A polite HTTP client for other people's servers (PDSes, the PLC directory, did:web hosts):
+//! per-host concurrency limit and token bucket, `Retry-After` / `RateLimit-*` honoured,
+//! per-host backoff after failures (full jitter, capped), bounded attempts, a bounded body,
+//! timeouts, HTTP/2 keep-alive and a clear `User-Agent`.
+//!
+//! Failure fates: 429, 5xx, timeouts and connection errors are retried up to
+//! `max_attempts` (the host waits out its backoff first, so a struggling host sees fewer
+//! requests from every job at once); other statuses are answers and are returned at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Semaphore;
+
+use crate::backoff::full_jitter;
+
+use super::config::ProveConfig;
+
+/// Why a fetch gave no body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// An answer that is not a success (after retries for 429 / 5xx); `error` is the XRPC
+    /// error name from a JSON body (`RecordNotFound`, `RepoDeactivated` …) when there is one.
+    #[error("HTTP {code} {error:?}")]
+    Status { code: u16, error: Option<String> },
+    #[error("timed out")]
+    Timeout,
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("answer larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("bad URL {0}")]
+    BadUrl(String),
+}
+
+impl FetchError {
+    /// A stable reason code: `http_404`, `repo_deactivated` (from an XRPC error name),
+    /// `timeout`, `connect_failed`, `too_large`, `bad_url`.
+    pub fn reason(&self) -> String {
+        match self {
+            FetchError::Status {
+                error: Some(e),
+                code,
+            } if (400..500).contains(code) && *code != 429 => snake(e),
+            FetchError::Status { code, .. } => format!("http_{code}"),
+            FetchError::Timeout => "timeout".into(),
+            FetchError::Connect(_) => "connect_failed".into(),
+            FetchError::TooLarge(_) => "too_large".into(),
+            FetchError::BadUrl(_) => "bad_url".into(),
+        }
+    }
+}
+
+/// `RecordNotFound` → `record_not_found`.
+fn snake(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .enumerate()
+    {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// Token bucket and backoff of one host.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    /// No request to this host before this instant (Retry-After, backoff, RateLimit-Reset).
+    not_before: Instant,
+    failures: u32,
+}
+
+struct Host {
+    permits: Arc<Semaphore>,
+    bucket: Mutex<Bucket>,
+}
+
+/// The per-host politeness settings.
+#[derive(Debug, Clone)]
+pub struct Politeness {
+    pub per_host_concurrency: usize,
+    pub rate: f64,
+    pub burst: u32,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    pub max_body: usize,
+}
+
+/// The client. Cheap to share (`Arc`).
+pub struct Polite {
+    client: reqwest::Client,
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
+    p: Politeness,
+}
+
+impl Polite {
+    pub fn new(cfg: &ProveConfig) -> Result<Polite, FetchError> {
+        let client = reqwest::Client::builder()
+            .user_agent(cfg.user_agent())
+            .timeout(cfg.request_timeout)
+            .connect_timeout(cfg.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_while_idle(true)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .build()
+            .map_err(|e| FetchError::Connect(e.to_string()))?;
+        Ok(Polite {
+            client,
+            hosts: Mutex::new(HashMap::new()),
+            p: Politeness {
+                per_host_concurrency: cfg.per_host_concurrency,
+                rate: cfg.per_host_rate,
+                burst: cfg.per_host_burst,
+                max_attempts: cfg.max_attempts,
+                retry_base: cfg.retry_base,
+                retry_cap: cfg.retry_cap,
+                max_body: cfg.max_car_bytes,
+            },
+        })
+    }
+
+    fn host(&self, url: &reqwest::Url) -> Arc<Host> {
+        let key = format!(
+            "{}:{}",
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default().unwrap_or(0)
+        );
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        hosts
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Host {
+                    permits: Arc::new(Semaphore::new(self.p.per_host_concurrency)),
+                    bucket: Mutex::new(Bucket {
+                        tokens: f64::from(self.p.burst),
+                        last: Instant::now(),
+                        not_before: Instant::now(),
+                        failures: 0,
+                    }),
+                })
+            })
+            .clone()
+    }
+
+    /// Waits for the host's backoff to pass and a token, then takes the token.
+    async fn take_token(&self, host: &Host) {
+        loop {
+            let wait = {
+                let mut b = host.bucket.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                let elapsed = now.duration_since(b.last).as_secs_f64();
+                b.tokens = (b.tokens + elapsed * self.p.rate).min(f64::from(self.p.burst));
+                b.last = now;
+                if b.not_before > now {
+                    b.not_before - now
+                } else if b.tokens >= 1.0 {
+                    b.tokens -= 1.0;
+                    return;
+                } else {
+                    Duration::from_secs_f64((1.0 - b.tokens) / self.p.rate)
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// After a failure: back off the host (the server's delay if it gave one, else
+    /// exponential with full jitter), capped.
+    fn penalize(&self, host: &Host, server_delay: Option<Duration>) {
+        let mut b = host.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        b.failures = b.failures.saturating_add(1);
+        let ceiling = self
+            .p
+            .retry_base
+            .saturating_mul(1u32 << b.failures.min(16).saturating_sub(1))
+            .min(self.p.retry_cap);
+        let delay = server_delay
+            .unwrap_or_else(|| full_jitter(ceiling))
+            .min(self.p.retry_cap);
+        b.not_before = b.not_before.max(Instant::now() + delay);
+    }
+
+    fn pause_until(&self, host: &Host, delay: Duration) {
+        let mut b = host.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        b.not_before = b
+            .not_before
+            .max(Instant::now() + delay.min(self.p.retry_cap));
+    }
+
+    fn healthy(&self, host: &Host) {
+        host.bucket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .failures = 0;
+    }
+
+    /// GETs `url` politely; the body of a 2xx answer.
+    pub async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
+        let parsed = reqwest::Url::parse(url).map_err(|_| FetchError::BadUrl(url.to_owned()))?;
+        let host = self.host(&parsed);
+        let mut last = FetchError::Timeout;
+        for attempt in 1..=self.p.max_attempts {
+            let outcome = {
+                let Ok(_permit) = host.permits.clone().acquire_owned().await else {
+                    return Err(FetchError::Connect("client closed".into()));
+                };
+                self.take_token(&host).await;
+                self.once(&host, parsed.clone()).await
+            };
+            match outcome {
+                Attempt::Done(r) => {
+                    metrics::counter!("jetstream_ingestor_prove_requests_total", "outcome" => if r.is_ok() { "ok" } else { "answer" }).increment(1);
+                    return r;
+                }
+                Attempt::Retry(e, server_delay) => {
+                    metrics::counter!("jetstream_ingestor_prove_requests_total", "outcome" => "retry").increment(1);
+                    tracing::debug!(%e, attempt, url, "request failed; retrying after the host's backoff");
+                    self.penalize(&host, server_delay);
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn once(&self, host: &Host, url: reqwest::Url) -> Attempt {
+        let resp = match self.client.get(url).send().await {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => return Attempt::Retry(FetchError::Timeout, None),
+            Err(e) => return Attempt::Retry(FetchError::Connect(e.to_string()), None),
+        };
+        let status = resp.status().as_u16();
+        let headers = resp.headers();
+        let retry_after = header_delay(headers, "retry-after")
+            .or_else(|| header_delay(headers, "ratelimit-reset").filter(|_| status == 429));
+        if header_u64(headers, "ratelimit-remaining") == Some(0)
+            && let Some(reset) = header_delay(headers, "ratelimit-reset")
+        {
+            self.pause_until(host, reset);
+        }
+        if status == 429 || status >= 500 {
+            return Attempt::Retry(
+                FetchError::Status {
+                    code: status,
+                    error: None,
+                },
+                retry_after,
+            );
+        }
+        let body = match read_body(resp, self.p.max_body).await {
+            Ok(b) => b,
+            Err(e @ FetchError::TooLarge(_)) => return Attempt::Done(Err(e)),
+            Err(e) => return Attempt::Retry(e, None),
+        };
+        if (200..300).contains(&status) {
+            self.healthy(host);
+            return Attempt::Done(Ok(body));
+        }
+        let error = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned));
+        self.healthy(host);
+        Attempt::Done(Err(FetchError::Status {
+            code: status,
+            error,
+        }))
+    }
+}
+
+enum Attempt {
+    Done(Result<Vec<u8>, FetchError>),
+    Retry(FetchError, Option<Duration>),
+}
+
+fn header_u64(headers: &reqwest::header::HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// A delay header: seconds, or (RateLimit-Reset as sent by Bluesky's PDS) a unix time.
+fn header_delay(headers: &reqwest::header::HeaderMap, name: &str) -> Option<Duration> {
+    let v = header_u64(headers, name)?;
+    if v > 1_000_000_000 {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Some(Duration::from_secs(v.saturating_sub(now)))
+    } else {
+        Some(Duration::from_secs(v))
+    }
+}
+
+async fn read_body(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, FetchError> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(FetchError::TooLarge(max));
+    }
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > max {
+                    return Err(FetchError::TooLarge(max));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) if e.is_timeout() => return Err(FetchError::Timeout),
+            Err(e) => return Err(FetchError::Connect(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_codes() {
+        let e = FetchError::Status {
+            code: 400,
+            error: Some("RepoDeactivated".into()),
+        };
+        assert_eq!(e.reason(), "repo_deactivated");
+        let e = FetchError::Status {
+            code: 404,
+            error: Some("RecordNotFound".into()),
+        };
+        assert_eq!(e.reason(), "record_not_found");
+        let e = FetchError::Status {
+            code: 500,
+            error: Some("InternalServerError".into()),
+        };
+        assert_eq!(e.reason(), "http_500");
+        assert_eq!(FetchError::Timeout.reason(), "timeout");
+    }
+}

@@ -415,6 +415,7 @@ pub fn jobs_without_source(
     }
     out
 }
+pub mod fake_pds;
 pub mod fault_proxy;
 
 /// Entries of `jsi:dead` by reason.

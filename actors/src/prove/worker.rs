@@ -15,6 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt as _;
@@ -27,7 +28,7 @@ use sha2::{Digest, Sha256};
 use super::car::CarLimits;
 use super::config::ProveConfig;
 use super::http::Polite;
-use super::resolver::Resolver;
+use super::resolver::{CacheStats, Resolver};
 use super::verify::{Claim, Proof, Verdict, prove};
 
 /// One stream entry: id and fields.
@@ -72,6 +73,10 @@ pub struct WorkerStats {
     pub skipped: u64,
     /// Jobs taken over from other consumers (XAUTOCLAIM).
     pub claimed: u64,
+    /// Signatures that failed with a cached key and were judged again with a fresh one.
+    pub stale_key_retries: u64,
+    /// The DID cache's counters.
+    pub did_cache: CacheStats,
 }
 
 /// The worker's fixed parts, shared by the jobs in flight.
@@ -83,6 +88,7 @@ struct Shared {
     resolver: Arc<Resolver>,
     commit: redis::Script,
     limits: CarLimits,
+    stale_key_retries: AtomicU64,
 }
 
 /// What handling one job came to.
@@ -94,78 +100,141 @@ enum Outcome {
     Failed,
 }
 
-/// Runs one worker until `shutdown` resolves; jobs in hand are finished first.
+/// A connected worker, ready to run.
+pub struct Worker {
+    shared: Arc<Shared>,
+    reads: MultiplexedConnection,
+    commits: MultiplexedConnection,
+    identities: Option<(MultiplexedConnection, String)>,
+}
+
+impl Worker {
+    /// Connects to Redis and creates the consumer group on every stream (from `0`, so jobs
+    /// already queued are proven).
+    pub async fn connect(
+        cfg: ProveConfig,
+        prefix: &str,
+        redis_url: &str,
+    ) -> Result<Worker, ProveError> {
+        let http = Arc::new(Polite::new(&cfg).map_err(|e| ProveError::Http(e.to_string()))?);
+        let resolver = Arc::new(Resolver::new(
+            http.clone(),
+            &cfg.plc_url,
+            &cfg.did_web_scheme,
+            cfg.did_cache_size,
+            cfg.did_cache_ttl,
+        ));
+        let client = redis::Client::open(redis_url)?;
+        let conf = AsyncConnectionConfig::new()
+            .set_response_timeout(Some(cfg.block + Duration::from_secs(5)))
+            .set_connection_timeout(Some(Duration::from_secs(5)));
+        let mut reads = client
+            .get_multiplexed_async_connection_with_config(&conf)
+            .await?;
+        let commits = client
+            .get_multiplexed_async_connection_with_config(&conf)
+            .await?;
+        for s in &cfg.streams {
+            let created: RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(format!("{prefix}{s}"))
+                .arg(&cfg.group)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut reads)
+                .await;
+            if let Err(e) = created
+                && e.code() != Some("BUSYGROUP")
+            {
+                return Err(e.into());
+            }
+        }
+        let identities = if cfg.identity_stream.is_empty() {
+            None
+        } else {
+            let con = client
+                .get_multiplexed_async_connection_with_config(&conf)
+                .await?;
+            // Start after the newest entry now: the cache is empty, older events are moot.
+            let newest: Vec<(String, Value)> = redis::cmd("XREVRANGE")
+                .arg(format!("{prefix}{}", cfg.identity_stream))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut reads)
+                .await?;
+            let from = newest
+                .into_iter()
+                .next()
+                .map_or_else(|| "0-0".to_owned(), |(id, _)| id);
+            Some((con, from))
+        };
+        let shared = Arc::new(Shared {
+            consumer: cfg.consumer_name(),
+            limits: CarLimits {
+                max_bytes: cfg.max_car_bytes,
+                ..CarLimits::default()
+            },
+            cfg,
+            prefix: prefix.to_owned(),
+            http,
+            resolver,
+            commit: redis::Script::new(COMMIT),
+            stale_key_retries: AtomicU64::new(0),
+        });
+        Ok(Worker {
+            shared,
+            reads,
+            commits,
+            identities,
+        })
+    }
+
+    /// The DID resolver (its cache counters show invalidations).
+    pub fn resolver(&self) -> Arc<Resolver> {
+        self.shared.resolver.clone()
+    }
+
+    /// Runs until `shutdown` resolves; jobs in hand are finished first.
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<WorkerStats, ProveError> {
+        let shared = self.shared.clone();
+        tracing::info!(consumer = %shared.consumer, group = %shared.cfg.group, streams = ?shared.cfg.streams, "prove worker started");
+        let watcher = self.identities.take().map(|(con, from)| {
+            tokio::spawn(watch_identities(
+                con,
+                format!("{}{}", shared.prefix, shared.cfg.identity_stream),
+                from,
+                shared.cfg.block,
+                shared.resolver.clone(),
+            ))
+        });
+        let result = main_loop(&shared, &mut self.reads, self.commits.clone(), shutdown).await;
+        if let Some(w) = watcher {
+            w.abort();
+        }
+        result.map(|mut stats| {
+            stats.did_cache = shared.resolver.stats();
+            stats.stale_key_retries = shared.stale_key_retries.load(Ordering::Relaxed);
+            stats
+        })
+    }
+}
+
+/// Connects and runs one worker until `shutdown` resolves.
 pub async fn run(
     cfg: ProveConfig,
     prefix: &str,
     redis_url: &str,
     shutdown: impl Future<Output = ()>,
 ) -> Result<WorkerStats, ProveError> {
-    let http = Arc::new(Polite::new(&cfg).map_err(|e| ProveError::Http(e.to_string()))?);
-    let resolver = Arc::new(Resolver::new(
-        http.clone(),
-        &cfg.plc_url,
-        &cfg.did_web_scheme,
-        cfg.did_cache_size,
-        cfg.did_cache_ttl,
-    ));
-    let client = redis::Client::open(redis_url)?;
-    let conf = AsyncConnectionConfig::new()
-        .set_response_timeout(Some(cfg.block + Duration::from_secs(5)))
-        .set_connection_timeout(Some(Duration::from_secs(5)));
-    let mut reads = client
-        .get_multiplexed_async_connection_with_config(&conf)
-        .await?;
-    let commits = client
-        .get_multiplexed_async_connection_with_config(&conf)
-        .await?;
-    for s in &cfg.streams {
-        let created: RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(format!("{prefix}{s}"))
-            .arg(&cfg.group)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut reads)
-            .await;
-        if let Err(e) = created
-            && e.code() != Some("BUSYGROUP")
-        {
-            return Err(e.into());
-        }
-    }
-    let watcher = if cfg.identity_stream.is_empty() {
-        None
-    } else {
-        let con = client
-            .get_multiplexed_async_connection_with_config(&conf)
-            .await?;
-        Some(tokio::spawn(watch_identities(
-            con,
-            format!("{prefix}{}", cfg.identity_stream),
-            cfg.block,
-            resolver.clone(),
-        )))
-    };
-    let shared = Arc::new(Shared {
-        consumer: cfg.consumer_name(),
-        limits: CarLimits {
-            max_bytes: cfg.max_car_bytes,
-            ..CarLimits::default()
-        },
-        cfg,
-        prefix: prefix.to_owned(),
-        http,
-        resolver,
-        commit: redis::Script::new(COMMIT),
-    });
-    tracing::info!(consumer = %shared.consumer, group = %shared.cfg.group, streams = ?shared.cfg.streams, "prove worker started");
-
-    let result = main_loop(&shared, &mut reads, commits, shutdown).await;
-    if let Some(w) = watcher {
-        w.abort();
-    }
-    result
+    Worker::connect(cfg, prefix, redis_url)
+        .await?
+        .run(shutdown)
+        .await
 }
 
 async fn main_loop(
@@ -533,6 +602,7 @@ async fn prove_job(shared: &Shared, claim: &Claim<'_>) -> (Proof, String) {
             && let Ok((fresh, _)) = shared.resolver.resolve(claim.did, true).await
             && (fresh.key != identity.key || fresh.pds != identity.pds)
         {
+            shared.stale_key_retries.fetch_add(1, Ordering::Relaxed);
             identity = fresh;
             cached = false;
             continue;
@@ -545,10 +615,10 @@ async fn prove_job(shared: &Shared, claim: &Claim<'_>) -> (Proof, String) {
 async fn watch_identities(
     mut con: MultiplexedConnection,
     key: String,
+    mut last: String,
     block: Duration,
     resolver: Arc<Resolver>,
 ) {
-    let mut last = "$".to_owned();
     loop {
         let reply: RedisResult<Value> = redis::cmd("XREAD")
             .arg("COUNT")

@@ -204,6 +204,20 @@ fn pending(con: &mut redis::Connection) -> usize {
 }
 type Value2 = redis::Value;
 
+/// Ids pending on one consumer of the `prove` group.
+fn pending_of(con: &mut redis::Connection, consumer: &str) -> Vec<String> {
+    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(format!("{PREFIX}records"))
+        .arg("prove")
+        .arg("-")
+        .arg("+")
+        .arg(10_000)
+        .arg(consumer)
+        .query(con)
+        .unwrap();
+    rows.into_iter().map(|r| r.0).collect()
+}
+
 /// An in-process worker on its own runtime thread; stop it with the returned sender.
 struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
@@ -444,6 +458,10 @@ fn each_job_gets_its_verdict() {
     assert_eq!(stats.stale_key_retries, 0);
     assert_eq!(stats.verdicts.values().sum::<u64>(), 151);
     assert_eq!(stats.duplicates_avoided, 0);
+    // One PLC fetch per account (148 + the unknown one): concurrent jobs of one account
+    // share one resolution, later ones hit the cache.
+    assert_eq!(w.plc.total_hits(), 149);
+    assert_eq!(stats.did_cache.fetches, 149);
     println!(
         "151 jobs: {verdicts:?}, {} PDS requests, {} PLC requests, {elapsed:?}",
         w.pds.total_hits(),
@@ -610,10 +628,12 @@ fn three_workers_two_killed_every_job_proven_exactly_once() {
         xlen(&mut con, "jsi:proven") >= n / 4
     });
     a.kill9();
+    let mut orphaned = pending_of(&mut con, "a");
     wait_until(Duration::from_secs(120), "half proven", || {
         xlen(&mut con, "jsi:proven") >= n / 2
     });
     b.kill9();
+    orphaned.extend(pending_of(&mut con, "b"));
     wait_until(Duration::from_secs(300), "every job proven", || {
         xlen(&mut con, "jsi:proven") >= n && pending(&mut con) == 0
     });
@@ -630,9 +650,200 @@ fn three_workers_two_killed_every_job_proven_exactly_once() {
     assert_eq!(by(&proven, "proof"), BTreeMap::from([("valid".into(), n)]));
     assert_eq!(pending(&mut con), 0);
     assert_eq!(xlen(&mut con, "jsi:dead"), 0);
+    // What the killed workers held was taken over and proven once.
+    assert!(!orphaned.is_empty(), "the killed workers held jobs");
+    for id in &orphaned {
+        assert_eq!(
+            proven.iter().filter(|e| &e["job_id"] == id).count(),
+            1,
+            "{id}"
+        );
+    }
     println!(
-        "{n} jobs, 3 workers, 2 killed: {} verdicts, {} PDS requests",
+        "{n} jobs, 3 workers, 2 killed holding {} jobs: {} verdicts, {} PDS requests",
+        orphaned.len(),
         proven.len(),
         w.pds.total_hits()
+    );
+}
+
+/// A PDS that answers 500 to everything: every job is `unavailable` after bounded attempts,
+/// and once `breaker_failures` attempts in a row failed the host's circuit opens, so later
+/// jobs fail fast (`pds_circuit_open`) instead of sending 3 requests each.
+#[test]
+fn a_dead_pds_opens_its_circuit() {
+    let w = world();
+    let dead = FakeHttp::start();
+    dead.set_fallback(Reply::Status(500, vec![], "{}".into()));
+    let mut con = redis::Client::open(w.redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let n = 40;
+    for (i, op) in w.ops.iter().take(n).enumerate() {
+        w.plc.set(
+            &op.did,
+            Reply::Json(doc_for(&w.docs[&op.did], &dead.url(), None)),
+        );
+        add_job(&mut con, "records", &op.job(i));
+    }
+    let cfg = ProveConfig {
+        breaker_failures: 4,
+        retry_base: Duration::from_millis(300),
+        concurrency: 4,
+        ..test_cfg(&w.plc.url())
+    };
+    let worker = start_worker(cfg, w.redis.url());
+    wait_until(Duration::from_secs(60), "every job judged", || {
+        xlen(&mut con, "jsi:proven") >= n
+    });
+    worker.finish();
+    let proven = read_stream(&mut con, "jsi:proven");
+    assert_eq!(proven.len(), n);
+    assert_eq!(
+        by(&proven, "proof"),
+        BTreeMap::from([("unavailable".into(), n)])
+    );
+    let reasons = by(&proven, "proof_reason");
+    let open = reasons.get("pds_circuit_open").copied().unwrap_or(0);
+    let failed = reasons.get("pds_http_500").copied().unwrap_or(0);
+    assert_eq!(open + failed, n, "{reasons:?}");
+    assert!(open > 0, "{reasons:?}");
+    assert!(
+        dead.total_hits() < (n as u64) * 3,
+        "{} requests",
+        dead.total_hits()
+    );
+    assert_eq!(pending(&mut con), 0);
+    println!(
+        "{n} jobs on a dead PDS: {reasons:?}, {} requests (without the breaker: {})",
+        dead.total_hits(),
+        n * 3
+    );
+}
+
+/// A `did:web` account (its document at `http://{host}/.well-known/did.json`) with a P-256
+/// key and a one-record repository built and signed here: the create proves `valid`, a
+/// delete of another key proves `valid` by absence; the document is fetched once, from the
+/// account's own host, never from the PLC directory.
+#[test]
+fn a_did_web_account_with_a_p256_key() {
+    jetstream_ingestor::telemetry::install_crypto_provider();
+    let host = FakeHttp::start();
+    let plc = FakeHttp::start();
+    let redis_server = redis(false);
+    let mut con = redis::Client::open(redis_server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let port = host.url().rsplit(':').next().unwrap().to_owned();
+    let did = format!("did:web:127.0.0.1%3A{port}");
+    let sk = p256::ecdsa::SigningKey::from_slice(&[5u8; 32]).unwrap();
+    let multikey = PublicKey::P256(*sk.verifying_key())
+        .to_did_key()
+        .trim_start_matches("did:key:")
+        .to_owned();
+    host.set(
+        ".well-known/did.json",
+        Reply::Json(
+            serde_json::json!({
+                "id": did,
+                "verificationMethod": [{"id": format!("{did}#atproto"), "type": "Multikey",
+                    "controller": did, "publicKeyMultibase": multikey}],
+                "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
+                    "serviceEndpoint": host.url()}]
+            })
+            .to_string(),
+        ),
+    );
+    // A one-record repository: record, one MST node, the signed commit.
+    let record = serde_ipld_dagcbor::to_vec(&Ipld::Map(BTreeMap::from([
+        (
+            "$type".to_owned(),
+            Ipld::String("app.bsky.feed.post".into()),
+        ),
+        ("text".to_owned(), Ipld::String("hello from did:web".into())),
+        (
+            "createdAt".to_owned(),
+            Ipld::String("2026-12-05T14:00:00.000Z".into()),
+        ),
+    ])))
+    .unwrap();
+    let record_cid = dag_cbor_cid(&record);
+    let key = "app.bsky.feed.post/3mabcdefghij2";
+    let node = serde_ipld_dagcbor::to_vec(&Ipld::Map(BTreeMap::from([
+        ("l".to_owned(), Ipld::Null),
+        (
+            "e".to_owned(),
+            Ipld::List(vec![Ipld::Map(BTreeMap::from([
+                ("p".to_owned(), Ipld::Integer(0)),
+                ("k".to_owned(), Ipld::Bytes(key.as_bytes().to_vec())),
+                ("v".to_owned(), Ipld::Link(record_cid)),
+                ("t".to_owned(), Ipld::Null),
+            ]))]),
+        ),
+    ])))
+    .unwrap();
+    let node_cid = dag_cbor_cid(&node);
+    let rev = "3mabcdefghik2";
+    let mut commit = BTreeMap::from([
+        ("did".to_owned(), Ipld::String(did.clone())),
+        ("version".to_owned(), Ipld::Integer(3)),
+        ("data".to_owned(), Ipld::Link(node_cid)),
+        ("rev".to_owned(), Ipld::String(rev.into())),
+        ("prev".to_owned(), Ipld::Null),
+    ]);
+    let unsigned = serde_ipld_dagcbor::to_vec(&Ipld::Map(commit.clone())).unwrap();
+    let sig: p256::ecdsa::Signature = p256::ecdsa::signature::Signer::sign(&sk, &unsigned);
+    let sig = sig.normalize_s().unwrap_or(sig);
+    commit.insert("sig".into(), Ipld::Bytes(sig.to_bytes().to_vec()));
+    let commit = serde_ipld_dagcbor::to_vec(&Ipld::Map(commit)).unwrap();
+    let commit_cid = dag_cbor_cid(&commit);
+    let car = write_car(
+        &[commit_cid],
+        [
+            (&commit_cid, commit.as_slice()),
+            (&node_cid, node.as_slice()),
+            (&record_cid, record.as_slice()),
+        ],
+    );
+    let (collection, rkey) = key.split_once('/').unwrap();
+    host.set(
+        &record_route(&did, collection, rkey),
+        Reply::Car(car.clone()),
+    );
+    host.set(
+        &record_route(&did, collection, "3maaaaaaaaaa2"),
+        Reply::Car(car.clone()),
+    );
+    let op = |did: &str, rkey: &str, action: &str, cid: &str| Op {
+        did: did.to_owned(),
+        collection: collection.to_owned(),
+        rkey: rkey.to_owned(),
+        action: action.to_owned(),
+        rev: rev.to_owned(),
+        cid: cid.to_owned(),
+        car: Vec::new(),
+    };
+    let jobs = [
+        op(&did, rkey, "create", &record_cid.to_string()),
+        op(&did, "3maaaaaaaaaa2", "delete", ""),
+    ];
+    for (i, j) in jobs.iter().enumerate() {
+        add_job(&mut con, "records", &j.job(i));
+    }
+    let worker = start_worker(test_cfg(&plc.url()), redis_server.url());
+    wait_until(Duration::from_secs(20), "both proven", || {
+        xlen(&mut con, "jsi:proven") >= 2
+    });
+    worker.finish();
+    let proven = read_stream(&mut con, "jsi:proven");
+    assert_eq!(by(&proven, "proof"), BTreeMap::from([("valid".into(), 2)]));
+    assert_eq!(host.hits(".well-known/did.json"), 1);
+    assert_eq!(plc.total_hits(), 0);
+    assert!(
+        proven
+            .iter()
+            .all(|e| e["proof_rev"] == rev && e["pds"] == host.url())
     );
 }

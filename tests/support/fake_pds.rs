@@ -26,6 +26,8 @@ pub enum Reply {
 struct State {
     defaults: HashMap<String, Reply>,
     scripted: HashMap<String, VecDeque<Reply>>,
+    /// The answer to routes with no default of their own (else a 404 as the real hosts give).
+    fallback: Option<Reply>,
     hits: HashMap<String, u64>,
 }
 
@@ -116,6 +118,11 @@ impl FakeHttp {
             .insert(route.to_owned(), replies.into());
     }
 
+    /// The answer to every route without one of its own.
+    pub fn set_fallback(&self, reply: Reply) {
+        self.state.lock().unwrap().fallback = Some(reply);
+    }
+
     pub fn hits(&self, route: &str) -> u64 {
         self.state
             .lock()
@@ -158,7 +165,9 @@ fn serve(mut conn: TcpStream, state: &Mutex<State>) {
         let mut s = state.lock().unwrap();
         *s.hits.entry(route.clone()).or_default() += 1;
         let scripted = s.scripted.get_mut(&route).and_then(VecDeque::pop_front);
-        scripted.or_else(|| s.defaults.get(&route).cloned())
+        scripted
+            .or_else(|| s.defaults.get(&route).cloned())
+            .or_else(|| s.fallback.clone())
     };
     let reply = reply.unwrap_or_else(|| {
         // As the real ones answer: an XRPC error name from a PDS, a bare message from PLC.

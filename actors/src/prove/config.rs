@@ -55,6 +55,9 @@ pub struct ProveConfig {
     pub retry_base: Duration,
     #[serde(with = "crate::model::duration")]
     pub retry_cap: Duration,
+    /// Failed attempts in a row after which a host gets no requests until its backoff has
+    /// passed (its jobs are `unavailable`, `pds_circuit_open`, meanwhile).
+    pub breaker_failures: u32,
     /// Largest getRecord answer read (bytes).
     pub max_car_bytes: usize,
     /// DID documents cached, at most …
@@ -89,6 +92,7 @@ impl Default for ProveConfig {
             max_attempts: 4,
             retry_base: Duration::from_millis(500),
             retry_cap: Duration::from_secs(30),
+            breaker_failures: 8,
             max_car_bytes: 2 * 1024 * 1024,
             did_cache_size: 100_000,
             did_cache_ttl: Duration::from_secs(3600),
@@ -119,6 +123,7 @@ impl ProveConfig {
             ("per_host_concurrency", self.per_host_concurrency),
             ("per_host_burst", self.per_host_burst as usize),
             ("max_attempts", self.max_attempts as usize),
+            ("breaker_failures", self.breaker_failures as usize),
             ("max_car_bytes", self.max_car_bytes),
             ("did_cache_size", self.did_cache_size),
         ] {

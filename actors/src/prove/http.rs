@@ -6,11 +6,17 @@
 //! Failure fates: 429, 5xx, timeouts and connection errors are retried up to
 //! `max_attempts` (the host waits out its backoff first, so a struggling host sees fewer
 //! requests from every job at once); other statuses are answers and are returned at once.
+//! After `breaker_failures` failed attempts in a row a host's circuit opens: no request goes
+//! to it until its backoff has passed (then one probe; a success closes it), and callers get
+//! [`FetchError::CircuitOpen`] at once. Identical GETs in flight are coalesced: one request,
+//! every caller gets its answer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared};
 use tokio::sync::Semaphore;
 
 use crate::backoff::full_jitter;
@@ -32,6 +38,8 @@ pub enum FetchError {
     TooLarge(usize),
     #[error("bad URL {0}")]
     BadUrl(String),
+    #[error("the host's circuit is open after repeated failures")]
+    CircuitOpen,
 }
 
 impl FetchError {
@@ -48,6 +56,7 @@ impl FetchError {
             FetchError::Connect(_) => "connect_failed".into(),
             FetchError::TooLarge(_) => "too_large".into(),
             FetchError::BadUrl(_) => "bad_url".into(),
+            FetchError::CircuitOpen => "circuit_open".into(),
         }
     }
 }
@@ -93,12 +102,19 @@ pub struct Politeness {
     pub retry_base: Duration,
     pub retry_cap: Duration,
     pub max_body: usize,
+    pub breaker_failures: u32,
 }
+
+/// The answer shared by coalesced callers.
+pub type Body = Arc<Vec<u8>>;
+type Pending = Shared<BoxFuture<'static, Result<Body, FetchError>>>;
 
 /// The client. Cheap to share (`Arc`).
 pub struct Polite {
     client: reqwest::Client,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
+    /// GETs in flight by URL, for coalescing.
+    inflight: Mutex<HashMap<String, Pending>>,
     p: Politeness,
 }
 
@@ -117,6 +133,7 @@ impl Polite {
         Ok(Polite {
             client,
             hosts: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
             p: Politeness {
                 per_host_concurrency: cfg.per_host_concurrency,
                 rate: cfg.per_host_rate,
@@ -125,6 +142,7 @@ impl Polite {
                 retry_base: cfg.retry_base,
                 retry_cap: cfg.retry_cap,
                 max_body: cfg.max_car_bytes,
+                breaker_failures: cfg.breaker_failures,
             },
         })
     }
@@ -204,12 +222,49 @@ impl Polite {
             .failures = 0;
     }
 
-    /// GETs `url` politely; the body of a 2xx answer.
-    pub async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
+    /// GETs `url` politely; the body of a 2xx answer. A GET of the same URL already in
+    /// flight is joined instead of sent again.
+    pub async fn get(self: &Arc<Self>, url: &str) -> Result<Body, FetchError> {
+        let pending = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(p) = inflight.get(url) {
+                metrics::counter!("jetstream_ingestor_prove_requests_coalesced_total").increment(1);
+                p.clone()
+            } else {
+                let me = self.clone();
+                let key = url.to_owned();
+                let p = async move {
+                    let r = me.fetch(&key).await.map(Arc::new);
+                    me.inflight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&key);
+                    r
+                }
+                .boxed()
+                .shared();
+                inflight.insert(url.to_owned(), p.clone());
+                p
+            }
+        };
+        pending.await
+    }
+
+    /// True while the host's circuit is open: enough failures in a row, backoff not over.
+    fn circuit_open(&self, host: &Host) -> bool {
+        let b = host.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        b.failures >= self.p.breaker_failures && b.not_before > Instant::now()
+    }
+
+    async fn fetch(&self, url: &str) -> Result<Vec<u8>, FetchError> {
         let parsed = reqwest::Url::parse(url).map_err(|_| FetchError::BadUrl(url.to_owned()))?;
         let host = self.host(&parsed);
         let mut last = FetchError::Timeout;
         for attempt in 1..=self.p.max_attempts {
+            if self.circuit_open(&host) {
+                metrics::counter!("jetstream_ingestor_prove_requests_total", "outcome" => "circuit_open").increment(1);
+                return Err(FetchError::CircuitOpen);
+            }
             let outcome = {
                 let Ok(_permit) = host.permits.clone().acquire_owned().await else {
                     return Err(FetchError::Connect("client closed".into()));

@@ -10,6 +10,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared};
+
 use super::did::{DidError, Identity, document_url, parse_document};
 use super::http::{FetchError, Polite};
 
@@ -39,11 +42,18 @@ struct Cached {
     seq: u64,
 }
 
+type Pending = Shared<BoxFuture<'static, Result<Arc<Identity>, ResolveError>>>;
+
 #[derive(Default)]
 struct Cache {
     map: HashMap<String, Cached>,
     order: VecDeque<(String, u64)>,
     seq: u64,
+    /// Resolutions in flight, joined by every caller asking for the same DID meanwhile.
+    /// Under the same lock as `map`, so a resolution is either cached or in flight.
+    inflight: HashMap<String, Pending>,
+    /// Bumped by every invalidation: a fetch that started before one is not cached.
+    generation: u64,
 }
 
 /// Counters of the cache, for tests and metrics.
@@ -93,27 +103,55 @@ impl Resolver {
     }
 
     /// The identity of `did`, from the cache unless `fresh`; the flag says whether it came
-    /// from the cache.
+    /// from the cache. Concurrent resolutions of one DID share one fetch.
     pub async fn resolve(
-        &self,
+        self: &Arc<Self>,
         did: &str,
         fresh: bool,
     ) -> Result<(Arc<Identity>, bool), ResolveError> {
-        if !fresh && let Some(id) = self.cached(did) {
-            self.count(|s| s.hits += 1);
-            return Ok((id, true));
-        }
+        let pending = {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if !fresh && let Some(id) = self.cached(&mut cache, did) {
+                drop(cache);
+                self.count(|s| s.hits += 1);
+                return Ok((id, true));
+            }
+            match cache.inflight.get(did) {
+                Some(p) => p.clone(),
+                None => {
+                    let me = self.clone();
+                    let key = did.to_owned();
+                    let generation = cache.generation;
+                    let p = async move {
+                        let r = me.fetch(&key).await;
+                        let mut cache = me.cache.lock().unwrap_or_else(|e| e.into_inner());
+                        cache.inflight.remove(&key);
+                        if let Ok(id) = &r
+                            && cache.generation == generation
+                        {
+                            me.insert(&mut cache, id.clone());
+                        }
+                        r
+                    }
+                    .boxed()
+                    .shared();
+                    cache.inflight.insert(did.to_owned(), p.clone());
+                    p
+                }
+            }
+        };
         self.count(|s| s.misses += 1);
+        pending.await.map(|id| (id, false))
+    }
+
+    async fn fetch(&self, did: &str) -> Result<Arc<Identity>, ResolveError> {
         let url = document_url(did, &self.plc, &self.web_scheme)?;
         self.count(|s| s.fetches += 1);
         let body = self.http.get(&url).await.map_err(ResolveError::Fetch)?;
-        let identity = Arc::new(parse_document(did, &body)?);
-        self.insert(identity.clone());
-        Ok((identity, false))
+        Ok(Arc::new(parse_document(did, body.as_slice())?))
     }
 
-    fn cached(&self, did: &str) -> Option<Arc<Identity>> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+    fn cached(&self, cache: &mut Cache, did: &str) -> Option<Arc<Identity>> {
         match cache.map.get(did) {
             Some(c) if c.at.elapsed() < self.ttl => Some(c.identity.clone()),
             Some(_) => {
@@ -124,8 +162,7 @@ impl Resolver {
         }
     }
 
-    fn insert(&self, identity: Arc<Identity>) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+    fn insert(&self, cache: &mut Cache, identity: Arc<Identity>) {
         cache.seq += 1;
         let seq = cache.seq;
         let did = identity.did.clone();
@@ -150,13 +187,11 @@ impl Resolver {
 
     /// Forgets `did` (an identity event arrived for it).
     pub fn invalidate(&self, did: &str) {
-        let removed = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map
-            .remove(did)
-            .is_some();
+        let removed = {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.generation += 1;
+            cache.map.remove(did).is_some()
+        };
         if removed {
             self.count(|s| s.invalidations += 1);
             metrics::counter!("jetstream_ingestor_prove_did_invalidations_total").increment(1);

@@ -8,7 +8,8 @@
 //!
 //! Shell: `http` (a polite HTTP client: per-host limits, token bucket, Retry-After, backoff),
 //! `resolver` (DID documents, bounded cache invalidated by identity events), `worker` (the
-//! consumer-group loop: XREADGROUP, prove, verdict + XACK in one atomic script, XAUTOCLAIM).
+//! consumer-group loop: XREADGROUP, prove, verdict + XACK in one atomic script, XAUTOCLAIM),
+//! `streams` (its Redis reads), `entry` (what a verdict becomes in `proven` and `dead`).
 //!
 //! Imports only `model`, `backoff` and third-party crates; nothing of the other rooms.
 
@@ -16,11 +17,13 @@ pub mod car;
 pub mod commit;
 pub mod config;
 pub mod did;
+pub mod entry;
 pub mod frame;
 pub mod http;
 pub mod key;
 pub mod mst;
 pub mod resolver;
+pub mod streams;
 pub mod verify;
 pub mod worker;
 

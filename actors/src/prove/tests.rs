@@ -281,3 +281,35 @@ fn deletes_and_history() {
         Verdict::Superseded("record_recreated")
     );
 }
+
+/// Proof throughput on one core: every op of the relay frames judged from its minimal
+/// getRecord CAR (CAR read with every block hashed, commit decoded and re-encoded, ECDSA
+/// verify, MST walk, CID compare), repeated for about two seconds. Run in release:
+/// `cargo test --release -p jetstream-ingestor-actors --lib prove::tests::timing -- --ignored --nocapture`.
+#[test]
+#[ignore = "timing; run in release"]
+fn timing_proofs_per_second() {
+    let ops = ops();
+    let keys = keys();
+    let cars: Vec<Vec<u8>> = ops
+        .iter()
+        .map(|o| record_proof_car(&o.frame.blocks, &o.key()).unwrap())
+        .collect();
+    let start = std::time::Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < std::time::Duration::from_secs(2) {
+        for (op, car) in ops.iter().zip(&cars) {
+            let p = prove(&op.claim(), car, &keys[&op.did], L);
+            assert_eq!(p.verdict, Verdict::Valid);
+            n += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let bytes: usize = cars.iter().map(Vec::len).sum();
+    println!(
+        "{n} proofs in {secs:.2} s: {:.0} proofs/s on one core, {:.1} µs each; mean proof CAR {} bytes",
+        n as f64 / secs,
+        secs * 1e6 / n as f64,
+        bytes / cars.len()
+    );
+}

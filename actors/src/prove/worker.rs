@@ -27,12 +27,11 @@ use sha2::{Digest, Sha256};
 
 use super::car::CarLimits;
 use super::config::ProveConfig;
+use super::entry::{Origin, dead_letter_fields, proven_fields};
 use super::http::Polite;
 use super::resolver::{CacheStats, Resolver};
+use super::streams::{Entry, Group, claim_stuck, read_new, watch_identities};
 use super::verify::{Claim, Proof, Verdict, prove};
-
-/// One stream entry: id and fields.
-type Entry = (String, Vec<(String, String)>);
 
 /// The commit: XACK, then (only if it acknowledged) the verdict and the dead letter.
 /// KEYS: job stream, proven, dead. ARGV: group, id, n (proven args), proven field/values…,
@@ -244,6 +243,16 @@ async fn main_loop(
     shutdown: impl Future<Output = ()>,
 ) -> Result<WorkerStats, ProveError> {
     let cfg = &shared.cfg;
+    let keys: Vec<String> = cfg
+        .streams
+        .iter()
+        .map(|s| format!("{}{s}", shared.prefix))
+        .collect();
+    let group = Group {
+        group: &cfg.group,
+        consumer: &shared.consumer,
+        keys: &keys,
+    };
     let mut stop = std::pin::pin!(shutdown.fuse());
     let mut stopping = false;
     let mut stats = WorkerStats::default();
@@ -268,7 +277,7 @@ async fn main_loop(
             let now = tokio::time::Instant::now();
             let res = if now >= next_claim {
                 next_claim = now + claim_every;
-                claim_stuck(shared, reads, room.min(cfg.batch)).await
+                claim_stuck(&group, reads, room.min(cfg.batch), cfg.claim_idle).await
             } else {
                 Ok(Vec::new())
             };
@@ -279,7 +288,7 @@ async fn main_loop(
                 }
                 Ok(_) => {
                     let block = inflight.is_empty().then_some(cfg.block);
-                    read_new(shared, reads, room.min(cfg.batch), block).await
+                    read_new(&group, reads, room.min(cfg.batch), block).await
                 }
                 Err(e) => Err(e),
             };
@@ -334,63 +343,6 @@ async fn main_loop(
     }
     tracing::info!(?stats, "prove worker stopped");
     Ok(stats)
-}
-
-/// New entries of every stream (blocks up to `block` when given and there are none).
-async fn read_new(
-    shared: &Shared,
-    con: &mut MultiplexedConnection,
-    count: usize,
-    block: Option<Duration>,
-) -> RedisResult<Vec<(String, Entry)>> {
-    let cfg = &shared.cfg;
-    let mut cmd = redis::cmd("XREADGROUP");
-    cmd.arg("GROUP")
-        .arg(&cfg.group)
-        .arg(&shared.consumer)
-        .arg("COUNT")
-        .arg(count);
-    if let Some(b) = block {
-        cmd.arg("BLOCK").arg(b.as_millis() as u64);
-    }
-    cmd.arg("STREAMS");
-    for s in &cfg.streams {
-        cmd.arg(format!("{}{s}", shared.prefix));
-    }
-    for _ in &cfg.streams {
-        cmd.arg(">");
-    }
-    let reply: Value = cmd.query_async(con).await?;
-    let streams: Option<Vec<(String, Vec<Entry>)>> = redis::from_redis_value(reply)?;
-    Ok(streams
-        .into_iter()
-        .flatten()
-        .flat_map(|(s, entries)| entries.into_iter().map(move |e| (s.clone(), e)))
-        .collect())
-}
-
-/// Entries pending longer than `claim_idle` on any consumer (a dead one): now ours.
-async fn claim_stuck(
-    shared: &Shared,
-    con: &mut MultiplexedConnection,
-    count: usize,
-) -> RedisResult<Vec<(String, Entry)>> {
-    let mut out = Vec::new();
-    for s in &shared.cfg.streams {
-        let key = format!("{}{s}", shared.prefix);
-        let (_next, entries, _deleted): (String, Vec<Entry>, Value) = redis::cmd("XAUTOCLAIM")
-            .arg(&key)
-            .arg(&shared.cfg.group)
-            .arg(&shared.consumer)
-            .arg(shared.cfg.claim_idle.as_millis() as u64)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(count)
-            .query_async(con)
-            .await?;
-        out.extend(entries.into_iter().map(|e| (key.clone(), e)));
-    }
-    Ok(out)
 }
 
 /// Deterministic sampling on `idem`: the same jobs are proven whichever worker reads them.
@@ -449,27 +401,14 @@ async fn handle(
     let checked_at = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis())
-        .unwrap_or(0)
-        .to_string();
-    let job_stream = stream.strip_prefix(&shared.prefix).unwrap_or(stream);
-    let mut proven: Vec<(&str, String)> = fields
-        .iter()
-        .filter(|(k, _)| !PROOF_FIELDS.contains(&k.as_str()))
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .collect();
-    proven.extend([
-        ("job_stream", job_stream.to_owned()),
-        ("job_id", id.clone()),
-        ("proof", verdict.to_owned()),
-        ("proof_reason", proof.verdict.reason().to_owned()),
-        ("proof_rev", proof.rev.clone().unwrap_or_default()),
-        (
-            "proof_commit",
-            proof.commit.map(|c| c.to_string()).unwrap_or_default(),
-        ),
-        ("pds", pds),
-        ("checked_at", checked_at),
-    ]);
+        .unwrap_or(0);
+    let origin = Origin {
+        job_stream: stream.strip_prefix(&shared.prefix).unwrap_or(stream),
+        job_id: &id,
+        pds: &pds,
+        checked_at,
+    };
+    let proven = proven_fields(&fields, origin, &proof);
     let mut script = shared.commit.prepare_invoke();
     script
         .key(stream)
@@ -479,49 +418,13 @@ async fn handle(
         .arg(&id)
         .arg(proven.len() * 2);
     for (k, v) in &proven {
-        script.arg(*k).arg(v);
+        script.arg(k).arg(v);
     }
-    if let Verdict::Invalid(reason) = &proof.verdict {
-        let raw = serde_json::to_string(
-            &fields
-                .iter()
-                .cloned()
-                .collect::<std::collections::BTreeMap<_, _>>(),
-        )
-        .unwrap_or_default();
-        let mut capped = raw.clone();
-        if capped.len() > 64 * 1024 {
-            let mut cut = 64 * 1024;
-            while !capped.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            capped.truncate(cut);
-        }
-        let identity = Sha256::digest(format!("{job_stream}|{id}").as_bytes());
-        let message = format!(
-            "{reason} (proof rev {}, pds {})",
-            proof.rev.as_deref().unwrap_or("-"),
-            proven
-                .iter()
-                .find(|(k, _)| *k == "pds")
-                .map_or("", |(_, v)| v.as_str())
-        );
-        for (k, v) in [
-            ("v", crate::model::SCHEMA_VERSION.to_owned()),
-            ("reason", "pds_proof_invalid".to_owned()),
-            ("message", message),
-            ("source", get("source").to_owned()),
-            ("time_us", get("time_us").to_owned()),
-            ("did", get("did").to_owned()),
-            ("idem", get("idem").to_owned()),
-            ("job_stream", job_stream.to_owned()),
-            ("job_id", id.clone()),
-            ("raw_len", raw.len().to_string()),
-            ("raw", capped),
-            ("frame_sha256", hex::encode(&identity[..16])),
-        ] {
-            script.arg(k).arg(v);
-        }
+    for (k, v) in dead_letter_fields(&fields, origin, &proof)
+        .into_iter()
+        .flatten()
+    {
+        script.arg(k).arg(v);
     }
     match script.invoke_async::<i64>(&mut con).await {
         Ok(1) => Outcome::Written(verdict),
@@ -536,18 +439,6 @@ async fn handle(
         }
     }
 }
-
-/// Fields the worker writes itself; a job field of the same name is not copied.
-const PROOF_FIELDS: [&str; 8] = [
-    "job_stream",
-    "job_id",
-    "proof",
-    "proof_reason",
-    "proof_rev",
-    "proof_commit",
-    "pds",
-    "checked_at",
-];
 
 /// Resolves, fetches and verifies; the proof and the PDS asked.
 async fn prove_job(shared: &Shared, claim: &Claim<'_>) -> (Proof, String) {
@@ -608,44 +499,6 @@ async fn prove_job(shared: &Shared, claim: &Claim<'_>) -> (Proof, String) {
             continue;
         }
         return (proof, identity.pds.clone());
-    }
-}
-
-/// Follows `<prefix>identity` from its end and forgets the DID of every event.
-async fn watch_identities(
-    mut con: MultiplexedConnection,
-    key: String,
-    mut last: String,
-    block: Duration,
-    resolver: Arc<Resolver>,
-) {
-    loop {
-        let reply: RedisResult<Value> = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(500)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&key)
-            .arg(&last)
-            .query_async(&mut con)
-            .await;
-        let entries: Vec<Entry> = match reply.and_then(|v| {
-            redis::from_redis_value::<Option<Vec<(String, Vec<Entry>)>>>(v).map_err(Into::into)
-        }) {
-            Ok(streams) => streams.into_iter().flatten().flat_map(|(_, e)| e).collect(),
-            Err(e) => {
-                tracing::warn!(%e, "prove: reading the identity stream failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        for (id, fields) in entries {
-            if let Some((_, did)) = fields.iter().find(|(k, _)| k == "did") {
-                resolver.invalidate(did);
-            }
-            last = id;
-        }
     }
 }
 

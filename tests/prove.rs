@@ -271,8 +271,8 @@ fn by(entries: &[HashMap<String, String>], field: &str) -> BTreeMap<String, usiz
 /// Every real op proves `valid`; an older job for a changed record is `superseded`;
 /// forgeries (tampered record, a CAR for another DID, a swapped CID, a DID document with the
 /// wrong key) are `invalid` and dead-lettered; a PDS answering 404, 500 or too slowly, and an
-/// unknown DID, are `unavailable` after bounded attempts; two 429s with `Retry-After` are
-/// waited out and the job proves `valid`.
+/// unknown DID, are `unavailable` after bounded attempts, and so is a malformed job; two
+/// 429s with `Retry-After` are waited out and the job proves `valid`.
 #[test]
 fn each_job_gets_its_verdict() {
     let w = world();
@@ -376,6 +376,18 @@ fn each_job_gets_its_verdict() {
     }
     expect.insert("ghost".into(), ("unavailable", "did_http_404".into()));
     jobs.push(ghost);
+    // A job no proof can answer: an operation that does not exist.
+    let mut odd = w.ops[sup].job(1000);
+    for (k, v) in odd.iter_mut() {
+        if k == "operation" {
+            *v = "frobnicate".into();
+        }
+        if k == "idem" {
+            *v = "odd".into();
+        }
+    }
+    expect.insert("odd".into(), ("unavailable", "job_malformed".into()));
+    jobs.push(odd);
     for job in &jobs {
         add_job(&mut con, "records", job);
     }
@@ -389,7 +401,7 @@ fn each_job_gets_its_verdict() {
     let stats = worker.finish();
 
     let proven = read_stream(&mut con, "jsi:proven");
-    assert_eq!(proven.len(), 151);
+    assert_eq!(proven.len(), 152);
     for e in &proven {
         let (verdict, reason) = &expect[&e["idem"]];
         assert_eq!(
@@ -422,7 +434,7 @@ fn each_job_gets_its_verdict() {
         BTreeMap::from([
             ("invalid".into(), 4),
             ("superseded".into(), 1),
-            ("unavailable".into(), 4),
+            ("unavailable".into(), 5),
             ("valid".into(), 142),
         ])
     );
@@ -456,14 +468,14 @@ fn each_job_gets_its_verdict() {
     // The wrong key was fetched fresh (not cached): judged once, no stale-key retry.
     assert_eq!(w.plc.hits(&w.ops[wrong_key].did), 1);
     assert_eq!(stats.stale_key_retries, 0);
-    assert_eq!(stats.verdicts.values().sum::<u64>(), 151);
+    assert_eq!(stats.verdicts.values().sum::<u64>(), 152);
     assert_eq!(stats.duplicates_avoided, 0);
     // One PLC fetch per account (148 + the unknown one): concurrent jobs of one account
     // share one resolution, later ones hit the cache.
     assert_eq!(w.plc.total_hits(), 149);
     assert_eq!(stats.did_cache.fetches, 149);
     println!(
-        "151 jobs: {verdicts:?}, {} PDS requests, {} PLC requests, {elapsed:?}",
+        "152 jobs: {verdicts:?}, {} PDS requests, {} PLC requests, {elapsed:?}",
         w.pds.total_hits(),
         w.plc.total_hits()
     );
@@ -846,4 +858,42 @@ fn a_did_web_account_with_a_p256_key() {
             .iter()
             .all(|e| e["proof_rev"] == rev && e["pds"] == host.url())
     );
+}
+
+/// Two workers; one job whose PDS takes longer than `claim_idle` to answer. The worker
+/// holding it keeps it claimed (XCLAIM of its own long jobs), so the other never takes it
+/// over: one request to the PDS, one verdict.
+#[test]
+fn a_live_worker_keeps_its_slow_job() {
+    let w = world();
+    let mut con = redis::Client::open(w.redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let op = w.ops.iter().find(|o| o.action == "create").unwrap().clone();
+    w.pds.set(
+        &op.route(),
+        Reply::Slow(
+            Duration::from_millis(3_000),
+            Box::new(Reply::Car(op.car.clone())),
+        ),
+    );
+    let cfg = |name: &str| ProveConfig {
+        consumer: name.into(),
+        request_timeout: Duration::from_secs(10),
+        ..test_cfg(&w.plc.url())
+    };
+    let one = start_worker(cfg("one"), w.redis.url());
+    let two = start_worker(cfg("two"), w.redis.url());
+    add_job(&mut con, "records", &op.job(1));
+    wait_until(Duration::from_secs(20), "the slow job proven", || {
+        xlen(&mut con, "jsi:proven") == 1
+    });
+    let (s1, s2) = (one.finish(), two.finish());
+    assert_eq!(w.pds.hits(&op.route()), 1, "taken over while alive");
+    assert_eq!(s1.claimed + s2.claimed, 0);
+    assert_eq!(s1.duplicates_avoided + s2.duplicates_avoided, 0);
+    let proven = read_stream(&mut con, "jsi:proven");
+    assert_eq!(by(&proven, "proof"), BTreeMap::from([("valid".into(), 1)]));
+    assert_eq!(pending(&mut con), 0);
 }

@@ -78,6 +78,35 @@ pub async fn claim_stuck(
     Ok(out)
 }
 
+/// Claims `entries` (stream key, id) again for this consumer (XCLAIM, min idle 0, JUSTID):
+/// resets their idle time so other workers do not take over jobs still being worked on.
+pub async fn touch(
+    group: &Group<'_>,
+    con: &mut MultiplexedConnection,
+    entries: &[&(String, String)],
+) -> RedisResult<()> {
+    for key in group.keys {
+        let ids: Vec<&str> = entries
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, id)| id.as_str())
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let _: Value = redis::cmd("XCLAIM")
+            .arg(key)
+            .arg(group.group)
+            .arg(group.consumer)
+            .arg(0)
+            .arg(&ids)
+            .arg("JUSTID")
+            .query_async(con)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Follows `<prefix>identity` from its end and forgets the DID of every event.
 pub async fn watch_identities(
     mut con: MultiplexedConnection,

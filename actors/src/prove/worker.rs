@@ -12,7 +12,7 @@
 //! Talks to: Redis (three connections: blocking reads, commits, the identity watcher), the
 //! PLC directory / did:web hosts and PDSes through `http::Polite`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +30,7 @@ use super::config::ProveConfig;
 use super::entry::{Origin, dead_letter_fields, proven_fields};
 use super::http::Polite;
 use super::resolver::{CacheStats, Resolver};
-use super::streams::{Entry, Group, claim_stuck, read_new, watch_identities};
+use super::streams::{Entry, Group, claim_stuck, read_new, touch, watch_identities};
 use super::verify::{Claim, Proof, Verdict, prove};
 
 /// The commit: XACK, then (only if it acknowledged) the verdict and the dead letter.
@@ -257,7 +257,9 @@ async fn main_loop(
     let mut stopping = false;
     let mut stats = WorkerStats::default();
     let mut inflight = FuturesUnordered::new();
-    let mut in_hand: HashSet<(String, String)> = HashSet::new();
+    // Jobs in flight here, with when they were taken (to keep long ones from being claimed).
+    let mut in_hand: HashMap<(String, String), tokio::time::Instant> = HashMap::new();
+    let mut claim_due = false;
     let claim_every = (cfg.claim_idle / 2).max(Duration::from_millis(200));
     let mut next_claim = tokio::time::Instant::now();
     let mut read_errors = 0u32;
@@ -270,13 +272,28 @@ async fn main_loop(
         if stopping && inflight.is_empty() {
             break;
         }
+        let now = tokio::time::Instant::now();
+        if now >= next_claim {
+            next_claim = now + claim_every;
+            claim_due = true;
+            // Jobs held here for half the claim time (a slow PDS, long Retry-After) are
+            // claimed again by ourselves, which resets their idle time: live workers keep
+            // their jobs, only dead ones lose them.
+            let long: Vec<&(String, String)> = in_hand
+                .iter()
+                .filter(|(_, t)| now.duration_since(**t) >= claim_every)
+                .map(|(k, _)| k)
+                .collect();
+            if let Err(e) = touch(&group, reads, &long).await {
+                tracing::warn!(%e, "prove: keeping long jobs claimed failed");
+            }
+        }
         let room = cfg.concurrency.saturating_sub(inflight.len());
         let mut got = 0;
         if !stopping && room > 0 {
             let mut batch: Vec<(String, Entry)> = Vec::new();
-            let now = tokio::time::Instant::now();
-            let res = if now >= next_claim {
-                next_claim = now + claim_every;
+            let res = if claim_due {
+                claim_due = false;
                 claim_stuck(&group, reads, room.min(cfg.batch), cfg.claim_idle).await
             } else {
                 Ok(Vec::new())
@@ -309,9 +326,11 @@ async fn main_loop(
                 }
             }
             for (stream, entry) in batch {
-                if !in_hand.insert((stream.clone(), entry.0.clone())) {
+                let key = (stream.clone(), entry.0.clone());
+                if in_hand.contains_key(&key) {
                     continue;
                 }
+                in_hand.insert(key, tokio::time::Instant::now());
                 got += 1;
                 let shared = shared.clone();
                 let con = commits.clone();
@@ -330,6 +349,8 @@ async fn main_loop(
         let done = tokio::select! {
             done = inflight.next() => done,
             _ = &mut stop, if !stopping => { stopping = true; None }
+            // The claim tick comes round even while every job in hand is slow.
+            _ = tokio::time::sleep_until(next_claim) => None,
         };
         if let Some((key, outcome)) = done {
             in_hand.remove(&key);
@@ -448,7 +469,12 @@ async fn prove_job(shared: &Shared, claim: &Claim<'_>) -> (Proof, String) {
         commit: None,
         record: None,
     };
-    if claim.did.is_empty() || claim.collection.is_empty() || claim.rkey.is_empty() {
+    if claim.did.is_empty()
+        || claim.collection.is_empty()
+        || claim.rkey.is_empty()
+        || claim.rev.is_empty()
+        || !["create", "update", "delete"].contains(&claim.operation)
+    {
         return (unavailable("job_malformed".into()), String::new());
     }
     let (mut identity, mut cached) = match shared.resolver.resolve(claim.did, false).await {

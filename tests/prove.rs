@@ -649,6 +649,8 @@ fn three_workers_two_killed_every_job_proven_exactly_once() {
     wait_until(Duration::from_secs(300), "every job proven", || {
         xlen(&mut con, "jsi:proven") >= n && pending(&mut con) == 0
     });
+    let peak_kib = support::fault_proxy::vm_hwm_kib(c.child.id()).unwrap();
+    assert!(peak_kib < 200 * 1024, "worker peak RSS {peak_kib} KiB");
     c.sigterm();
     assert!(
         c.wait_exit(Duration::from_secs(20))
@@ -672,10 +674,12 @@ fn three_workers_two_killed_every_job_proven_exactly_once() {
         );
     }
     println!(
-        "{n} jobs, 3 workers, 2 killed holding {} jobs: {} verdicts, {} PDS requests",
+        "{n} jobs, 3 workers, 2 killed holding {} jobs: {} verdicts, {} PDS requests, \
+         survivor peak RSS {} MiB",
         orphaned.len(),
         proven.len(),
-        w.pds.total_hits()
+        w.pds.total_hits(),
+        peak_kib / 1024
     );
 }
 

@@ -177,6 +177,7 @@ fn test_cfg(plc: &str) -> ProveConfig {
         per_host_burst: 100_000,
         per_host_concurrency: 16,
         consumer: "in-process".into(),
+        allow_private_hosts: true,
         ..ProveConfig::default()
     }
 }
@@ -631,6 +632,10 @@ fn three_workers_two_killed_every_job_proven_exactly_once() {
                 "JETSTREAM_INGESTOR__PROVE__PER_HOST_CONCURRENCY",
                 "8".to_owned(),
             ),
+            (
+                "JETSTREAM_INGESTOR__PROVE__ALLOW_PRIVATE_HOSTS",
+                "true".to_owned(),
+            ),
         ]
     };
     let mut a = Ingestor::spawn(&["prove"], &env("a"));
@@ -661,7 +666,12 @@ fn three_workers_two_killed_every_job_proven_exactly_once() {
     assert_eq!(proven.len(), n, "one verdict per job");
     let ids: HashSet<&str> = proven.iter().map(|e| e["job_id"].as_str()).collect();
     assert_eq!(ids.len(), n, "no job proven twice");
-    assert_eq!(by(&proven, "proof"), BTreeMap::from([("valid".into(), n)]));
+    assert_eq!(
+        by(&proven, "proof"),
+        BTreeMap::from([("valid".into(), n)]),
+        "{:?}",
+        by(&proven, "proof_reason")
+    );
     assert_eq!(pending(&mut con), 0);
     assert_eq!(xlen(&mut con, "jsi:dead"), 0);
     // What the killed workers held was taken over and proven once.
@@ -900,4 +910,51 @@ fn a_live_worker_keeps_its_slow_job() {
     let proven = read_stream(&mut con, "jsi:proven");
     assert_eq!(by(&proven, "proof"), BTreeMap::from([("valid".into(), 1)]));
     assert_eq!(pending(&mut con), 0);
+}
+
+/// With the default `allow_private_hosts = false`, a DID document pointing its PDS at a
+/// loopback address (as an IP, or as a name resolving to one) gets no request: the job is
+/// `unavailable` (`pds_private_address`). The configured PLC directory on loopback is trusted.
+#[test]
+fn pds_endpoints_on_private_addresses_are_refused() {
+    let w = world();
+    let mut con = redis::Client::open(w.redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let creates: Vec<&Op> = w
+        .ops
+        .iter()
+        .filter(|o| o.action == "create")
+        .take(2)
+        .collect();
+    let port = w.pds.url().rsplit(':').next().unwrap().to_owned();
+    let by_name = format!("http://localhost:{port}");
+    w.plc.set(
+        &creates[1].did,
+        Reply::Json(doc_for(&w.docs[&creates[1].did], &by_name, None)),
+    );
+    for (i, op) in creates.iter().enumerate() {
+        add_job(&mut con, "records", &op.job(i));
+    }
+    let cfg = ProveConfig {
+        allow_private_hosts: false,
+        ..test_cfg(&w.plc.url())
+    };
+    let worker = start_worker(cfg, w.redis.url());
+    wait_until(Duration::from_secs(20), "both judged", || {
+        xlen(&mut con, "jsi:proven") >= 2
+    });
+    worker.finish();
+    let proven = read_stream(&mut con, "jsi:proven");
+    assert_eq!(
+        by(&proven, "proof_reason"),
+        BTreeMap::from([("pds_private_address".into(), 2)])
+    );
+    assert_eq!(w.pds.total_hits(), 0, "no request reached the private PDS");
+    assert_eq!(
+        w.plc.total_hits(),
+        2,
+        "the configured PLC directory is trusted"
+    );
 }

@@ -58,6 +58,10 @@ pub struct ProveConfig {
     /// Failed attempts in a row after which a host gets no requests until its backoff has
     /// passed (its jobs are `unavailable`, `pds_circuit_open`, meanwhile).
     pub breaker_failures: u32,
+    /// Send requests to loopback, private and other non-public addresses too. Off: PDS
+    /// endpoints and did:web hosts (from documents anyone can write) must be public, else the
+    /// job is `unavailable` (`pds_private_address`); the configured PLC directory is trusted.
+    pub allow_private_hosts: bool,
     /// Largest getRecord answer read (bytes).
     pub max_car_bytes: usize,
     /// DID documents cached, at most …
@@ -93,6 +97,7 @@ impl Default for ProveConfig {
             retry_base: Duration::from_millis(500),
             retry_cap: Duration::from_secs(30),
             breaker_failures: 8,
+            allow_private_hosts: false,
             max_car_bytes: 2 * 1024 * 1024,
             did_cache_size: 100_000,
             did_cache_ttl: Duration::from_secs(3600),

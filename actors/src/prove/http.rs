@@ -12,6 +12,7 @@
 //! every caller gets its answer.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,6 +21,8 @@ use futures_util::future::{BoxFuture, Shared};
 use tokio::sync::Semaphore;
 
 use crate::backoff::full_jitter;
+
+use super::guard::{PublicOnly, is_public, refused};
 
 use super::config::ProveConfig;
 
@@ -40,6 +43,8 @@ pub enum FetchError {
     BadUrl(String),
     #[error("the host's circuit is open after repeated failures")]
     CircuitOpen,
+    #[error("{0} is not a public address (prove.allow_private_hosts is off)")]
+    PrivateAddress(String),
 }
 
 impl FetchError {
@@ -57,6 +62,7 @@ impl FetchError {
             FetchError::TooLarge(_) => "too_large".into(),
             FetchError::BadUrl(_) => "bad_url".into(),
             FetchError::CircuitOpen => "circuit_open".into(),
+            FetchError::PrivateAddress(_) => "private_address".into(),
         }
     }
 }
@@ -103,6 +109,19 @@ pub struct Politeness {
     pub retry_cap: Duration,
     pub max_body: usize,
     pub breaker_failures: u32,
+    /// Refuse non-public addresses (except the trusted PLC directory).
+    pub public_only: bool,
+    /// `host:port` of the PLC directory.
+    pub trusted_origin: Option<String>,
+}
+
+/// `host:port` of a URL.
+fn origin(url: &reqwest::Url) -> String {
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or(""),
+        url.port_or_known_default().unwrap_or(0)
+    )
 }
 
 /// The answer shared by coalesced callers.
@@ -120,7 +139,22 @@ pub struct Polite {
 
 impl Polite {
     pub fn new(cfg: &ProveConfig) -> Result<Polite, FetchError> {
-        let client = reqwest::Client::builder()
+        // The configured PLC directory is trusted (its name for the resolver, its
+        // `host:port` for IP literals); everything else comes from documents.
+        let plc = reqwest::Url::parse(&cfg.plc_url).ok();
+        let trusted: Vec<String> = plc
+            .as_ref()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .into_iter()
+            .collect();
+        let trusted_origin = plc.as_ref().map(origin);
+        let mut builder = reqwest::Client::builder();
+        if !cfg.allow_private_hosts {
+            builder = builder.dns_resolver(Arc::new(PublicOnly {
+                trusted: trusted.clone(),
+            }));
+        }
+        let client = builder
             .user_agent(cfg.user_agent())
             .timeout(cfg.request_timeout)
             .connect_timeout(cfg.connect_timeout)
@@ -143,16 +177,14 @@ impl Polite {
                 retry_cap: cfg.retry_cap,
                 max_body: cfg.max_car_bytes,
                 breaker_failures: cfg.breaker_failures,
+                public_only: !cfg.allow_private_hosts,
+                trusted_origin,
             },
         })
     }
 
     fn host(&self, url: &reqwest::Url) -> Arc<Host> {
-        let key = format!(
-            "{}:{}",
-            url.host_str().unwrap_or(""),
-            url.port_or_known_default().unwrap_or(0)
-        );
+        let key = origin(url);
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
         hosts
             .entry(key)
@@ -256,8 +288,25 @@ impl Polite {
         b.failures >= self.p.breaker_failures && b.not_before > Instant::now()
     }
 
+    /// A URL naming a non-public IP literal (host names are checked by the resolver).
+    fn refused_literal(&self, url: &reqwest::Url) -> bool {
+        let ip = match url.host() {
+            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+            _ => return false,
+        };
+        self.p.public_only
+            && !is_public(ip)
+            && self.p.trusted_origin.as_deref() != Some(origin(url).as_str())
+    }
+
     async fn fetch(&self, url: &str) -> Result<Vec<u8>, FetchError> {
         let parsed = reqwest::Url::parse(url).map_err(|_| FetchError::BadUrl(url.to_owned()))?;
+        if self.refused_literal(&parsed) {
+            return Err(FetchError::PrivateAddress(
+                parsed.host_str().unwrap_or("").to_owned(),
+            ));
+        }
         let host = self.host(&parsed);
         let mut last = FetchError::Timeout;
         for attempt in 1..=self.p.max_attempts {
@@ -292,6 +341,10 @@ impl Polite {
         let resp = match self.client.get(url).send().await {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return Attempt::Retry(FetchError::Timeout, None),
+            Err(e) if refused(&e) => {
+                let host = e.url().and_then(|u| u.host_str()).unwrap_or("").to_owned();
+                return Attempt::Done(Err(FetchError::PrivateAddress(host)));
+            }
             Err(e) => return Attempt::Retry(FetchError::Connect(e.to_string()), None),
         };
         let status = resp.status().as_u16();

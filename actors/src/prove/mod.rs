@@ -6,7 +6,8 @@
 //! invalid / unavailable), `did` (DID documents: PDS endpoint and `#atproto` key), `frame`
 //! (relay `#commit` frames, for the fixtures and the fake PDS).
 //!
-//! Shell: `http` (a polite HTTP client: per-host limits, token bucket, Retry-After, backoff),
+//! Shell: `http` (a polite HTTP client: per-host limits, token bucket, Retry-After, backoff,
+//! circuit breaker, coalescing), `guard` (public addresses only for hosts named by documents),
 //! `resolver` (DID documents, bounded cache invalidated by identity events), `worker` (the
 //! consumer-group loop: XREADGROUP, prove, verdict + XACK in one atomic script, XAUTOCLAIM),
 //! `streams` (its Redis reads), `entry` (what a verdict becomes in `proven` and `dead`).
@@ -19,6 +20,7 @@ pub mod config;
 pub mod did;
 pub mod entry;
 pub mod frame;
+pub mod guard;
 pub mod http;
 pub mod key;
 pub mod mst;

@@ -913,8 +913,9 @@ fn a_live_worker_keeps_its_slow_job() {
 }
 
 /// With the default `allow_private_hosts = false`, a DID document pointing its PDS at a
-/// loopback address (as an IP, or as a name resolving to one) gets no request: the job is
-/// `unavailable` (`pds_private_address`). The configured PLC directory on loopback is trusted.
+/// loopback address (as an IP, or as a name resolving to one), or a PDS redirecting there,
+/// gets no request to it: the job is `unavailable` (`pds_private_address`). The configured
+/// PLC directory on loopback is trusted.
 #[test]
 fn pds_endpoints_on_private_addresses_are_refused() {
     let w = world();
@@ -926,8 +927,25 @@ fn pds_endpoints_on_private_addresses_are_refused() {
         .ops
         .iter()
         .filter(|o| o.action == "create")
-        .take(2)
+        .take(3)
         .collect();
+    // A PDS that redirects to a loopback address: the redirect is refused. (Every fake is on
+    // loopback; the redirecting one is the PLC fake, trusted as the configured directory.)
+    let target = format!(
+        "{}/xrpc/com.atproto.sync.getRecord?did={}&collection={}&rkey={}",
+        w.pds.url(),
+        creates[2].did,
+        creates[2].collection,
+        creates[2].rkey
+    );
+    w.plc.set(
+        &creates[2].did,
+        Reply::Json(doc_for(&w.docs[&creates[2].did], &w.plc.url(), None)),
+    );
+    w.plc.set(
+        &creates[2].route(),
+        Reply::Status(302, vec![("location".into(), target)], String::new()),
+    );
     let port = w.pds.url().rsplit(':').next().unwrap().to_owned();
     let by_name = format!("http://localhost:{port}");
     w.plc.set(
@@ -942,19 +960,24 @@ fn pds_endpoints_on_private_addresses_are_refused() {
         ..test_cfg(&w.plc.url())
     };
     let worker = start_worker(cfg, w.redis.url());
-    wait_until(Duration::from_secs(20), "both judged", || {
-        xlen(&mut con, "jsi:proven") >= 2
+    wait_until(Duration::from_secs(20), "all judged", || {
+        xlen(&mut con, "jsi:proven") >= 3
     });
     worker.finish();
     let proven = read_stream(&mut con, "jsi:proven");
     assert_eq!(
         by(&proven, "proof_reason"),
-        BTreeMap::from([("pds_private_address".into(), 2)])
+        BTreeMap::from([("pds_private_address".into(), 3)])
     );
     assert_eq!(w.pds.total_hits(), 0, "no request reached the private PDS");
     assert_eq!(
+        w.plc.hits(&creates[2].route()),
+        1,
+        "the redirecting host, asked once"
+    );
+    assert_eq!(
         w.plc.total_hits(),
-        2,
+        4,
         "the configured PLC directory is trusted"
     );
 }

@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 
 use crate::backoff::full_jitter;
 
-use super::guard::{PublicOnly, is_public, refused};
+use super::guard::{NotPublic, PublicOnly, is_public, refused};
 
 use super::config::ProveConfig;
 
@@ -115,6 +115,29 @@ pub struct Politeness {
     pub trusted_origin: Option<String>,
 }
 
+/// At most 3 redirects, and (public only) never to a non-public IP literal (names are
+/// checked by the resolver).
+fn redirects(public_only: bool, trusted: Option<String>) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let ip = match attempt.url().host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        let refused = public_only
+            && ip.is_some_and(|ip| !is_public(ip))
+            && trusted.as_deref() != Some(origin(attempt.url()).as_str());
+        if refused {
+            let host = attempt.url().host_str().unwrap_or("").to_owned();
+            attempt.error(NotPublic(host))
+        } else if attempt.previous().len() >= 3 {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 /// `host:port` of a URL.
 fn origin(url: &reqwest::Url) -> String {
     format!(
@@ -161,7 +184,7 @@ impl Polite {
             .pool_idle_timeout(Duration::from_secs(90))
             .http2_keep_alive_interval(Duration::from_secs(30))
             .http2_keep_alive_while_idle(true)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(redirects(!cfg.allow_private_hosts, trusted_origin.clone()))
             .build()
             .map_err(|e| FetchError::Connect(e.to_string()))?;
         Ok(Polite {

@@ -72,6 +72,10 @@ pub enum Command {
     /// Talk to a running ingestor's admin API: status, restart, pause, resume, filters,
     /// healthcheck. Address and token come from the same configuration.
     Admin(crate::admin::command::AdminArgs),
+    /// Prove jobs against their authors' PDSes (signed commit + MST path) until
+    /// SIGTERM/SIGINT, writing verdicts to <prefix>proven; run any number of these
+    /// (settings: `[prove]`, docs/prove.md).
+    Prove,
     /// A first look: fake Jetstream + Redis + the real pipeline for a few seconds.
     Demo {
         /// How long to ingest before the report, in seconds.
@@ -210,6 +214,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let settings = load(&cli)?;
             Ok(crate::admin::command::run(&settings, args))
         }
+        Command::Prove => {
+            let settings = load(&cli)?;
+            telemetry::init_logging(&settings.log);
+            run_prove(settings)
+        }
         Command::Demo {
             seconds,
             keep_redis,
@@ -239,6 +248,25 @@ pub fn run_pipeline(settings: Settings, mode: Mode) -> anyhow::Result<i32> {
     let system = actix::System::new();
     let outcome = system.block_on(app::run(settings, mode, shutdown_signal()))?;
     Ok(if outcome.drained { 0 } else { 1 })
+}
+
+/// Runs one `prove` worker until SIGTERM/SIGINT; the jobs in hand are finished first.
+pub fn run_prove(settings: Settings) -> anyhow::Result<i32> {
+    telemetry::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let stats = runtime
+        .block_on(actors::prove::worker::run(
+            settings.prove.clone(),
+            &settings.redis.key_prefix,
+            &settings.redis.target(),
+            shutdown_signal(),
+        ))
+        .context("prove worker failed")?;
+    eprintln!("prove: {stats:?}");
+    Ok(0)
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

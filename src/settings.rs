@@ -26,18 +26,21 @@ use crate::admin::config::{AdminConfig, AdminConfigError};
 use crate::heartbeat::{HeartbeatConfig, HeartbeatConfigError};
 use actors::ha::HaConfig;
 use actors::ha::config::HaConfigError;
+use actors::prove::{ProveConfig, ProveConfigError};
 
 /// Environment variables that override settings start with this, then `__SECTION__KEY`.
 pub const ENV_PREFIX: &str = "JETSTREAM_INGESTOR";
 
 /// Keys whose environment values are comma-separated lists.
-const LIST_KEYS: [&str; 6] = [
+const LIST_KEYS: [&str; 8] = [
     "redis.sentinels",
     "redis.cluster_nodes",
     "jetstream.endpoints",
     "jetstream.wanted_collections",
     "jetstream.wanted_dids",
     "admin.allowed_hosts",
+    "prove.streams",
+    "prove.collections",
 ];
 
 /// `JETSTREAM_INGESTOR__SECTION__KEY` → `section.key` (what `config::Environment` does with
@@ -63,6 +66,8 @@ pub struct Settings {
     pub ha: HaConfig,
     /// `[buckets]`: the bucket definitions file and the shard count.
     pub buckets: BucketsSection,
+    /// `[prove]`: the `prove` workers (PDS proofs of each job, docs/prove.md).
+    pub prove: ProveConfig,
     /// The definitions read from `buckets.file`, validated (not a config key).
     #[serde(skip)]
     pub bucket_defs: Vec<BucketDef>,
@@ -141,6 +146,8 @@ pub enum SettingsError {
     Heartbeat(#[from] HeartbeatConfigError),
     #[error(transparent)]
     Ha(#[from] HaConfigError),
+    #[error(transparent)]
+    Prove(#[from] ProveConfigError),
     #[error("buckets.file {path}: {reason}")]
     BucketFile { path: String, reason: String },
     #[error("buckets.file {path}: {error}")]
@@ -322,6 +329,7 @@ impl Settings {
         self.admin.validate()?;
         self.heartbeat.validate()?;
         self.ha.validate()?;
+        self.prove.validate()?;
         self.jetstream.validate()?;
         self.redis.validate()?;
         // Before the verifier's own route checks: this message names the key and its use.

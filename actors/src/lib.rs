@@ -1,7 +1,7 @@
 //! The running parts of jetstream-ingestor: one room per actor, plus the shared vocabulary.
 //!
-//! Floors (docs/design.md §7): `model` imports nothing of ours; the rooms (`jetstream`, `verifier`,
-//! `buckets`, `sink`) import `model` and `messages` but never each other; only `supervisor`
+//! Floors (docs/design.md §7): `model` imports nothing of ours; the rooms (`jetstream`,
+//! `verifier`, `prove`, `buckets`, `sink`) import `model` and `messages` but never each other; only `supervisor`
 //! knows the whole topology and wires the rooms together with `Recipient`s. `backoff` and
 //! `ordered` are pure mechanisms any room may use; like `model`, they import nothing of ours.
 //! knows the whole topology and wires the rooms together with `Recipient`s. `redis_target`
@@ -14,6 +14,7 @@ pub mod jetstream;
 pub mod messages;
 pub mod model;
 pub(crate) mod ordered;
+pub mod prove;
 pub mod redis_target;
 pub mod sink;
 pub mod supervisor;

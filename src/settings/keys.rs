@@ -5,7 +5,8 @@
 //!
 //! Who uses what: the writer (`actors::sink::commit::Keys`: `cursor`, `cursor:replay`,
 //! `dedupe`, `commit:chain`), the job streams (`actors::model::StreamKind`: `records`,
-//! `identity`, `dead`, `buckets`), the bucket store (`actors::buckets::criteria`:
+//! `identity`, `dead`, `buckets`; `proven`, written by the `prove` workers), the bucket
+//! store (`actors::buckets::criteria`:
 //! `bucket:<id>:state`, `…:members`, `…:meta`; `actors::buckets::applied::KEY`:
 //! `buckets:applied`), the heartbeat (`heartbeat`) and the control stream
 //! (`crate::control::ControlKeys`: `control`, `control:acks`, `control:last`) and the writer
@@ -58,7 +59,7 @@ const fn family(name: &'static str, what: &'static str) -> Owned {
 }
 
 /// Every key the ingestor owns under its prefix.
-const OWNED: [Owned; 19] = [
+const OWNED: [Owned; 20] = [
     key(
         "records",
         "the stream of record jobs (a stream)",
@@ -70,6 +71,11 @@ const OWNED: [Owned; 19] = [
         Role::JobStream,
     ),
     key("dead", "the dead-letter stream (a stream)", Role::JobStream),
+    key(
+        "proven",
+        "the stream of `prove` verdicts (a stream)",
+        Role::JobStream,
+    ),
     key(
         "buckets",
         "the stream of bucket transitions (a stream)",

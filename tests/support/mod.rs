@@ -419,6 +419,7 @@ pub fn jobs_without_source(
     out
 }
 pub mod cluster;
+pub mod fake_pds;
 pub mod fault_proxy;
 pub mod sentinel;
 

@@ -316,13 +316,11 @@ impl Settings {
         if !self.heartbeat.instance_id.is_empty() {
             return self.heartbeat.instance_id.clone();
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
-            .unwrap_or_else(|| "unknown".to_owned());
-        format!("{host}-{}", std::process::id())
+        format!(
+            "{}-{}",
+            actors::model::host::host_name(),
+            std::process::id()
+        )
     }
 
     pub fn validate(&self) -> Result<(), SettingsError> {

@@ -22,37 +22,10 @@ use jetstream_ingestor::admin::client::AdminClient;
 use jetstream_ingestor::local_redis::free_port;
 use redis::Commands;
 use support::fault_proxy::FaultProxy;
+use support::ha::{ha_env, lease_holder as holder};
 use support::*;
 
 const PREFIX: &str = "jsi:";
-
-fn ha_env(
-    server: &str,
-    redis_url: &str,
-    owner: &str,
-    first: u64,
-    extra: &[(&'static str, String)],
-) -> Vec<(&'static str, String)> {
-    let mut env = ingestor_env(server, redis_url);
-    env.extend([
-        ("JETSTREAM_INGESTOR__HA__ENABLED", "true".to_owned()),
-        ("JETSTREAM_INGESTOR__HA__OWNER", owner.to_owned()),
-        ("JETSTREAM_INGESTOR__HA__LEASE_TTL", "1s".to_owned()),
-        ("JETSTREAM_INGESTOR__HA__RENEW_INTERVAL", "200ms".to_owned()),
-        (
-            "JETSTREAM_INGESTOR__JETSTREAM__INITIAL_CURSOR",
-            first.to_string(),
-        ),
-    ]);
-    env.extend(extra.iter().cloned());
-    env
-}
-
-/// The owner holding the lease, if any.
-fn holder(con: &mut redis::Connection) -> Option<String> {
-    let v: Option<String> = con.get("jsi:ha:lease").unwrap();
-    v.and_then(|v| v.split_once(' ').map(|(o, _)| o.to_owned()))
-}
 
 fn wait_holder(con: &mut redis::Connection, limit: Duration, owner: &str) {
     wait_until(limit, &format!("{owner} to hold the lease"), || {

@@ -11,30 +11,14 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use redis::Commands;
+use support::ha::{ha_env, lease_holder as holder};
 use support::*;
 
 const PREFIX: &str = "jsi:";
 const TTL: Duration = Duration::from_secs(1);
 
 fn replica(server: &str, redis_url: &str, owner: &str, first: u64) -> Ingestor {
-    let mut env = ingestor_env(server, redis_url);
-    env.extend([
-        ("JETSTREAM_INGESTOR__HA__ENABLED", "true".to_owned()),
-        ("JETSTREAM_INGESTOR__HA__OWNER", owner.to_owned()),
-        ("JETSTREAM_INGESTOR__HA__LEASE_TTL", "1s".to_owned()),
-        ("JETSTREAM_INGESTOR__HA__RENEW_INTERVAL", "200ms".to_owned()),
-        (
-            "JETSTREAM_INGESTOR__JETSTREAM__INITIAL_CURSOR",
-            first.to_string(),
-        ),
-    ]);
-    Ingestor::spawn(&["run"], &env)
-}
-
-/// The owner holding the lease, if any.
-fn holder(con: &mut redis::Connection) -> Option<String> {
-    let v: Option<String> = con.get("jsi:ha:lease").unwrap();
-    v.and_then(|v| v.split_once(' ').map(|(o, _)| o.to_owned()))
+    Ingestor::spawn(&["run"], &ha_env(server, redis_url, owner, first, &[]))
 }
 
 fn wait_holder(con: &mut redis::Connection, limit: Duration, ok: impl Fn(&str) -> bool) -> String {

@@ -200,16 +200,7 @@ fn a_restart_from_an_older_cursor_replays_to_the_end_and_writes_only_what_is_mis
                 .unwrap()
                 .get_connection()
                 .unwrap();
-            let ids: redis::streams::StreamRangeReply =
-                con.xrange_count("jsi:records", "-", "+", 1_000).unwrap();
-            let gone: Vec<String> = ids
-                .ids
-                .iter()
-                .skip(500)
-                .take(40)
-                .map(|e| e.id.clone())
-                .collect();
-            let _: usize = con.xdel("jsi:records", &gone).unwrap();
+            delete_records(&mut con, 500, 40);
             let session = sup
                 .send(Restart {
                     from_cursor: Some(first),
@@ -418,16 +409,7 @@ fn a_replay_interrupted_by_a_process_restart_is_resumed_where_it_was() {
                 .unwrap()
                 .get_connection()
                 .unwrap();
-            let ids: redis::streams::StreamRangeReply =
-                con.xrange_count("jsi:records", "-", "+", 3_000).unwrap();
-            let gone: Vec<String> = ids
-                .ids
-                .iter()
-                .skip(2_000)
-                .take(30)
-                .map(|e| e.id.clone())
-                .collect();
-            let _: usize = con.xdel("jsi:records", &gone).unwrap();
+            delete_records(&mut con, 2_000, 30);
             sup.send(Restart {
                 from_cursor: Some(first),
             })
@@ -649,16 +631,7 @@ fn a_restart_acknowledged_before_its_first_commit_survives_the_process() {
                 .unwrap()
                 .get_connection()
                 .unwrap();
-            let ids: redis::streams::StreamRangeReply =
-                con.xrange_count("jsi:records", "-", "+", 2_000).unwrap();
-            let gone: Vec<String> = ids
-                .ids
-                .iter()
-                .skip(300)
-                .take(25)
-                .map(|e| e.id.clone())
-                .collect();
-            let _: usize = con.xdel("jsi:records", &gone).unwrap();
+            delete_records(&mut con, 300, 25);
             server.shutdown();
             sup.send(Restart {
                 from_cursor: Some(first),
@@ -739,4 +712,20 @@ fn sessions_shorter_than_the_rewind_still_make_progress() {
         sessions <= 155,
         "{sessions} sessions for 3,000 events in sessions of 400"
     );
+}
+
+/// Deletes `n` entries of `jsi:records` after the first `skip` (jobs lost, for a replay to
+/// bring back).
+fn delete_records(con: &mut redis::Connection, skip: usize, n: usize) {
+    let ids: redis::streams::StreamRangeReply =
+        con.xrange_count("jsi:records", "-", "+", skip + n).unwrap();
+    let gone: Vec<String> = ids
+        .ids
+        .iter()
+        .skip(skip)
+        .take(n)
+        .map(|e| e.id.clone())
+        .collect();
+    assert_eq!(gone.len(), n, "enough entries to delete");
+    let _: usize = con.xdel("jsi:records", &gone).unwrap();
 }

@@ -421,6 +421,7 @@ pub fn jobs_without_source(
 pub mod cluster;
 pub mod fake_pds;
 pub mod fault_proxy;
+pub mod ha;
 pub mod sentinel;
 
 /// Entries of `jsi:dead` by reason.

@@ -74,14 +74,9 @@ impl HaConfig {
         if !self.owner.is_empty() {
             return self.owner.clone();
         }
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-            .map(|h| h.trim().replace(|c: char| c.is_whitespace(), "_"))
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "host".to_owned());
         format!(
-            "{host}-{}-{:04x}",
+            "{}-{}-{:04x}",
+            crate::model::host::host_name(),
             std::process::id(),
             rand::RngExt::random::<u16>(&mut rand::rng())
         )

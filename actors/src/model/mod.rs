@@ -5,6 +5,7 @@ pub mod bucket;
 pub mod cursor;
 pub mod duration;
 pub mod event;
+pub mod host;
 pub mod job;
 
 pub use bucket::{StateOp, Transition, TransitionKind};

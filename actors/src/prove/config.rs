@@ -162,13 +162,7 @@ impl ProveConfig {
         if !self.consumer.is_empty() {
             return self.consumer.clone();
         }
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-            .map(|h| h.trim().replace(|c: char| c.is_whitespace(), "_"))
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "host".to_owned());
-        format!("{host}-{}", std::process::id())
+        format!("{}-{}", crate::model::host::host_name(), std::process::id())
     }
 
     pub fn user_agent(&self) -> String {

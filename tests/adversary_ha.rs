@@ -3,8 +3,8 @@
 //! Redis for a partitioned leader). Every test states the recipe, waits by polling Redis
 //! (never by sleeping) and asserts exact counts.
 //!
-//! Each test here FAILS on the commit it was written against (h-adv @ 51f91c5, = main with
-//! c81ccd3 and 51b31be): it documents a hole, not a regression guard of working behaviour.
+//! Each test here failed on the commit it was written against (51f91c5) and passes since
+//! the fixes (each test's doc says what was seen); they now guard the fixed behaviour.
 //! HOLE 1/1b: a restart into the past sent to a standby (control stream, admin API) is
 //! acknowledged and dropped. HOLE 2: a partitioned ex-leader records `cursor:replay`, the
 //! next takeover replays it without the dedupe index (duplicates). HOLE 3: the redial floor
@@ -91,7 +91,7 @@ fn entries_with_ids(
 /// ack `result=ok session_id=0` from b, `control:last` = the command, no `cursor:replay`,
 /// 500 missing, 0 duplicated.
 #[test]
-fn a_control_stream_restart_sent_while_the_leader_is_down_is_acked_ok_and_never_runs() {
+fn a_control_stream_restart_sent_while_the_leader_is_down_runs_on_the_next_leader() {
     let redis = redis(false);
     let lines = respace(&corpus(3_000, 4101), 1_700_000_000_000_000, 1_000);
     let first = time_of(&lines[0]).unwrap();
@@ -196,7 +196,7 @@ fn a_control_stream_restart_sent_while_the_leader_is_down_is_acked_ok_and_never_
 /// `cursor:replay` = the first event's time recorded by a after b took over, 0 missing,
 /// 13,999 duplicated (the events older than `last − 12 s`).
 #[test]
-fn a_partitioned_ex_leader_records_a_replay_marker_that_the_next_takeover_replays_twice() {
+fn a_partitioned_ex_leader_records_no_replay_and_the_next_takeover_doubles_nothing() {
     let redis = redis(false);
     let lines = respace(&corpus(20_000, 4102), 1_700_000_000_000_000, 2_000);
     let first = time_of(&lines[0]).unwrap();
@@ -358,7 +358,7 @@ fn sessions_shorter_than_the_rewind_on_a_host_replaying_out_of_order_skip_nothin
 /// `paused`; `kill -9 a`; b takes the lease. Expected: the stored cursor stays where a left
 /// it; observed: b commits the rest of the stream.
 #[test]
-fn a_pause_of_the_fleet_is_forgotten_by_the_standby_that_takes_over() {
+fn a_pause_of_the_fleet_holds_across_a_takeover() {
     let redis = redis(false);
     let lines = respace(&corpus(20_000, 4104), 1_700_000_000_000_000, 1_000);
     let first = time_of(&lines[0]).unwrap();
@@ -447,7 +447,7 @@ fn a_pause_of_the_fleet_is_forgotten_by_the_standby_that_takes_over() {
 /// `kill -9 a` and b takes over. Expected: a refusal (e.g. 409/503 "standby, ask the
 /// leader") or the replay done; observed: 202, no marker, 300 missing.
 #[test]
-fn an_admin_restart_sent_to_a_standby_is_answered_202_and_dropped() {
+fn an_admin_restart_sent_to_a_standby_is_refused_naming_the_leader() {
     let redis = redis(false);
     let lines = respace(&corpus(3_000, 4105), 1_700_000_000_000_000, 1_000);
     let first = time_of(&lines[0]).unwrap();
@@ -502,13 +502,20 @@ fn an_admin_restart_sent_to_a_standby_is_answered_202_and_dropped() {
         answer.status,
         answer.text()
     );
-    assert!(
-        !(200..300).contains(&answer.status) || (restored && missing == 0 && dups == 0),
-        "a standby answered {} {} to a restart into the past, recorded no replay \
-         ({marker_after_answer:?}) and never ran it: {missing} missing, {dups} duplicated",
-        answer.status,
+    assert_eq!(
+        (answer.status, marker_after_answer),
+        (409, None),
+        "a standby refuses a restart (and records nothing): {}",
         answer.text()
     );
+    assert!(
+        answer.text().contains("held by a "),
+        "names the leader: {}",
+        answer.text()
+    );
+    // Refused, not run: the 300 stay missing until someone asks the leader.
+    assert!(!restored);
+    assert_eq!((missing, dups), (300, 0));
 }
 
 /// Every job entry as (event time, identity).
@@ -542,7 +549,7 @@ fn jobs_by_time(con: &mut redis::Connection) -> Vec<(u64, String)> {
 /// 1,088 missing (the events of the 0.4 to 1.1 s the takeover took), the standby's dial had
 /// no cursor.
 #[test]
-fn a_standby_that_never_read_takes_over_an_emptied_redis_at_the_live_edge() {
+fn a_standby_that_never_read_takes_over_an_emptied_redis_from_its_launch() {
     use jetstream_ingestor::fake_jetstream::{FakeJetstream, FakeJetstreamConfig, Source};
     let t0 = wall_us();
     let mut cfg = FakeJetstreamConfig::new(Source::Generate {

@@ -138,3 +138,113 @@ fn a_pause_accepted_by_a_leader_cut_off_from_redis_is_not_the_fleets() {
          {events_after} events"
     );
 }
+
+/// Identities of `lines` missing from / duplicated in the job streams.
+fn counts(con: &mut redis::Connection, lines: &[String]) -> (usize, usize) {
+    let (missing, dups) = compare(con, PREFIX, lines);
+    (missing.len(), dups.len())
+}
+
+fn replay_marker(con: &mut redis::Connection) -> Option<u64> {
+    let v: Option<String> = con.get("jsi:cursor:replay").unwrap();
+    v.map(|s| s.parse().unwrap())
+}
+
+fn xlen(con: &mut redis::Connection, key: &str) -> usize {
+    redis::cmd("XLEN").arg(key).query(con).unwrap()
+}
+
+/// HOLE B (`supervisor.rs` `reset` after `RolledBack`, `cursors.rs` `rewind_to`). An admin
+/// replay (`POST /admin/restart {"cursor": N}` into the past, answered 202, its
+/// `cursor:replay` recorded) is abandoned when Redis rolls back to a snapshot taken before
+/// the replay was recorded: the writer detects the rollback, the reset reads what the
+/// rolled-back Redis holds (stored cursor = the live edge, no `cursor:replay`) and
+/// `RewindTo { replay_cursor: None }` puts the reader back at the live edge. The process
+/// knew it was replaying (its line was a replay from N), but nothing carries that over the
+/// reset: the range the operator was told is being restored stays missing for good.
+///
+/// Recipe: one process (no HA), 6,000 events 1 ms apart served at 1,000/s, all committed;
+/// the jobs of events 1,000..3,000 lost (XDEL); `SAVE`; `POST /admin/restart` from the
+/// first event (202; marker recorded); once 300 entries are written back, `kill -9` Redis
+/// and restart it from the snapshot. Expected: the replay resumes (0 missing, 0
+/// duplicated). Observed: the replay is dropped, ~2,000 missing.
+#[test]
+fn an_admin_replay_is_abandoned_by_a_rollback_to_a_snapshot_taken_before_it() {
+    let mut redis = redis(false);
+    let lines = respace(&corpus(6_000, 5102), 1_700_000_000_000_000, 1_000);
+    let first = time_of(&lines[0]).unwrap();
+    let last = time_of(lines.last().unwrap()).unwrap();
+    let server = fake_with(lines.clone(), |c| c.rate = Some(1_000));
+    let mut con = redis.connection().unwrap();
+    let mut env = ingestor_env(&server.url(), &redis.url());
+    env.push((
+        "JETSTREAM_INGESTOR__JETSTREAM__INITIAL_CURSOR",
+        first.to_string(),
+    ));
+    let (env, port) = with_admin_port(env);
+    let ingestor = Ingestor::spawn(&["run"], &env);
+    let admin =
+        AdminClient::new(([127, 0, 0, 1], port).into(), None).with_timeout(Duration::from_secs(30));
+    wait_until(Duration::from_secs(60), "every event committed", || {
+        stored_cursor(&mut con, PREFIX) == Some(last)
+    });
+    assert_eq!(counts(&mut con, &lines), (0, 0), "exactly once before the loss");
+    // Lose the jobs of events 1,000..3,000 (an earlier incident), then snapshot.
+    let (from, until) = (time_of(&lines[1_000]).unwrap(), time_of(&lines[2_999]).unwrap());
+    let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("jsi:records")
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .unwrap();
+    let gone: Vec<String> = page
+        .ids
+        .iter()
+        .filter(|e| {
+            let t: Option<String> = e.get("time_us");
+            t.and_then(|t| t.parse::<u64>().ok())
+                .is_some_and(|t| t >= from && t <= until)
+        })
+        .map(|e| e.id.clone())
+        .collect();
+    let _: usize = redis::cmd("XDEL")
+        .arg("jsi:records")
+        .arg(&gone)
+        .query(&mut con)
+        .unwrap();
+    let (lost, _) = counts(&mut con, &lines);
+    assert!(lost >= 1_500, "only {lost} lost");
+    let _: () = redis::cmd("SAVE").query(&mut con).unwrap();
+    let base = xlen(&mut con, "jsi:records");
+    let status = admin
+        .post(
+            "/admin/restart",
+            Some(&serde_json::json!({ "cursor": first })),
+        )
+        .map(|r| r.status)
+        .unwrap();
+    let marker = replay_marker(&mut con);
+    wait_until(Duration::from_secs(60), "300 entries written back", || {
+        xlen(&mut con, "jsi:records") >= base + 300
+    });
+    redis.kill9();
+    redis.restart().expect("redis restarts from its snapshot");
+    let mut con = redis.connection().unwrap();
+    // The replay (1,000 events/s) would restore the range within ~5 s; allow 30.
+    let restored = settles(Duration::from_secs(30), || counts(&mut con, &lines).0 == 0);
+    let (missing, dups) = counts(&mut con, &lines);
+    let after = replay_marker(&mut con);
+    let stored = stored_cursor(&mut con, PREFIX);
+    drop(ingestor);
+    eprintln!(
+        "restart answered {status}, marker {marker:?} (first {first}); after the rollback: \
+         restored {restored}, marker {after:?}, stored {stored:?} (last {last}); \
+         missing {missing}, duplicated {dups} (lost before the replay: {lost})"
+    );
+    assert_eq!(status, 202);
+    assert_eq!(
+        (missing, dups),
+        (0, 0),
+        "the admin replay accepted before the rollback was abandoned by the reset"
+    );
+}

@@ -248,3 +248,82 @@ fn an_admin_replay_is_abandoned_by_a_rollback_to_a_snapshot_taken_before_it() {
         "the admin replay accepted before the rollback was abandoned by the reset"
     );
 }
+
+fn status_json(admin: &AdminClient) -> Option<serde_json::Value> {
+    admin.get("/admin/status").ok().and_then(|r| r.json())
+}
+
+/// HOLE C (`reader.rs` `Handler<RewindTo>`: `control.send_replace(Control::Run)`;
+/// `supervisor.rs` `reset` re-pauses only with `[ha]` and only if the rolled-back Redis
+/// holds `control:paused`). An operator's pause (`POST /admin/pause`, 202, state `paused`)
+/// is silently undone by the reset after a Redis rollback: the reader is rewound and set
+/// running, and the process ingests on while the operator believes it paused.
+///
+/// Recipe: one process (no HA), 20,000 events 1 ms apart served at 2,000/s; 2 s of events
+/// committed, `SAVE`; 3 s committed; `kill -9` Redis; once the writer reports a commit
+/// failure, `POST /admin/pause` (202; state `paused`); Redis restarted from the snapshot;
+/// the writer reports the rollback. Expected: still paused, the stored cursor stays at the
+/// snapshot's. Observed: state `streaming`, thousands of events committed after the pause.
+#[test]
+fn a_redis_rollback_silently_undoes_an_operators_pause() {
+    let mut redis = redis(false);
+    let lines = respace(&corpus(20_000, 5103), 1_700_000_000_000_000, 1_000);
+    let first = time_of(&lines[0]).unwrap();
+    let server = fake_with(lines.clone(), |c| c.rate = Some(2_000));
+    let mut con = redis.connection().unwrap();
+    let mut env = ingestor_env(&server.url(), &redis.url());
+    env.push((
+        "JETSTREAM_INGESTOR__JETSTREAM__INITIAL_CURSOR",
+        first.to_string(),
+    ));
+    let (env, port) = with_admin_port(env);
+    let ingestor = Ingestor::spawn(&["run"], &env);
+    let admin =
+        AdminClient::new(([127, 0, 0, 1], port).into(), None).with_timeout(Duration::from_secs(10));
+    wait_until(Duration::from_secs(60), "2 s of events committed", || {
+        stored_cursor(&mut con, PREFIX).is_some_and(|c| c >= first + 2_000_000)
+    });
+    let _: () = redis::cmd("SAVE").query(&mut con).unwrap();
+    let snapshot = stored_cursor(&mut con, PREFIX).unwrap();
+    wait_until(Duration::from_secs(60), "3 s of events committed", || {
+        stored_cursor(&mut con, PREFIX).is_some_and(|c| c >= first + 3_000_000)
+    });
+    redis.kill9();
+    wait_until(Duration::from_secs(30), "the writer sees Redis gone", || {
+        status_json(&admin).is_some_and(|s| s["consecutive_commit_failures"].as_u64() >= Some(1))
+    });
+    let status = admin.post("/admin/pause", None).map(|r| r.status).unwrap();
+    wait_until(Duration::from_secs(10), "paused", || {
+        status_json(&admin).is_some_and(|s| s["state"] == "paused")
+    });
+    redis.restart().expect("redis restarts from its snapshot");
+    let mut con = redis.connection().unwrap();
+    wait_until(Duration::from_secs(30), "the rollback detected", || {
+        status_json(&admin).is_some_and(|s| {
+            s["last_commit_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("rolled back"))
+        })
+    });
+    // Paused, nothing may be committed; give it 5 s to show otherwise.
+    let moved = settles(Duration::from_secs(5), || {
+        stored_cursor(&mut con, PREFIX).is_some_and(|c| c > snapshot + 1_000_000)
+    });
+    let state = status_json(&admin).map(|s| s["state"].clone());
+    let now = stored_cursor(&mut con, PREFIX);
+    drop(ingestor);
+    let committed_after = lines
+        .iter()
+        .filter_map(|l| time_of(l))
+        .filter(|t| *t > snapshot && now.is_some_and(|n| *t <= n))
+        .count();
+    eprintln!(
+        "pause answered {status}; snapshot cursor {snapshot}, now {now:?}, state {state:?}: \
+         {committed_after} events committed after the rollback while paused"
+    );
+    assert_eq!(status, 202);
+    assert!(
+        !moved,
+        "the rollback reset undid the pause: {committed_after} events committed, state {state:?}"
+    );
+}

@@ -327,3 +327,65 @@ fn a_redis_rollback_silently_undoes_an_operators_pause() {
         "the rollback reset undid the pause: {committed_after} events committed, state {state:?}"
     );
 }
+
+/// HOLE D (`reader.rs` `Handler<Restart>` sets `Control::Run`; `supervisor.rs`
+/// `Handler<Restart>` leaves `<prefix>control:paused` alone). With `[ha]`, `POST
+/// /admin/restart` to a paused leader makes it read again (the pause is gone locally, status
+/// `streaming`), but the fleet's pause stays stored in Redis: after the next takeover the
+/// new leader comes up paused and ingestion stops, although the last thing the operator did
+/// was restart a running pipeline. The two views of "paused" disagree: either the restart
+/// must keep the pause (docs: "nothing is read until resume") or it must clear the fleet's.
+///
+/// Recipe: a leads (admin on a known port), b stands by; 20,000 events 1 ms apart at
+/// 2,000/s; 1 s committed; `POST /admin/pause` (202, state `paused`); `POST /admin/restart`
+/// (202); a commits on; `kill -9 a`; b takes the lease. Expected: the same answer on both
+/// sides (a stays paused, or b reads on). Observed: a read ~1 s more after the restart,
+/// `control:paused` still set, b paused (cursor still after 5 s).
+#[test]
+fn a_restart_unpauses_the_leader_but_the_fleets_pause_stays_for_the_next_one() {
+    let redis = redis(false);
+    let lines = respace(&corpus(20_000, 5104), 1_700_000_000_000_000, 1_000);
+    let first = time_of(&lines[0]).unwrap();
+    let server = fake_with(lines.clone(), |c| c.rate = Some(2_000));
+    let mut con = redis.connection().unwrap();
+    let (a_env, port) = with_admin_port(ha_env(&server.url(), &redis.url(), "a", first, &[]));
+    let mut a = Ingestor::spawn(&["run"], &a_env);
+    let admin =
+        AdminClient::new(([127, 0, 0, 1], port).into(), None).with_timeout(Duration::from_secs(10));
+    wait_holder(&mut con, Duration::from_secs(30), "a");
+    let b = Ingestor::spawn(&["run"], &ha_env(&server.url(), &redis.url(), "b", first, &[]));
+    wait_until(Duration::from_secs(30), "1 s of events committed", || {
+        stored_cursor(&mut con, PREFIX).is_some_and(|c| c >= first + 1_000_000)
+    });
+    let paused = admin.post("/admin/pause", None).map(|r| r.status).unwrap();
+    wait_until(Duration::from_secs(10), "a paused", || {
+        status_json(&admin).is_some_and(|s| s["state"] == "paused")
+    });
+    let paused_at = stored_cursor(&mut con, PREFIX).unwrap();
+    let restarted = admin
+        .post("/admin/restart", Some(&serde_json::json!({})))
+        .map(|r| r.status)
+        .unwrap();
+    // Give a 5 s to show that it reads again after the restart.
+    let a_moved = settles(Duration::from_secs(5), || {
+        stored_cursor(&mut con, PREFIX).is_some_and(|c| c > paused_at + 1_000_000)
+    });
+    let a_state = status_json(&admin).map(|s| s["state"].clone());
+    let key: bool = con.exists("jsi:control:paused").unwrap();
+    a.kill9();
+    wait_holder(&mut con, Duration::from_secs(10), "b");
+    let taken_at = stored_cursor(&mut con, PREFIX).unwrap();
+    let b_moved = settles(Duration::from_secs(5), || {
+        stored_cursor(&mut con, PREFIX).is_some_and(|c| c > taken_at + 1_000_000)
+    });
+    drop(b);
+    eprintln!(
+        "pause {paused}, restart {restarted}; a after the restart: moved {a_moved}, state \
+         {a_state:?}; control:paused {key}; b after the takeover at {taken_at}: moved {b_moved}"
+    );
+    assert_eq!(
+        a_moved, b_moved,
+        "after restart of a paused leader: a reads = {a_moved}, the next leader reads = \
+         {b_moved} (control:paused still {key})"
+    );
+}

@@ -389,3 +389,64 @@ fn a_restart_unpauses_the_leader_but_the_fleets_pause_stays_for_the_next_one() {
          {b_moved} (control:paused still {key})"
     );
 }
+
+/// HOLE E (`sink/writer.rs` `load_cursors`, also `supervisor.rs` `paused_in_redis` /
+/// `store_pause`: `tokio::time::timeout(connect_timeout, resolve(connect_timeout) + …)`;
+/// `redis_target.rs` `resolve` asks the sentinels in order, each for up to the timeout).
+/// One sentinel that accepts connections but does not answer (a hung process, a host that
+/// blackholes), listed first, uses up the whole budget of every attempt: reading the stored
+/// cursor times out forever ("reading the stored cursor timed out; retrying") and the
+/// pipeline never starts, although the three other sentinels answer at once. Sentinel
+/// is there for availability; one sick sentinel takes the ingestor down.
+///
+/// Recipe: master + replica + 3 sentinels (tests/support/sentinel.rs); a TCP listener that
+/// never accepts listed first in `redis.sentinels`, the 3 real ones after it;
+/// `redis.connect_timeout = 1s`; 2,000 events. Expected: every event committed (the next
+/// sentinel names the master). Observed: nothing committed in 30 s (no cursor stored).
+#[test]
+fn one_hung_sentinel_listed_first_keeps_the_pipeline_from_ever_starting() {
+    use support::sentinel::{MASTER, Sentinels};
+    let s = Sentinels::start();
+    let lines = respace(&corpus(2_000, 5105), 1_700_000_000_000_000, 1_000);
+    let first = time_of(&lines[0]).unwrap();
+    let last = time_of(lines.last().unwrap()).unwrap();
+    let server = fake(lines.clone(), None);
+    // Accepts TCP connections (the kernel's backlog), never answers.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_url = format!("redis://{}", hung.local_addr().unwrap());
+    let mut sentinels = vec![hung_url];
+    sentinels.extend(s.urls());
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("sentinel.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[redis]\nsentinel_master = {MASTER:?}\nsentinels = {sentinels:?}\n\
+             connect_timeout = \"1s\"\nresponse_timeout = \"2s\"\n"
+        ),
+    )
+    .unwrap();
+    let mut env = ingestor_env(&server.url(), "redis://127.0.0.1:1");
+    env.push((
+        "JETSTREAM_INGESTOR__JETSTREAM__INITIAL_CURSOR",
+        first.to_string(),
+    ));
+    let conf_path = conf.to_str().unwrap().to_owned();
+    let ingestor = Ingestor::spawn(&["--config", &conf_path, "run"], &env);
+    let mut con = redis::Client::open(format!("redis://127.0.0.1:{}", s.master.port()))
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap();
+    let done = settles(Duration::from_secs(30), || {
+        stored_cursor(&mut con, PREFIX) == Some(last)
+    });
+    let stored = stored_cursor(&mut con, PREFIX);
+    drop(ingestor);
+    drop(hung);
+    eprintln!("after 30 s: stored cursor {stored:?} (last {last}), all committed: {done}");
+    assert!(
+        done,
+        "one hung sentinel (listed first of four) kept the pipeline from starting: stored \
+         cursor {stored:?}"
+    );
+}

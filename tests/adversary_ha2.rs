@@ -106,7 +106,10 @@ fn a_pause_accepted_by_a_leader_cut_off_from_redis_is_not_the_fleets() {
         admin.get("/healthz").is_ok_and(|r| r.status == 200)
     });
     wait_holder(&mut con, Duration::from_secs(30), "a");
-    let b = Ingestor::spawn(&["run"], &ha_env(&server.url(), &redis.url(), "b", first, &[]));
+    let b = Ingestor::spawn(
+        &["run"],
+        &ha_env(&server.url(), &redis.url(), "b", first, &[]),
+    );
     wait_until(Duration::from_secs(30), "2,000 events committed", || {
         stored_cursor(&mut con, PREFIX).is_some_and(|c| c >= first + 2_000_000)
     });
@@ -188,9 +191,16 @@ fn an_admin_replay_is_abandoned_by_a_rollback_to_a_snapshot_taken_before_it() {
     wait_until(Duration::from_secs(60), "every event committed", || {
         stored_cursor(&mut con, PREFIX) == Some(last)
     });
-    assert_eq!(counts(&mut con, &lines), (0, 0), "exactly once before the loss");
+    assert_eq!(
+        counts(&mut con, &lines),
+        (0, 0),
+        "exactly once before the loss"
+    );
     // Lose the jobs of events 1,000..3,000 (an earlier incident), then snapshot.
-    let (from, until) = (time_of(&lines[1_000]).unwrap(), time_of(&lines[2_999]).unwrap());
+    let (from, until) = (
+        time_of(&lines[1_000]).unwrap(),
+        time_of(&lines[2_999]).unwrap(),
+    );
     let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg("jsi:records")
         .arg("-")
@@ -289,9 +299,14 @@ fn a_redis_rollback_silently_undoes_an_operators_pause() {
         stored_cursor(&mut con, PREFIX).is_some_and(|c| c >= first + 3_000_000)
     });
     redis.kill9();
-    wait_until(Duration::from_secs(30), "the writer sees Redis gone", || {
-        status_json(&admin).is_some_and(|s| s["consecutive_commit_failures"].as_u64() >= Some(1))
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the writer sees Redis gone",
+        || {
+            status_json(&admin)
+                .is_some_and(|s| s["consecutive_commit_failures"].as_u64() >= Some(1))
+        },
+    );
     let status = admin.post("/admin/pause", None).map(|r| r.status).unwrap();
     wait_until(Duration::from_secs(10), "paused", || {
         status_json(&admin).is_some_and(|s| s["state"] == "paused")
@@ -353,7 +368,10 @@ fn a_restart_unpauses_the_leader_but_the_fleets_pause_stays_for_the_next_one() {
     let admin =
         AdminClient::new(([127, 0, 0, 1], port).into(), None).with_timeout(Duration::from_secs(10));
     wait_holder(&mut con, Duration::from_secs(30), "a");
-    let b = Ingestor::spawn(&["run"], &ha_env(&server.url(), &redis.url(), "b", first, &[]));
+    let b = Ingestor::spawn(
+        &["run"],
+        &ha_env(&server.url(), &redis.url(), "b", first, &[]),
+    );
     wait_until(Duration::from_secs(30), "1 s of events committed", || {
         stored_cursor(&mut con, PREFIX).is_some_and(|c| c >= first + 1_000_000)
     });

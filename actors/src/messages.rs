@@ -120,6 +120,8 @@ pub enum Refused {
         "the pipeline is being reset (taking the writer lease over, or after a Redis rollback); try again in a moment"
     )]
     Resetting,
+    #[error("the fleet's pause could not be stored in Redis ({0}); nothing was changed")]
+    NotStored(String),
 }
 
 /// Tear the session down and dial again, from `from_cursor` or the committed cursor.
@@ -197,6 +199,9 @@ pub struct ReaderStatus {
     /// start, a `Restart { from_cursor }`, a rollback): a replay's progress. Dials resume
     /// from it.
     pub line_cursor: Option<u64>,
+    /// The line is a replay behind the stored cursor (`Restart { from_cursor }` into the
+    /// past, or one resumed at start) that has not caught up yet.
+    pub replaying: bool,
     /// Frame bytes in flight between the socket and Redis, and the most seen at once: never
     /// above `jetstream.max_in_flight_bytes`.
     pub in_flight_bytes: u64,

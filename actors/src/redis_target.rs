@@ -191,8 +191,8 @@ impl RedisTarget {
     }
 
     /// A client for where Redis is now: without Sentinel, [`RedisTarget::client`]; with it,
-    /// the sentinels are asked in turn (`SENTINEL GET-MASTER-ADDR-BY-NAME`, each within
-    /// `timeout`) and the client goes to the master the first one names, with the URL's
+    /// the sentinels are asked at once (`SENTINEL GET-MASTER-ADDR-BY-NAME`, each within
+    /// `timeout`) and the client goes to the master the first answer names, with the URL's
     /// scheme, credentials, database and TLS files. Called again after a failure, it follows
     /// a failover.
     pub async fn resolve(
@@ -204,9 +204,8 @@ impl RedisTarget {
             Some(Discovery::Cluster(c)) => return self.slot_owner(c, timeout).await,
             Some(Discovery::Sentinel(s)) => s,
         };
-        let mut reasons = Vec::new();
-        for url in &spec.sentinels {
-            let ask = async {
+        let asks = spec.sentinels.iter().map(|url| {
+            let ask = async move {
                 let client = RedisTarget::from_url(url.clone())
                     .client()
                     .map_err(|e| e.to_string())?;
@@ -221,27 +220,15 @@ impl RedisTarget {
                     .await
                     .map_err(|e| e.to_string())
             };
-            let answer = match tokio::time::timeout(timeout, ask).await {
-                Ok(Ok(Some(addr))) => addr,
-                Ok(Ok(None)) => {
-                    reasons.push(format!("{}: does not know it", redact(url)));
-                    continue;
-                }
-                Ok(Err(e)) => {
-                    reasons.push(format!("{}: {e}", redact(url)));
-                    continue;
-                }
-                Err(_) => {
-                    reasons.push(format!("{}: no answer within {timeout:?}", redact(url)));
-                    continue;
-                }
-            };
-            return self.client_at(Some(answer));
+            (redact(url), ask)
+        });
+        match first_answer(asks, timeout).await {
+            Ok(addr) => self.client_at(Some(addr)),
+            Err(reasons) => Err(TargetError::NoMaster {
+                master: spec.master.clone(),
+                reasons: reasons.join("; "),
+            }),
         }
-        Err(TargetError::NoMaster {
-            master: spec.master.clone(),
-            reasons: reasons.join("; "),
-        })
     }
 
     /// Asks the URL's node, then the seeds, which master serves the slot of the prefix
@@ -255,36 +242,37 @@ impl RedisTarget {
         for seed in &spec.seeds {
             seeds.push(Some(parse_seed(seed)?));
         }
-        let mut reasons = Vec::new();
+        let mut asks = Vec::with_capacity(seeds.len());
         for seed in seeds {
             let name = seed
                 .as_ref()
                 .map_or_else(|| self.redacted_url(), |(h, p)| format!("{h}:{p}"));
             let client = self.client_at(seed)?;
-            let ask = async {
-                let mut con = client.get_multiplexed_async_connection().await?;
-                let slot: i64 = redis::cmd("CLUSTER")
-                    .arg("KEYSLOT")
-                    .arg(&spec.slot_key)
-                    .query_async(&mut con)
-                    .await?;
-                let slots: redis::Value = redis::cmd("CLUSTER")
-                    .arg("SLOTS")
-                    .query_async(&mut con)
-                    .await?;
-                Ok::<_, redis::RedisError>(owner_of(slot, &slots))
+            let ask = async move {
+                let read = async {
+                    let mut con = client.get_multiplexed_async_connection().await?;
+                    let slot: i64 = redis::cmd("CLUSTER")
+                        .arg("KEYSLOT")
+                        .arg(&spec.slot_key)
+                        .query_async(&mut con)
+                        .await?;
+                    let slots: redis::Value = redis::cmd("CLUSTER")
+                        .arg("SLOTS")
+                        .query_async(&mut con)
+                        .await?;
+                    Ok::<_, redis::RedisError>(owner_of(slot, &slots))
+                };
+                read.await.map_err(|e| describe(&e))
             };
-            match tokio::time::timeout(timeout, ask).await {
-                Ok(Ok(Some(owner))) => return self.client_at(Some(owner)),
-                Ok(Ok(None)) => reasons.push(format!("{name}: no master for the slot")),
-                Ok(Err(e)) => reasons.push(format!("{name}: {}", describe(&e))),
-                Err(_) => reasons.push(format!("{name}: no answer within {timeout:?}")),
-            }
+            asks.push((name, ask));
         }
-        Err(TargetError::NoSlotOwner {
-            slot_key: spec.slot_key.clone(),
-            reasons: reasons.join("; "),
-        })
+        match first_answer(asks, timeout).await {
+            Ok(owner) => self.client_at(Some(owner)),
+            Err(reasons) => Err(TargetError::NoSlotOwner {
+                slot_key: spec.slot_key.clone(),
+                reasons: reasons.join("; "),
+            }),
+        }
     }
 
     /// A URL alone (`rediss://` then trusts the system's roots).
@@ -724,6 +712,38 @@ mod tests {
             redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert_eq!(refusal(&down), None);
     }
+}
+
+/// Asks every place at once, each within `timeout`: the first that knows answers (a hung
+/// sentinel or node listed first costs nothing while another answers). `Err` lists why
+/// each one did not.
+async fn first_answer<T, F>(
+    asks: impl IntoIterator<Item = (String, F)>,
+    timeout: std::time::Duration,
+) -> Result<T, Vec<String>>
+where
+    F: std::future::Future<Output = Result<Option<T>, String>>,
+{
+    use futures_util::stream::{FuturesUnordered, StreamExt as _};
+    let mut pending: FuturesUnordered<_> = asks
+        .into_iter()
+        .map(|(name, ask)| async move {
+            match tokio::time::timeout(timeout, ask).await {
+                Ok(Ok(Some(v))) => Ok(v),
+                Ok(Ok(None)) => Err(format!("{name}: does not know it")),
+                Ok(Err(e)) => Err(format!("{name}: {e}")),
+                Err(_) => Err(format!("{name}: no answer within {timeout:?}")),
+            }
+        })
+        .collect();
+    let mut reasons = Vec::new();
+    while let Some(answer) = pending.next().await {
+        match answer {
+            Ok(v) => return Ok(v),
+            Err(why) => reasons.push(why),
+        }
+    }
+    Err(reasons)
 }
 
 /// The `{tag}` of a key as Redis Cluster reads it: the first `{`, then up to the next `}`,

@@ -108,6 +108,8 @@ pub struct Supervisor {
     lease: Option<Addr<LeaseKeeper>>,
     /// `[ha]`: the fencing token of the lease while this instance holds it.
     fence: Option<u64>,
+    /// Where the latest `Restart { from_cursor }` asked to replay from (see `reset`).
+    replay_from: Option<u64>,
 }
 
 impl Supervisor {
@@ -294,6 +296,7 @@ impl Supervisor {
             resetting: 0,
             lease,
             fence: None,
+            replay_from: None,
         });
         Ok(sup_addr)
     }
@@ -393,9 +396,10 @@ impl Supervisor {
         let ha = self.lease.is_some();
         let streams = self.streams.clone();
         let margin = self.reindex_margin_us;
+        let replay_from = self.replay_from;
         let reset = async move {
             let _ = reader.send(Quiesce).await;
-            let (stored_cursor, replay_cursor, chain) = match stored {
+            let (stored_cursor, mut replay_cursor, chain) = match stored {
                 Some((cursor, replay)) => (cursor, replay, None),
                 None => match load_cursors(&cfg).await {
                     Ok(held) => (held.cursor, held.replay, Some(held.chain)),
@@ -405,6 +409,19 @@ impl Supervisor {
                     }
                 },
             };
+            // A replay this process was asked for and has not finished survives a Redis
+            // that lost its marker (a snapshot from before it, a replica promoted without
+            // it): it starts again from where it was asked to, writing only what is missing.
+            if let Some(from) = replay_from
+                && reader
+                    .send(GetReaderStatus)
+                    .await
+                    .is_ok_and(|s| s.replaying)
+                && replay_cursor.is_none_or(|r| r > from)
+            {
+                warn!(replay_from = from, replay_cursor_in_redis = ?replay_cursor, "the replay under way is not (or not as far back) in Redis any more: it starts again from where it was asked to");
+                replay_cursor = Some(from);
+            }
             if let (Some(replay), Some(stored)) = (replay_cursor, stored_cursor)
                 && replay < stored
                 && prepare_replay(&cfg, &streams, replay, margin, fence)
@@ -517,7 +534,7 @@ async fn paused_in_redis(cfg: &WriterConfig) -> bool {
             .query_async::<i64>(&mut con)
             .await
     };
-    match tokio::time::timeout(cfg.connect_timeout, read).await {
+    match tokio::time::timeout(cfg.connect_timeout.saturating_mul(2), read).await {
         Ok(Ok(n)) => n > 0,
         Ok(Err(e)) => {
             warn!(error = %crate::redis_target::describe(&e), "cannot read whether the fleet is paused; reading");
@@ -530,30 +547,47 @@ async fn paused_in_redis(cfg: &WriterConfig) -> bool {
     }
 }
 
-/// Sets (`true`) or clears the fleet's pause; failures are logged (the local pause holds).
-async fn store_pause(cfg: &WriterConfig, paused: bool) {
+/// Sets (`true`) or clears the fleet's pause, only while `fence` is still the lease's token
+/// (an instance that lost the lease changes nothing). `Err` says why it is not stored: the
+/// command is then refused, not half done.
+async fn store_pause(cfg: &WriterConfig, paused: bool, fence: Option<u64>) -> Result<(), Refused> {
+    let keys = crate::sink::commit::Keys::new(&cfg.key_prefix);
     let write = async {
         let client = cfg.target().resolve(cfg.connect_timeout).await?;
         let mut con = client.get_multiplexed_async_connection().await?;
-        let cmd = if paused {
-            let mut c = redis::cmd("SET");
-            c.arg(paused_key(cfg)).arg("1");
-            c
-        } else {
-            let mut c = redis::cmd("DEL");
-            c.arg(paused_key(cfg));
-            c
-        };
-        cmd.query_async::<()>(&mut con).await
+        redis::Script::new(STORE_PAUSE_SCRIPT)
+            .key(paused_key(cfg))
+            .key(&keys.fence)
+            .arg(if paused { "1" } else { "0" })
+            .arg(fence.map_or_else(String::new, |f| f.to_string()))
+            .invoke_async::<i64>(&mut con)
+            .await
     };
-    match tokio::time::timeout(cfg.connect_timeout, write).await {
-        Ok(Ok(())) => {}
+    match tokio::time::timeout(cfg.connect_timeout.saturating_mul(2), write).await {
+        Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => {
-            warn!(error = %crate::redis_target::describe(&e), "cannot store the fleet's pause in redis")
+            let why = crate::redis_target::describe(&e);
+            warn!(error = %why, "cannot store the fleet's pause in redis; the command is refused");
+            Err(Refused::NotStored(why))
         }
-        Err(_) => warn!("storing the fleet's pause in redis timed out"),
+        Err(_) => {
+            warn!("storing the fleet's pause in redis timed out; the command is refused");
+            Err(Refused::NotStored(
+                "redis did not answer in time".to_owned(),
+            ))
+        }
     }
 }
+
+/// KEYS: 1 the pause key, 2 the fencing counter. ARGV: 1 `1` pause / `0` resume, 2 the
+/// token ("" = unchecked).
+const STORE_PAUSE_SCRIPT: &str = r#"
+if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then
+  return redis.error_reply('FENCED this instance no longer holds the writer lease')
+end
+if ARGV[1] == '1' then redis.call('SET', KEYS[1], '1') else redis.call('DEL', KEYS[1]) end
+return 1
+"#;
 
 impl Handler<Fatal> for Supervisor {
     type Result = ();
@@ -651,6 +685,7 @@ impl Handler<Restart> for Supervisor {
         let streams = self.streams.clone();
         let margin = self.reindex_margin_us;
         let fence = self.fence;
+        self.replay_from = Some(from);
         Box::pin(async move {
             let _ = reader.send(Quiesce).await;
             prepare_replay(&cfg, &streams, from, margin, fence).await?;
@@ -669,9 +704,10 @@ impl Handler<Pause> for Supervisor {
         }
         let reader = self.reader.clone();
         let store = self.lease.is_some().then(|| self.writer_cfg.clone());
+        let fence = self.fence;
         Box::pin(async move {
             if let Some(cfg) = store {
-                store_pause(&cfg, true).await;
+                store_pause(&cfg, true, fence).await?;
             }
             reader.send(msg).await.unwrap_or(Ok(()))
         })
@@ -701,9 +737,10 @@ impl Handler<Resume> for Supervisor {
         }
         let reader = self.reader.clone();
         let store = self.lease.is_some().then(|| self.writer_cfg.clone());
+        let fence = self.fence;
         Box::pin(async move {
             if let Some(cfg) = store {
-                store_pause(&cfg, false).await;
+                store_pause(&cfg, false, fence).await?;
             }
             reader.send(msg).await.unwrap_or(Ok(()))
         })

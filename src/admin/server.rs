@@ -266,9 +266,10 @@ impl ApiError {
             ApiError::BadRequest(m) => error(400, m),
             ApiError::NotStarted => error(503, "pipeline not started yet (waiting for Redis)"),
             ApiError::Unavailable => error(503, "supervisor did not answer"),
-            ApiError::Refused(r @ actors::messages::Refused::Resetting) => {
-                error(503, &r.to_string())
-            }
+            ApiError::Refused(
+                r
+                @ (actors::messages::Refused::Resetting | actors::messages::Refused::NotStored(_)),
+            ) => error(503, &r.to_string()),
             ApiError::Refused(r) => error(409, &r.to_string()),
         }
     }

@@ -43,6 +43,10 @@ pub struct JetstreamReader {
     /// Batches on their way downstream, with their credits.
     outbox: Rc<Outbox>,
     control: watch::Sender<Control>,
+    /// The operator paused reading (`Pause`, until `Resume`): a restart or a rollback's
+    /// rewind dials anew but stays paused. (`Quiesce` and a standby's start pause too, but
+    /// not for the operator.)
+    held: bool,
 }
 
 impl JetstreamReader {
@@ -65,6 +69,7 @@ impl JetstreamReader {
             shared,
             outbox,
             control,
+            held: false,
         }
     }
 }
@@ -112,6 +117,17 @@ impl JetstreamReader {
         self.shared
             .update_cursors(|k| k.origin = k.origin.or(Some(launched)));
         self
+    }
+}
+
+impl JetstreamReader {
+    /// How a restarted actor starts: paused if the operator paused it.
+    fn after_restart(&self) -> Control {
+        if self.held {
+            Control::Pause
+        } else {
+            Control::Run
+        }
     }
 }
 
@@ -170,6 +186,12 @@ impl Handler<GetReaderStatus> for JetstreamReader {
         MessageResult(ReaderStatus {
             stalled_secs,
             line_cursor: cursors.line,
+            replaying: cursors.line_replay
+                && match (cursors.line, cursors.committed) {
+                    (Some(line), Some(newest)) => line < newest,
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                },
             in_flight_bytes: self.outbox.in_flight_bytes(),
             peak_in_flight_bytes: self.outbox.peak_in_flight_bytes(),
             state: *self.shared.state.borrow(),
@@ -204,7 +226,7 @@ impl Handler<Restart> for JetstreamReader {
         // The session closes cleanly first (close handshake), then the actor restarts.
         let paused = self.stop_reading();
         ctx.spawn(paused.into_actor(self).map(|(), act, ctx| {
-            act.control.send_replace(Control::Run);
+            act.control.send_replace(act.after_restart());
             ctx.stop();
         }));
         Ok(self.shared.next_session.get())
@@ -224,7 +246,7 @@ impl Handler<RewindTo> for JetstreamReader {
             .shared
             .update_cursors(|k| k.rewind_to(msg.stored_cursor, msg.replay_cursor, next, endpoints));
         warn!(stored_cursor = ?msg.stored_cursor, replay_cursor = ?replay, origin = ?self.shared.cursors().origin, "reader rewinds to what Redis holds after a rollback");
-        self.control.send_replace(Control::Run);
+        self.control.send_replace(self.after_restart());
         ctx.stop();
     }
 }
@@ -233,6 +255,7 @@ impl Handler<Pause> for JetstreamReader {
     type Result = Result<(), Refused>;
     fn handle(&mut self, _: Pause, _ctx: &mut Self::Context) -> Result<(), Refused> {
         info!("pause requested");
+        self.held = true;
         self.control.send_replace(Control::Pause);
         Ok(())
     }
@@ -242,6 +265,7 @@ impl Handler<Resume> for JetstreamReader {
     type Result = Result<(), Refused>;
     fn handle(&mut self, _: Resume, _ctx: &mut Self::Context) -> Result<(), Refused> {
         info!("resume requested");
+        self.held = false;
         self.control.send_replace(Control::Run);
         Ok(())
     }

@@ -1009,7 +1009,7 @@ pub async fn load_cursors(cfg: &WriterConfig) -> Result<Stored, String> {
                 .query_async::<(Option<String>, Option<String>, Option<String>)>(&mut c)
                 .await
         };
-        match tokio::time::timeout(cfg.connect_timeout, attempt).await {
+        match tokio::time::timeout(cfg.connect_timeout.saturating_mul(2), attempt).await {
             Ok(Ok((cursor, replay, chain))) => {
                 return Ok(Stored {
                     cursor: parse(&keys.cursor, cursor)?,

@@ -331,22 +331,9 @@ async fn prepare_replay(
             // Recorded first: a crash during the rebuild leaves a marker, and the next start
             // rebuilds again.
             let marked = crate::sink::reindex::mark_replay(&mut con, &keys, from_us, fence).await?;
-            let recorded: Option<u64> = redis::cmd("GET")
-                .arg(&keys.replay)
-                .query_async(&mut con)
-                .await?;
-            // Only a replay behind the stored cursor clears what the index holds after its
-            // start (a restart into the future has nothing to repair).
-            let clear = recorded.is_some_and(|r| r <= from_us);
-            let done = crate::sink::reindex::reindex(
-                &mut con,
-                &keys.dedupe,
-                &full,
-                from_us,
-                margin_us,
-                clear,
-            )
-            .await?;
+            let done =
+                crate::sink::reindex::reindex(&mut con, &keys.dedupe, &full, from_us, margin_us)
+                    .await?;
             Ok::<_, redis::RedisError>((done, marked))
         };
         match attempt.await {
@@ -355,7 +342,6 @@ async fn prepare_replay(
                     from_us,
                     entries_read = done.entries_read,
                     identities_added = done.identities_added,
-                    identities_cleared = done.identities_cleared,
                     replay_recorded = marked,
                     "dedupe index rebuilt from the streams for the replay"
                 );

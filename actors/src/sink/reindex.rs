@@ -32,35 +32,23 @@ pub const PAGE: usize = 500;
 pub struct Reindexed {
     pub entries_read: u64,
     pub identities_added: u64,
-    /// Identities at or after `from_us` the index held before the rebuild.
-    pub identities_cleared: u64,
 }
 
-/// Makes the index at and after `from_us` say what the streams hold: with `clear`, first
-/// removes every identity scored at or after it (an entry deleted from a stream, XDEL or a
-/// lost write, is then written again by the replay instead of being taken for committed),
-/// then adds the identity of every entry of `streams` whose event time is at or after
-/// `from_us`, reading each stream back to entries inserted `margin_us` before it. Run with
-/// nothing in flight (the reader stopped, its batches committed), after the replay is
-/// recorded (`mark_replay`): a crash in between leaves a marker whose next start rebuilds
-/// again.
+/// Adds to `dedupe` the identity of every entry of `streams` whose event time is at or
+/// after `from_us`, reading each stream back to entries inserted `margin_us` before it.
+///
+/// Only adds: an identity the index still holds (the last `redis.dedupe_window`) counts as
+/// committed even when its entry is gone from its stream. That entry was trimmed by
+/// retention (consumed: writing it again would hand it to consumers twice) or deleted by
+/// hand; a replay restores what is older than the window.
 pub async fn reindex(
     con: &mut MultiplexedConnection,
     dedupe: &str,
     streams: &[String],
     from_us: u64,
     margin_us: u64,
-    clear: bool,
 ) -> redis::RedisResult<Reindexed> {
     let mut done = Reindexed::default();
-    if clear {
-        done.identities_cleared = redis::cmd("ZREMRANGEBYSCORE")
-            .arg(dedupe)
-            .arg(from_us)
-            .arg("+inf")
-            .query_async(con)
-            .await?;
-    }
     let stop_ms = from_us.saturating_sub(margin_us) / 1000;
     for key in streams {
         let mut end = "+".to_owned();

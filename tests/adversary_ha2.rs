@@ -185,6 +185,16 @@ fn an_admin_replay_survives_a_rollback_to_a_snapshot_taken_before_it() {
         "JETSTREAM_INGESTOR__JETSTREAM__INITIAL_CURSOR",
         first.to_string(),
     ));
+    // The lost jobs must be older than the dedupe window (what the index still holds counts
+    // as committed): a 2 s window over 6 s of events, the loss at 1–3 s.
+    env.extend([
+        ("JETSTREAM_INGESTOR__REDIS__DEDUPE_WINDOW", "2s".to_owned()),
+        ("JETSTREAM_INGESTOR__JETSTREAM__REWIND", "500ms".to_owned()),
+        (
+            "JETSTREAM_INGESTOR__JETSTREAM__FAILOVER_REWIND",
+            "1s".to_owned(),
+        ),
+    ]);
     let (env, port) = with_admin_port(env);
     let ingestor = Ingestor::spawn(&["run"], &env);
     let admin =

@@ -1,6 +1,6 @@
 //! A Redis Sentinel deployment on loopback for the tests: a master, one replica and three
-//! sentinels (quorum 2, a master unreachable for 1 s is down), each a real process on a free
-//! port, killed on drop.
+//! sentinels (quorum 2, a master unreachable for 3 s is down: with 1 s, a loaded machine made
+//! the sentinels fail back), each a real process on a free port, killed on drop.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -38,8 +38,8 @@ impl Sentinels {
                 format!(
                     "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel-{i}.log\n\
                      sentinel monitor {MASTER} 127.0.0.1 {m} 2\n\
-                     sentinel down-after-milliseconds {MASTER} 1000\n\
-                     sentinel failover-timeout {MASTER} 3000\n\
+                     sentinel down-after-milliseconds {MASTER} 3000\n\
+                     sentinel failover-timeout {MASTER} 6000\n\
                      sentinel parallel-syncs {MASTER} 1\n",
                     dir = dir.path().display(),
                     m = master.port()

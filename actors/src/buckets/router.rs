@@ -40,6 +40,9 @@ pub struct BucketRouter {
     first: bool,
     /// Per shard, per bucket: members; per shard: tracked DIDs.
     shard_members: Vec<Vec<u64>>,
+    /// The batch the counts above come from: batches' results may come back out of order
+    /// (each is a join over every shard), and an older one must not overwrite newer counts.
+    counts_seq: u64,
     shard_tracked: Vec<usize>,
     status: BucketStatus,
     /// Told when this room cannot go on (the supervisor decides).
@@ -127,6 +130,7 @@ impl BucketRouter {
                 .collect(),
             intake,
             shard_members: vec![vec![0; buckets.len()]; n],
+            counts_seq: 0,
             shard_tracked: vec![0; n],
             buckets,
             shards,
@@ -231,13 +235,19 @@ impl Handler<PushBatch> for BucketRouter {
         ctx.spawn(work.into_actor(self).map(move |results, act, ctx| {
             let mut transitions = Vec::new();
             let mut ops = lead_ops;
+            let newest = seq >= act.counts_seq;
+            if newest {
+                act.counts_seq = seq;
+            }
             for (i, r) in results.into_iter().enumerate() {
                 match r {
                     Ok(Ok(out)) => {
                         transitions.extend(out.transitions);
                         ops.extend(out.ops);
-                        act.shard_members[i] = out.members;
-                        act.shard_tracked[i] = out.tracked_dids;
+                        if newest {
+                            act.shard_members[i] = out.members;
+                            act.shard_tracked[i] = out.tracked_dids;
+                        }
                     }
                     Ok(Err(e)) => {
                         act.fatal(format!("bucket evaluation failed at batch {seq} (a batch is never committed without its transitions): {e}"));

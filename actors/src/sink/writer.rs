@@ -17,7 +17,7 @@
 //! full-jitter backoff, forever; nothing is skipped. Meanwhile credits stay held, the reader's
 //! window fills and reading stops: nothing is dropped and nothing queues without bound.
 //!
-//! Tests only (cargo feature `failpoints`, see [`failpoint`]): the process can be made to
+//! Tests only (cargo feature `failpoints`, see `failpoint.rs`): the process can be made to
 //! abort at a named commit boundary, to prove the rules above against real crashes.
 
 use std::collections::{HashSet, VecDeque};
@@ -32,6 +32,8 @@ use tracing::{error, info, warn};
 
 use super::commit::{CommitLimits, Encoded, Keys, encode};
 use super::config::WriterConfig;
+use super::cursors::Stored;
+use super::failpoint;
 use super::overlap::OverlapNotice;
 use crate::backoff::Backoff;
 use crate::messages::{
@@ -968,165 +970,6 @@ async fn confirm_replicas(
 }
 
 pub use crate::redis_target::redact;
-
-/// What Redis holds at start: the stored cursor, the progress of an unfinished replay behind
-/// it (`cursor:replay`) and the commit chain's token.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stored {
-    pub cursor: Option<u64>,
-    pub replay: Option<u64>,
-    /// The writer's first commit expects exactly this token: Redis rolling back between the
-    /// start and that commit is a rollback like any other.
-    pub chain: Option<String>,
-}
-
-/// Reads [`Stored`], waiting (with backoff) until Redis answers. `Err` names a key that does
-/// not hold a cursor.
-pub async fn load_cursors(cfg: &WriterConfig) -> Result<Stored, String> {
-    let target = cfg.target();
-    target.client().map_err(|e| e.to_string())?;
-    let keys = Keys::new(&cfg.key_prefix);
-    let mut backoff = Backoff::new(cfg.retry_min, cfg.retry_max);
-    let url = redact(&cfg.url);
-    let parse = |key: &str, v: Option<String>| -> Result<Option<u64>, String> {
-        v.map(|v| {
-            v.trim().parse::<u64>().map_err(|_| {
-                format!(
-                    "{key} holds {v:?}, which is not a cursor (unix microseconds); fix or delete it"
-                )
-            })
-        })
-        .transpose()
-    };
-    loop {
-        let attempt = async {
-            let client = target.resolve(cfg.connect_timeout).await?;
-            let mut c = client.get_multiplexed_async_connection().await?;
-            redis::cmd("MGET")
-                .arg(&keys.cursor)
-                .arg(&keys.replay)
-                .arg(&keys.chain)
-                .query_async::<(Option<String>, Option<String>, Option<String>)>(&mut c)
-                .await
-        };
-        match tokio::time::timeout(cfg.connect_timeout, attempt).await {
-            Ok(Ok((cursor, replay, chain))) => {
-                return Ok(Stored {
-                    cursor: parse(&keys.cursor, cursor)?,
-                    replay: parse(&keys.replay, replay)?,
-                    chain,
-                });
-            }
-            Ok(Err(e)) => {
-                // Waiting does not mend a refused certificate, password or ACL right.
-                if let Some(why) = crate::redis_target::refusal(&e) {
-                    metrics::counter!("jetstream_ingestor_redis_refusals_total").increment(1);
-                    return Err(format!("cannot read it from redis at {url}: {why}"));
-                }
-                warn!(error = %e, url = %url, "cannot read the stored cursor; retrying")
-            }
-            Err(_) => warn!(url = %url, "reading the stored cursor timed out; retrying"),
-        }
-        metrics::counter!("jetstream_ingestor_redis_connect_failures_total").increment(1);
-        tokio::time::sleep(backoff.next_delay()).await;
-    }
-}
-
-/// Test-only crash points, compiled in with the cargo feature `failpoints` (the binary that
-/// `cargo test` builds; never a release build) and empty functions without it.
-///
-/// `JETSTREAM_INGESTOR_FAILPOINT` arms one point; the process then calls
-/// `std::process::abort()` (no unwinding, no flushing: as abrupt as kill -9) when it reaches
-/// that point for the N-th time (N from 1):
-/// - `before_commit:N`: the N-th commit attempt is about to be sent (earlier ones may still
-///   be in flight, so Redis may or may not have applied them);
-/// - `after_commit_before_ack:N`: Redis acknowledged the N-th commit, the reader has not
-///   heard of it (its cursor and credit are not updated);
-/// - `during_drain[:N]`: the N-th commit acknowledged after SIGTERM, while the shutdown
-///   drain commits what is in flight.
-///
-/// Read from the environment here rather than in settings: it is not a setting, and builds
-/// without the feature do not know it. An unknown value aborts at start, loudly.
-#[cfg(feature = "failpoints")]
-mod failpoint {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Point {
-        BeforeCommit,
-        AfterCommitBeforeAck,
-        DuringDrain,
-    }
-
-    static ARMED: OnceLock<Option<(Point, u64)>> = OnceLock::new();
-    static HITS: AtomicU64 = AtomicU64::new(0);
-    /// SIGTERM seen: the drain has begun.
-    static DRAINING: AtomicBool = AtomicBool::new(false);
-
-    fn armed() -> Option<(Point, u64)> {
-        *ARMED.get_or_init(|| {
-            let value = std::env::var("JETSTREAM_INGESTOR_FAILPOINT").ok()?;
-            let (name, n) = value.split_once(':').unwrap_or((value.as_str(), "1"));
-            let point = match name {
-                "before_commit" => Some(Point::BeforeCommit),
-                "after_commit_before_ack" => Some(Point::AfterCommitBeforeAck),
-                "during_drain" => Some(Point::DuringDrain),
-                _ => None,
-            };
-            match (point, n.parse::<u64>()) {
-                (Some(p), Ok(n)) if n > 0 => Some((p, n)),
-                _ => {
-                    eprintln!("invalid JETSTREAM_INGESTOR_FAILPOINT {value:?}; aborting");
-                    std::process::abort();
-                }
-            }
-        })
-    }
-
-    /// Reached `point`: aborts if it is the armed one, for the N-th time.
-    pub fn hit(point: Point) {
-        let Some((armed, n)) = armed() else {
-            return;
-        };
-        if armed != point || (point == Point::DuringDrain && !DRAINING.load(Ordering::SeqCst)) {
-            return;
-        }
-        if HITS.fetch_add(1, Ordering::SeqCst) + 1 == n {
-            eprintln!("failpoint {point:?}:{n} reached; aborting");
-            std::process::abort();
-        }
-    }
-
-    /// With `during_drain` armed: notes the SIGTERM that starts the drain.
-    pub fn watch_drain() {
-        #[cfg(unix)]
-        if matches!(armed(), Some((Point::DuringDrain, _))) {
-            actix::spawn(async {
-                use tokio::signal::unix::{SignalKind, signal};
-                if let Ok(mut term) = signal(SignalKind::terminate()) {
-                    term.recv().await;
-                    DRAINING.store(true, Ordering::SeqCst);
-                }
-            });
-        }
-    }
-}
-
-#[cfg(not(feature = "failpoints"))]
-mod failpoint {
-    pub enum Point {
-        BeforeCommit,
-        AfterCommitBeforeAck,
-        DuringDrain,
-    }
-
-    #[inline(always)]
-    pub fn hit(_: Point) {}
-
-    #[inline(always)]
-    pub fn watch_drain() {}
-}
 
 #[cfg(test)]
 mod tests {

@@ -27,8 +27,8 @@ use crate::messages::{
     ResumeWriting, RewindTo, RolledBack, StandBy, Status, StepDown, UpdateFilters,
 };
 use crate::sink::config::ConsumerGroup;
+use crate::sink::cursors::{Stored, load_cursors};
 use crate::sink::retention::{RetentionKeeper, ensure_groups};
-use crate::sink::writer::{Stored, load_cursors};
 use crate::sink::{RedisWriter, WriterConfig};
 use crate::verifier::VerifierConfig;
 use crate::verifier::pool::{Setup, VerifierPool};

@@ -16,48 +16,16 @@
 mod support;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jetstream_ingestor::admin::client::AdminClient;
 use jetstream_ingestor::local_redis::free_port;
 use redis::Commands;
 use support::fault_proxy::FaultProxy;
-use support::ha::{ha_env, lease_holder as holder};
+use support::ha::{counts, ha_env, lease_holder as holder, replay_marker, settles, wait_holder};
 use support::*;
 
 const PREFIX: &str = "jsi:";
-
-fn wait_holder(con: &mut redis::Connection, limit: Duration, owner: &str) {
-    wait_until(limit, &format!("{owner} to hold the lease"), || {
-        holder(con).as_deref() == Some(owner)
-    });
-}
-
-/// Polls `f` every 20 ms for up to `limit`; returns whether it became true (the caller then
-/// asserts exact numbers instead of a bare timeout).
-fn settles(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if f() {
-            return true;
-        }
-        if start.elapsed() >= limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// (missing, duplicated) identity counts of `source` in the job streams.
-fn counts(con: &mut redis::Connection, source: &[String]) -> (usize, usize) {
-    let (missing, dups) = compare(con, PREFIX, source);
-    (missing.len(), dups.len())
-}
-
-fn replay_marker(con: &mut redis::Connection) -> Option<u64> {
-    let v: Option<String> = con.get("jsi:cursor:replay").unwrap();
-    v.map(|s| s.parse().unwrap())
-}
 
 /// Entries of a stream as field maps, with their ids.
 fn entries_with_ids(

@@ -10,37 +10,16 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jetstream_ingestor::admin::client::AdminClient;
 use jetstream_ingestor::local_redis::free_port;
 use redis::Commands;
 use support::fault_proxy::FaultProxy;
+use support::ha::{counts, ha_env, replay_marker, settles, wait_holder};
 use support::*;
 
 const PREFIX: &str = "jsi:";
-
-fn ha_env(
-    server: &str,
-    redis_url: &str,
-    owner: &str,
-    first: u64,
-    extra: &[(&'static str, String)],
-) -> Vec<(&'static str, String)> {
-    let mut env = ingestor_env(server, redis_url);
-    env.extend([
-        ("JETSTREAM_INGESTOR__HA__ENABLED", "true".to_owned()),
-        ("JETSTREAM_INGESTOR__HA__OWNER", owner.to_owned()),
-        ("JETSTREAM_INGESTOR__HA__LEASE_TTL", "1s".to_owned()),
-        ("JETSTREAM_INGESTOR__HA__RENEW_INTERVAL", "200ms".to_owned()),
-        (
-            "JETSTREAM_INGESTOR__JETSTREAM__INITIAL_CURSOR",
-            first.to_string(),
-        ),
-    ]);
-    env.extend(extra.iter().cloned());
-    env
-}
 
 /// `env` with the admin API on a known port; the port.
 fn with_admin_port(mut env: Vec<(&'static str, String)>) -> (Vec<(&'static str, String)>, u16) {
@@ -51,31 +30,6 @@ fn with_admin_port(mut env: Vec<(&'static str, String)>) -> (Vec<(&'static str, 
         format!("127.0.0.1:{port}"),
     ));
     (env, port)
-}
-
-fn holder(con: &mut redis::Connection) -> Option<String> {
-    let v: Option<String> = con.get("jsi:ha:lease").unwrap();
-    v.and_then(|v| v.split_once(' ').map(|(o, _)| o.to_owned()))
-}
-
-fn wait_holder(con: &mut redis::Connection, limit: Duration, owner: &str) {
-    wait_until(limit, &format!("{owner} to hold the lease"), || {
-        holder(con).as_deref() == Some(owner)
-    });
-}
-
-/// Polls `f` every 20 ms for up to `limit`; returns whether it became true.
-fn settles(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if f() {
-            return true;
-        }
-        if start.elapsed() >= limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// HOLE A (`supervisor.rs` `Handler<Pause>` + `store_pause`). `POST /admin/pause` sent to
@@ -141,17 +95,6 @@ fn a_pause_a_leader_cut_off_from_redis_cannot_store_is_refused() {
         "a leader that cannot store the fleet's pause refuses it (b then reads on: {moved}, \
          {events_after} events)"
     );
-}
-
-/// Identities of `lines` missing from / duplicated in the job streams.
-fn counts(con: &mut redis::Connection, lines: &[String]) -> (usize, usize) {
-    let (missing, dups) = compare(con, PREFIX, lines);
-    (missing.len(), dups.len())
-}
-
-fn replay_marker(con: &mut redis::Connection) -> Option<u64> {
-    let v: Option<String> = con.get("jsi:cursor:replay").unwrap();
-    v.map(|s| s.parse().unwrap())
 }
 
 fn xlen(con: &mut redis::Connection, key: &str) -> usize {

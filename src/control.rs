@@ -218,7 +218,7 @@ struct Ack {
 async fn standby(supervisor: &Addr<Supervisor>) -> bool {
     matches!(
         supervisor.send(GetStatus).await,
-        Ok(Ok(status)) if status.ha.as_ref().is_some_and(|h| h.role == "standby")
+        Ok(Ok(status)) if status.ha.as_ref().is_some_and(|h| h.role == actors::messages::HaRole::Standby)
     )
 }
 

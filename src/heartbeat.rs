@@ -143,7 +143,7 @@ fn standby(observed: &watch::Receiver<Observed>) -> bool {
         .status
         .as_ref()
         .and_then(|s| s.ha.as_ref())
-        .is_some_and(|ha| ha.role == "standby")
+        .is_some_and(|ha| ha.role == actors::messages::HaRole::Standby)
 }
 
 fn view_now(observed: &watch::Receiver<Observed>, instance: &str) -> StatusView {

@@ -247,7 +247,10 @@ fn the_status_shows_the_role_the_owner_and_the_fencing_token() {
                 )
                 .await;
                 let ha = st.ha.clone().expect("ha in status");
-                assert_eq!((ha.role.as_str(), ha.owner.as_str()), ("leader", "solo"));
+                assert_eq!(
+                    (ha.role, ha.owner.as_str()),
+                    (actors::messages::HaRole::Leader, "solo")
+                );
                 assert_eq!(ha.acquisitions, 1);
                 let token = ha.token.expect("a leader has a token");
                 *lease.borrow_mut() = Some(token);

@@ -355,11 +355,19 @@ pub struct StepDown {
 #[rtype(result = "HaStatus")]
 pub struct GetHaStatus;
 
+/// `[ha]`: whether this instance writes.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HaRole {
+    Leader,
+    Standby,
+}
+
 /// `[ha]` in the status: who writes, and how this instance stands.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct HaStatus {
     /// `leader` (this instance writes) or `standby`.
-    pub role: String,
+    pub role: HaRole,
     /// This instance's owner id.
     pub owner: String,
     /// This instance's fencing token while leader.

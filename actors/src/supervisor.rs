@@ -460,11 +460,9 @@ impl Supervisor {
         };
         ctx.spawn(reset.into_actor(self).map(move |(), act, ctx| {
             act.resetting = act.resetting.saturating_sub(1);
-            if act.lease.is_some() && act.fence != fence {
-                // The lease went (or came back with another token) while this ran.
-                if act.fence.is_none() {
-                    act.stand_by(ctx);
-                }
+            // The lease went while this ran: what it resumed must stand by again.
+            if act.lease.is_some() && fence.is_some() && act.fence.is_none() {
+                act.stand_by(ctx);
             }
         }));
     }

@@ -163,8 +163,10 @@ pub fn render_status(v: &StatusView) -> String {
     }
     let _ = writeln!(out, "instance     {} (version {})", v.instance, v.version);
     if let Some(ha) = &v.ha {
-        let who = match (ha.role.as_str(), ha.token, &ha.holder) {
-            ("leader", Some(token), _) => format!("leader, fencing token {token}"),
+        let who = match (ha.role, ha.token, &ha.holder) {
+            (actors::messages::HaRole::Leader, Some(token), _) => {
+                format!("leader, fencing token {token}")
+            }
             (_, _, Some(holder)) => format!("standby, lease held by {holder}"),
             _ => "standby".to_owned(),
         };

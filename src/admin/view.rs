@@ -267,7 +267,7 @@ fn round1(x: f64) -> f64 {
 /// when the leader goes; it is not the writer (its status says `ha.role`).
 pub fn readiness(status: Option<&Status>) -> (bool, Option<String>) {
     if let Some(ha) = status.and_then(|s| s.ha.as_ref())
-        && ha.role == "standby"
+        && ha.role == actors::messages::HaRole::Standby
     {
         return (
             true,

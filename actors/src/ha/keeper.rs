@@ -17,7 +17,7 @@ use super::config::HaConfig;
 use super::lease::{
     ACQUIRE_SCRIPT, Answer, Change, RELEASE_SCRIPT, RENEW_SCRIPT, Role, lease_value, next,
 };
-use crate::messages::{GetHaStatus, HaStatus, Leadership, ReleaseLease, StepDown};
+use crate::messages::{GetHaStatus, HaRole, HaStatus, Leadership, ReleaseLease, StepDown};
 
 /// Where Redis is, for the keeper's own connection.
 #[derive(Debug, Clone)]
@@ -66,10 +66,6 @@ impl LeaseKeeper {
             acquisitions: 0,
             handovers: 0,
         }
-    }
-
-    pub fn owner(&self) -> &str {
-        &self.owner
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -260,11 +256,11 @@ impl Handler<GetHaStatus> for LeaseKeeper {
 
     fn handle(&mut self, _: GetHaStatus, _ctx: &mut Self::Context) -> Self::Result {
         let (role, token, holder) = match &self.role {
-            Role::Leader { token, .. } => ("leader", Some(*token), None),
-            Role::Standby { holder } => ("standby", None, holder.clone()),
+            Role::Leader { token, .. } => (HaRole::Leader, Some(*token), None),
+            Role::Standby { holder } => (HaRole::Standby, None, holder.clone()),
         };
         MessageResult(HaStatus {
-            role: role.to_owned(),
+            role,
             owner: self.owner.clone(),
             token,
             holder,
